@@ -1,0 +1,40 @@
+//! XTS-AES-256 sector cipher for vmcrypt.
+//!
+//! This crate encrypts and decrypts disk payloads as IEEE 1619 XTS-AES-256, the way LUKS2 and
+//! dm-crypt's `aes-xts-plain64` do: the payload is cut into data units of 512 or 4096 bytes and
+//! each unit's tweak is the number of its first 512-byte sector (byte offset / 512), as a 128-bit
+//! little-endian integer. With 4096-byte units the tweaks are therefore 0, 8, 16, ... (dm-crypt
+//! without `iv_large_sectors`).
+//!
+//! ```
+//! use vmcrypt_xts::{SectorSize, Xts};
+//! # fn main() -> Result<(), vmcrypt_xts::Error> {
+//! let mut key = [0u8; 64];
+//! key[32] = 1; // the two halves must differ
+//! let xts = Xts::new(&key)?;
+//! let mut disk = vec![0u8; 8192];
+//! xts.encrypt_sectors(&mut disk, 0, SectorSize::S4096)?;
+//! xts.decrypt_sectors(&mut disk, 0, SectorSize::S4096)?;
+//! assert!(disk.iter().all(|b| *b == 0));
+//! # Ok(()) }
+//! ```
+//!
+//! # Security
+//! XTS hides data but does not detect tampering: a changed ciphertext block decrypts to random
+//! bytes without any error. Integrity of the metadata is checked elsewhere (the key wrap); the
+//! integrity of the data is not protected, as with every sector-level disk cipher.
+//!
+//! The hot path batches many AES blocks per call across data-unit boundaries (the `aes` crate
+//! picks AES-NI at run time); [`Xts::par_encrypt_sectors`] spreads large buffers over the current
+//! rayon pool and its output does not depend on the number of threads.
+#![warn(missing_docs)]
+#![deny(rustdoc::broken_intra_doc_links)]
+#![forbid(unsafe_code)]
+
+mod engine;
+mod error;
+mod sector;
+
+pub use engine::{Direction, Xts};
+pub use error::Error;
+pub use sector::SectorSize;
