@@ -1,0 +1,415 @@
+//! Disks: raw images with a sidecar, and flat VMDKs whose descriptor carries the keys.
+//!
+//! Where the metadata lives:
+//! - raw image `IMAGE`: the sidecar settings file `IMAGE.vmcrypt`, keys prefixed `vmcrypt.`;
+//! - VMDK: the descriptor itself, keys prefixed `ddb.vmcrypt.` (the disk database section).
+//!
+//! Both hold `encryptionKeys` (the keySafe locator) and, in clear, what the keySafe is bound to:
+//! format version, cipher, data unit size, payload size, disk uuid, key generation and job state.
+
+mod job;
+mod ops;
+pub mod vmdk;
+
+use std::path::{Path, PathBuf};
+
+use vmcrypt_xts::SectorSize;
+
+pub use job::{DEFAULT_CHUNK, ImageJob, ImageJobBuilder, JobStats, NoProgress, Progress};
+pub use ops::{DecryptOptions, DiskReport, EncryptOptions, decrypt_disk, encrypt_disk, unlock};
+
+use crate::locator::KeyLocator;
+use crate::settings::{Flavor, Settings};
+use crate::wrap::{DISK_CIPHER, DiskIdentity, our_pairs};
+use crate::{Error, Result};
+use vmdk::{DESCRIPTOR_MAGIC, Extent, SPARSE_MAGIC};
+
+/// The settings key holding the keySafe (the name VMware uses in descriptors).
+pub const KEYSAFE_KEY: &str = "encryptionKeys";
+/// Extension appended to a raw image's name for its sidecar.
+pub const SIDECAR_EXT: &str = "vmcrypt";
+const SIDECAR_MAGIC: &str = "# vmcrypt metadata";
+const FORMAT_VERSION: &str = "1";
+
+/// The container format of a disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DiskFormat {
+    /// A raw image; metadata in a sidecar.
+    Raw,
+    /// A VMDK descriptor with one flat extent.
+    VmdkFlat,
+}
+
+impl DiskFormat {
+    /// A short name for output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiskFormat::Raw => "raw",
+            DiskFormat::VmdkFlat => "vmdk-flat",
+        }
+    }
+}
+
+/// State of an encrypted disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DiskState {
+    /// Fully encrypted.
+    Encrypted,
+    /// An in-place encryption was started and did not finish.
+    Encrypting,
+    /// An in-place decryption was started and did not finish.
+    Decrypting,
+}
+
+impl DiskState {
+    /// The name written in the metadata.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiskState::Encrypted => "encrypted",
+            DiskState::Encrypting => "encrypting",
+            DiskState::Decrypting => "decrypting",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "encrypted" => Some(DiskState::Encrypted),
+            "encrypting" => Some(DiskState::Encrypting),
+            "decrypting" => Some(DiskState::Decrypting),
+            _ => None,
+        }
+    }
+}
+
+/// The encryption metadata of a disk (no key material; the DEK is wrapped in `key_safe`).
+#[derive(Debug, Clone)]
+pub struct EncryptionMeta {
+    /// What the keySafe is bound to.
+    pub identity: DiskIdentity,
+    /// Key generation (1 on first encryption).
+    pub generation: u64,
+    /// The VM this disk belongs to, if any.
+    pub vm_uuid: Option<String>,
+    /// The keySafe.
+    pub key_safe: KeyLocator,
+    /// Job state.
+    pub state: DiskState,
+}
+
+impl EncryptionMeta {
+    /// The (provider, key id) pairs the keySafe can be opened with.
+    pub fn keys(&self) -> Vec<(String, String)> {
+        our_pairs(&self.key_safe)
+            .into_iter()
+            .map(|(p, k, _)| (p.to_string(), k.to_string()))
+            .collect()
+    }
+}
+
+/// An opened disk: its format, payload file and metadata, all validated.
+#[derive(Debug, Clone)]
+pub struct Disk {
+    path: PathBuf,
+    format: DiskFormat,
+    payload: PathBuf,
+    payload_len: u64,
+    meta_path: PathBuf,
+    settings: Option<Settings>,
+    extent: Option<Extent>,
+    encryption: Option<EncryptionMeta>,
+}
+
+impl Disk {
+    /// Opens a raw image or a VMDK descriptor and reads its metadata.
+    ///
+    /// # Errors
+    /// [`Error::Io`], [`Error::InvalidSettings`], [`Error::Unsupported`] and
+    /// [`Error::InvalidInput`] for inputs that are not disks vmcrypt handles.
+    pub fn open(path: &Path) -> Result<Disk> {
+        let meta = std::fs::metadata(path).map_err(Error::io("open", path))?;
+        if !meta.is_file() {
+            return Err(Error::input(format!(
+                "{} is not a regular file",
+                path.display()
+            )));
+        }
+        let mut head = [0u8; 64];
+        let n = {
+            use std::io::Read;
+            let mut f = std::fs::File::open(path).map_err(Error::io("open", path))?;
+            let mut n = 0;
+            while n < head.len() {
+                match f.read(&mut head[n..]).map_err(Error::io("read", path))? {
+                    0 => break,
+                    k => n += k,
+                }
+            }
+            n
+        };
+        let head = &head[..n];
+        if head.starts_with(DESCRIPTOR_MAGIC) {
+            return Disk::open_vmdk(path);
+        }
+        if head.starts_with(SPARSE_MAGIC) || head.starts_with(b"COWD") {
+            return Err(Error::Unsupported {
+                what: format!(
+                    "{} is a sparse VMDK; convert it with `qemu-img convert -O vmdk -o subformat=monolithicFlat`",
+                    path.display()
+                ),
+            });
+        }
+        if head.starts_with(SIDECAR_MAGIC.as_bytes()) {
+            return Err(Error::input(format!(
+                "{} is vmcrypt metadata, not a disk; name the image beside it",
+                path.display()
+            )));
+        }
+        Disk::open_raw(path, meta.len())
+    }
+
+    fn open_raw(path: &Path, len: u64) -> Result<Disk> {
+        let meta_path = sidecar_path(path);
+        let settings = if meta_path.exists() {
+            Some(Settings::read(&meta_path, Flavor::Vmx)?)
+        } else {
+            None
+        };
+        let encryption = match &settings {
+            Some(s) => Some(read_meta(s, "vmcrypt.", &meta_path)?),
+            None => None,
+        };
+        Ok(Disk {
+            path: path.to_path_buf(),
+            format: DiskFormat::Raw,
+            payload: path.to_path_buf(),
+            payload_len: len,
+            meta_path,
+            settings,
+            extent: None,
+            encryption,
+        })
+    }
+
+    fn open_vmdk(path: &Path) -> Result<Disk> {
+        let s = Settings::read(path, Flavor::Descriptor)?;
+        let extent = vmdk::flat_extent(&s, path)?;
+        let payload = crate::fsutil::parent_dir(path).join(&extent.file);
+        let payload_len = extent
+            .sectors
+            .checked_mul(512)
+            .ok_or_else(|| Error::settings(path, Some(extent.line + 1), "extent size overflows"))?;
+        let encryption = if s.get(KEYSAFE_KEY).is_some() {
+            Some(read_meta(&s, "ddb.vmcrypt.", path)?)
+        } else {
+            None
+        };
+        Ok(Disk {
+            path: path.to_path_buf(),
+            format: DiskFormat::VmdkFlat,
+            payload,
+            payload_len,
+            meta_path: path.to_path_buf(),
+            settings: Some(s),
+            extent: Some(extent),
+            encryption,
+        })
+    }
+
+    /// The path that was opened.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The container format.
+    pub fn format(&self) -> DiskFormat {
+        self.format
+    }
+
+    /// The file holding the (encrypted or plain) payload.
+    pub fn payload_path(&self) -> &Path {
+        &self.payload
+    }
+
+    /// Payload length in bytes, as the container describes it.
+    pub fn payload_len(&self) -> u64 {
+        self.payload_len
+    }
+
+    /// The file holding the encryption metadata (sidecar or descriptor).
+    pub fn metadata_path(&self) -> &Path {
+        &self.meta_path
+    }
+
+    /// The encryption metadata, if the disk is (being) encrypted.
+    pub fn encryption(&self) -> Option<&EncryptionMeta> {
+        self.encryption.as_ref()
+    }
+
+    /// Checks that the payload file really holds what the metadata records (no truncation).
+    ///
+    /// # Errors
+    /// [`Error::Integrity`] on a mismatch; [`Error::Io`].
+    pub fn check_payload(&self) -> Result<()> {
+        let actual = std::fs::metadata(&self.payload)
+            .map_err(Error::io("open payload", &self.payload))?
+            .len();
+        let want = self
+            .encryption
+            .as_ref()
+            .map(|e| e.identity.payload_size)
+            .unwrap_or(self.payload_len);
+        let ok = match self.format {
+            DiskFormat::Raw => actual == want,
+            DiskFormat::VmdkFlat => actual >= want,
+        };
+        if !ok || want != self.payload_len {
+            return Err(Error::Integrity {
+                path: self.payload.clone(),
+                reason: format!(
+                    "the metadata records {want} bytes of payload, the container {} and the file holds {actual} (truncated or swapped?)",
+                    self.payload_len
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes (or with `None` removes) the encryption metadata, atomically and durably.
+    pub(crate) fn write_meta(&mut self, meta: Option<&EncryptionMeta>) -> Result<()> {
+        match self.format {
+            DiskFormat::Raw => match meta {
+                Some(m) => {
+                    let mut s = self.settings.take().unwrap_or_else(|| {
+                        Settings::new(
+                            Flavor::Vmx,
+                            &[
+                                "vmcrypt metadata: the wrapped key of the image beside this file.",
+                                "Without this file the image cannot be decrypted. Do not edit.",
+                            ],
+                        )
+                    });
+                    apply_meta(&mut s, "vmcrypt.", m)?;
+                    crate::fsutil::write_atomic(&self.meta_path, s.render().as_bytes(), 0o644)?;
+                    self.settings = Some(s);
+                }
+                None => {
+                    if self.meta_path.exists() {
+                        crate::fsutil::remove_durable(&self.meta_path)?;
+                    }
+                    self.settings = None;
+                }
+            },
+            DiskFormat::VmdkFlat => {
+                let s = self
+                    .settings
+                    .as_mut()
+                    .ok_or_else(|| Error::input("descriptor not loaded"))?;
+                match meta {
+                    Some(m) => apply_meta(s, "ddb.vmcrypt.", m)?,
+                    None => {
+                        s.remove(KEYSAFE_KEY);
+                        s.remove_prefix("ddb.vmcrypt.");
+                    }
+                }
+                let mode = file_mode(&self.meta_path).unwrap_or(0o644);
+                crate::fsutil::write_atomic(&self.meta_path, s.render().as_bytes(), mode)?;
+            }
+        }
+        self.encryption = meta.cloned();
+        Ok(())
+    }
+
+    /// The descriptor settings of a VMDK (with the extent), for writing a copy elsewhere.
+    pub(crate) fn descriptor(&self) -> Option<(&Settings, &Extent)> {
+        match (&self.settings, &self.extent) {
+            (Some(s), Some(e)) if self.format == DiskFormat::VmdkFlat => Some((s, e)),
+            _ => None,
+        }
+    }
+}
+
+/// `IMAGE.vmcrypt` for `IMAGE`.
+pub fn sidecar_path(image: &Path) -> PathBuf {
+    let mut s = image.as_os_str().to_os_string();
+    s.push(".");
+    s.push(SIDECAR_EXT);
+    PathBuf::from(s)
+}
+
+fn file_mode(p: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p)
+        .ok()
+        .map(|m| m.permissions().mode() & 0o7777)
+}
+
+fn apply_meta(s: &mut Settings, prefix: &str, m: &EncryptionMeta) -> Result<()> {
+    s.set(KEYSAFE_KEY, &m.key_safe.render())?;
+    s.set(&format!("{prefix}version"), FORMAT_VERSION)?;
+    s.set(&format!("{prefix}cipher"), DISK_CIPHER)?;
+    s.set(
+        &format!("{prefix}sectorSize"),
+        &m.identity.sector_size.bytes().to_string(),
+    )?;
+    s.set(
+        &format!("{prefix}payloadSize"),
+        &m.identity.payload_size.to_string(),
+    )?;
+    s.set(&format!("{prefix}diskUuid"), &m.identity.uuid)?;
+    s.set(&format!("{prefix}keyGeneration"), &m.generation.to_string())?;
+    match &m.vm_uuid {
+        Some(v) => s.set(&format!("{prefix}vmUuid"), v)?,
+        None => {
+            s.remove(&format!("{prefix}vmUuid"));
+        }
+    }
+    s.set(&format!("{prefix}state"), m.state.as_str())
+}
+
+fn read_meta(s: &Settings, prefix: &str, path: &Path) -> Result<EncryptionMeta> {
+    let get = |k: &str| {
+        s.get(&format!("{prefix}{k}"))
+            .ok_or_else(|| Error::settings(path, None, format!("missing {prefix}{k}")))
+    };
+    let num = |k: &str| -> Result<u64> {
+        get(k)?
+            .parse()
+            .map_err(|_| Error::settings(path, None, format!("{prefix}{k} is not a number")))
+    };
+    if get("version")? != FORMAT_VERSION {
+        return Err(Error::Unsupported {
+            what: format!(
+                "vmcrypt metadata version {:?} in {}",
+                get("version")?,
+                path.display()
+            ),
+        });
+    }
+    if get("cipher")? != DISK_CIPHER {
+        return Err(Error::Unsupported {
+            what: format!("disk cipher {:?} in {}", get("cipher")?, path.display()),
+        });
+    }
+    let sector_size = SectorSize::from_bytes(num("sectorSize")?)
+        .map_err(|e| Error::settings(path, None, e.to_string()))?;
+    let key_safe = KeyLocator::parse(
+        s.get(KEYSAFE_KEY)
+            .ok_or_else(|| Error::settings(path, None, format!("missing {KEYSAFE_KEY}")))?,
+    )?;
+    let uuid = get("diskUuid")?.to_string();
+    let state = DiskState::parse(get("state")?)
+        .ok_or_else(|| Error::settings(path, None, format!("unknown {prefix}state")))?;
+    Ok(EncryptionMeta {
+        identity: DiskIdentity {
+            uuid,
+            payload_size: num("payloadSize")?,
+            sector_size,
+        },
+        generation: num("keyGeneration")?,
+        vm_uuid: s.get(&format!("{prefix}vmUuid")).map(str::to_string),
+        key_safe,
+        state,
+    })
+}

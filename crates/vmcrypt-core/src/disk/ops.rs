@@ -1,0 +1,491 @@
+//! Whole-disk operations: encrypt, decrypt, unlock.
+//!
+//! Everything is checked before the first byte is written: the disk's format and state, the
+//! payload size against the metadata, and the new key's round trip through the provider (the
+//! KEK is fetched back and the fresh keySafe unwrapped before any data is touched, so a key the
+//! provider cannot return never protects data). Outputs are created exclusively and removed
+//! again if the job fails. In place, the metadata is written first (state `encrypting` or
+//! `decrypting`), so the key is on disk before any sector changes.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use subtle::ConstantTimeEq;
+use vmcrypt_xts::{Direction, SectorSize};
+
+use super::{Disk, DiskFormat, DiskState, EncryptionMeta, ImageJob, Progress, sidecar_path};
+use crate::locator::KeyLocator;
+use crate::provider::{KeyId, KeyProvider, KeyPurpose, ProviderLookup};
+use crate::secret::{Dek, random_uuid};
+use crate::wrap::{DiskIdentity, WrapContext, our_pairs, unwrap_dek, wrap_dek};
+use crate::{Error, Result};
+
+/// Options for [`encrypt_disk`].
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct EncryptOptions {
+    /// XTS data unit size (default 4096).
+    pub sector_size: SectorSize,
+    /// Write the encrypted disk here; `None` encrypts in place.
+    pub output: Option<PathBuf>,
+    /// Worker threads (default: all cores).
+    pub threads: Option<usize>,
+}
+
+/// Options for [`decrypt_disk`].
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct DecryptOptions {
+    /// Write the decrypted disk here; `None` decrypts in place.
+    pub output: Option<PathBuf>,
+    /// Worker threads (default: all cores).
+    pub threads: Option<usize>,
+}
+
+impl EncryptOptions {
+    /// Encrypt in place with defaults.
+    pub fn in_place() -> Self {
+        Self::default()
+    }
+
+    /// Encrypt into `out` with defaults.
+    pub fn to_output(out: impl Into<PathBuf>) -> Self {
+        EncryptOptions {
+            output: Some(out.into()),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the data unit size.
+    pub fn sector_size(mut self, s: SectorSize) -> Self {
+        self.sector_size = s;
+        self
+    }
+
+    /// Sets the worker thread count.
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = Some(n);
+        self
+    }
+}
+
+impl DecryptOptions {
+    /// Decrypt in place with defaults.
+    pub fn in_place() -> Self {
+        Self::default()
+    }
+
+    /// Decrypt into `out` with defaults.
+    pub fn to_output(out: impl Into<PathBuf>) -> Self {
+        DecryptOptions {
+            output: Some(out.into()),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the worker thread count.
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = Some(n);
+        self
+    }
+}
+
+/// What a disk operation did (no key material).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct DiskReport {
+    /// The resulting disk (the input when in place).
+    pub disk: PathBuf,
+    /// Its payload file.
+    pub payload: PathBuf,
+    /// Its metadata file (sidecar or descriptor), if it is encrypted.
+    pub metadata: Option<PathBuf>,
+    /// Payload bytes processed.
+    pub bytes: u64,
+    /// Time spent.
+    pub elapsed: Duration,
+    /// Provider of the KEK.
+    pub provider: String,
+    /// Key id of the KEK.
+    pub key_id: String,
+    /// Data unit size.
+    pub sector_size: SectorSize,
+}
+
+/// Encrypts a plain disk with a new DEK wrapped under a new KEK from `provider`.
+///
+/// # Errors
+/// [`Error::InvalidInput`] for an encrypted, empty or not-whole-units disk or an existing
+/// output; provider errors; [`Error::Io`]. The input is unchanged on every error raised before
+/// the job starts.
+pub fn encrypt_disk(
+    path: &Path,
+    provider: &dyn KeyProvider,
+    opts: &EncryptOptions,
+    progress: &dyn Progress,
+    cancel: &AtomicBool,
+) -> Result<DiskReport> {
+    let disk = Disk::open(path)?;
+    if let Some(e) = disk.encryption() {
+        return Err(Error::input(match e.state {
+            DiskState::Encrypted => format!("{} is already encrypted", path.display()),
+            s => format!(
+                "{} has an interrupted job (state {}); it cannot be encrypted again",
+                path.display(),
+                s.as_str()
+            ),
+        }));
+    }
+    disk.check_payload()?;
+    let unit = opts.sector_size;
+    let len = disk.payload_len();
+    if len == 0 {
+        return Err(Error::input(format!(
+            "{} has no payload to encrypt",
+            path.display()
+        )));
+    }
+    if len % unit.bytes() as u64 != 0 {
+        return Err(Error::input(format!(
+            "{}: payload of {len} bytes is not a whole number of {}-byte sectors{}",
+            path.display(),
+            unit.bytes(),
+            if len % 512 == 0 {
+                "; use --sector-size 512"
+            } else {
+                ""
+            }
+        )));
+    }
+    let out = opts
+        .output
+        .as_deref()
+        .map(|o| OutputPaths::plan(&disk, o))
+        .transpose()?;
+
+    let identity = DiskIdentity {
+        uuid: random_uuid()?,
+        payload_size: len,
+        sector_size: unit,
+    };
+    let (key_id, kek) = provider.create_kek(&KeyPurpose::Disk(identity.uuid.clone()))?;
+    let dek = Dek::generate_xts()?;
+    let ctx = WrapContext {
+        provider: provider.name(),
+        key_id: key_id.as_str(),
+        vm_uuid: None,
+        disk: &identity,
+        generation: 1,
+    };
+    let key_safe = KeyLocator::List(vec![wrap_dek(&kek, &dek, &ctx)?]);
+    drop(kek);
+    verify_round_trip(provider, &key_id, &key_safe, &ctx, &dek)?;
+    let meta = EncryptionMeta {
+        identity: identity.clone(),
+        generation: 1,
+        vm_uuid: None,
+        key_safe,
+        state: DiskState::Encrypted,
+    };
+
+    let threads = threads(opts.threads);
+    let builder = |src: &Path| {
+        ImageJob::builder(src, &dek)
+            .length(len)
+            .sector_size(unit)
+            .direction(Direction::Encrypt)
+            .threads(threads)
+    };
+    let (stats, result_disk) = match out {
+        None => {
+            let mut disk = disk;
+            disk.write_meta(Some(&EncryptionMeta {
+                state: DiskState::Encrypting,
+                ..meta.clone()
+            }))?;
+            let stats = builder(disk.payload_path())
+                .build()?
+                .run(progress, &*cancel)
+                .map_err(|e| interrupted(path, e))?;
+            disk.write_meta(Some(&meta))?;
+            (stats, disk)
+        }
+        Some(out) => {
+            let mut guard = Cleanup(out.created.clone());
+            let mut out_disk = out.disk;
+            let stats = builder(disk.payload_path())
+                .output(out_disk.payload_path())
+                .build()?
+                .run(progress, &*cancel)?;
+            out_disk.write_meta(Some(&meta))?;
+            guard.0.clear();
+            (stats, out_disk)
+        }
+    };
+    tracing::info!(disk = %result_disk.path().display(), provider = provider.name(), key_id = %key_id, "disk encrypted");
+    Ok(DiskReport {
+        disk: result_disk.path().to_path_buf(),
+        payload: result_disk.payload_path().to_path_buf(),
+        metadata: Some(result_disk.metadata_path().to_path_buf()),
+        bytes: stats.bytes,
+        elapsed: stats.elapsed,
+        provider: provider.name().to_string(),
+        key_id: key_id.to_string(),
+        sector_size: unit,
+    })
+}
+
+/// Decrypts an encrypted disk, getting its KEK from the provider named in its keySafe.
+///
+/// # Errors
+/// [`Error::InvalidInput`] for a plain disk or an existing output; [`Error::UnwrapFailed`] or
+/// [`Error::Integrity`] when the key or metadata do not match; provider errors; [`Error::Io`].
+pub fn decrypt_disk(
+    path: &Path,
+    lookup: &ProviderLookup<'_>,
+    opts: &DecryptOptions,
+    progress: &dyn Progress,
+    cancel: &AtomicBool,
+) -> Result<DiskReport> {
+    let disk = Disk::open(path)?;
+    let meta = disk
+        .encryption()
+        .cloned()
+        .ok_or_else(|| Error::input(format!("{} is not encrypted", path.display())))?;
+    let out = opts
+        .output
+        .as_deref()
+        .map(|o| OutputPaths::plan(&disk, o))
+        .transpose()?;
+    let (dek, provider, key_id) = unlock_with(&disk, lookup)?;
+    let unit = meta.identity.sector_size;
+    let len = meta.identity.payload_size;
+    let threads = threads(opts.threads);
+    let builder = |src: &Path| {
+        ImageJob::builder(src, &dek)
+            .length(len)
+            .sector_size(unit)
+            .direction(Direction::Decrypt)
+            .threads(threads)
+    };
+    let (stats, result_disk) = match out {
+        None => {
+            let mut disk = disk;
+            disk.write_meta(Some(&EncryptionMeta {
+                state: DiskState::Decrypting,
+                ..meta.clone()
+            }))?;
+            let stats = builder(disk.payload_path())
+                .build()?
+                .run(progress, &*cancel)
+                .map_err(|e| interrupted(path, e))?;
+            disk.write_meta(None)?;
+            (stats, disk)
+        }
+        Some(out) => {
+            let mut guard = Cleanup(out.created.clone());
+            let mut out_disk = out.disk;
+            let stats = builder(disk.payload_path())
+                .output(out_disk.payload_path())
+                .build()?
+                .run(progress, &*cancel)?;
+            out_disk.write_meta(None)?;
+            guard.0.clear();
+            (stats, out_disk)
+        }
+    };
+    tracing::info!(disk = %result_disk.path().display(), "disk decrypted");
+    Ok(DiskReport {
+        disk: result_disk.path().to_path_buf(),
+        payload: result_disk.payload_path().to_path_buf(),
+        metadata: None,
+        bytes: stats.bytes,
+        elapsed: stats.elapsed,
+        provider,
+        key_id,
+        sector_size: unit,
+    })
+}
+
+/// Unwraps the DEK of an encrypted disk after checking its state and payload size.
+///
+/// # Errors
+/// [`Error::InvalidInput`] for a plain or interrupted disk; [`Error::Integrity`];
+/// [`Error::UnwrapFailed`]; provider errors.
+pub fn unlock(disk: &Disk, lookup: &ProviderLookup<'_>) -> Result<Dek> {
+    unlock_with(disk, lookup).map(|(dek, _, _)| dek)
+}
+
+fn unlock_with(disk: &Disk, lookup: &ProviderLookup<'_>) -> Result<(Dek, String, String)> {
+    let meta = disk
+        .encryption()
+        .ok_or_else(|| Error::input(format!("{} is not encrypted", disk.path().display())))?;
+    if meta.state != DiskState::Encrypted {
+        return Err(Error::input(format!(
+            "{} has an interrupted in-place job (state {}); it must be finished before anything else touches it",
+            disk.path().display(),
+            meta.state.as_str()
+        )));
+    }
+    disk.check_payload()?;
+    let pairs = our_pairs(&meta.key_safe);
+    if pairs.is_empty() {
+        return Err(Error::Unsupported {
+            what: "the keySafe has no AES-256-GCM key vmcrypt can open".into(),
+        });
+    }
+    let mut last = Error::UnwrapFailed;
+    for (provider_name, key_id, locked) in pairs {
+        let attempt = (|| {
+            let provider = lookup(provider_name)?;
+            let kek = provider.fetch_kek(&KeyId::new(key_id)?)?;
+            let ctx = WrapContext {
+                provider: provider_name,
+                key_id,
+                vm_uuid: meta.vm_uuid.as_deref(),
+                disk: &meta.identity,
+                generation: meta.generation,
+            };
+            unwrap_dek(&kek, locked, &ctx)
+        })();
+        match attempt {
+            Ok(dek) => return Ok((dek, provider_name.to_string(), key_id.to_string())),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+fn verify_round_trip(
+    provider: &dyn KeyProvider,
+    id: &KeyId,
+    key_safe: &KeyLocator,
+    ctx: &WrapContext<'_>,
+    dek: &Dek,
+) -> Result<()> {
+    let kek = provider.fetch_kek(id)?;
+    let locked = our_pairs(key_safe)
+        .first()
+        .map(|p| p.2.to_vec())
+        .ok_or(Error::UnwrapFailed)?;
+    let back = unwrap_dek(&kek, &locked, ctx)?;
+    if !bool::from(back.expose_secret().ct_eq(dek.expose_secret())) {
+        return Err(Error::UnwrapFailed);
+    }
+    Ok(())
+}
+
+fn threads(t: Option<usize>) -> usize {
+    t.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    })
+    .max(1)
+}
+
+fn interrupted(path: &Path, e: Error) -> Error {
+    tracing::error!(disk = %path.display(), "in-place job stopped part way; the metadata keeps the key and the job state");
+    e
+}
+
+/// Where an output disk goes, planned and checked before any work.
+struct OutputPaths {
+    disk: Disk,
+    created: Vec<PathBuf>,
+}
+
+impl OutputPaths {
+    fn plan(src: &Disk, out: &Path) -> Result<OutputPaths> {
+        let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+            (Ok(x), Ok(y)) => x == y,
+            _ => false,
+        };
+        let exists = |p: &Path| -> Result<()> {
+            if p.exists() || p.symlink_metadata().is_ok() {
+                return Err(Error::input(format!(
+                    "{} already exists; not overwriting it",
+                    p.display()
+                )));
+            }
+            Ok(())
+        };
+        if same(src.path(), out) || same(src.payload_path(), out) {
+            return Err(Error::input("input and output are the same file"));
+        }
+        match src.format() {
+            DiskFormat::Raw => {
+                let meta_path = sidecar_path(out);
+                exists(out)?;
+                exists(&meta_path)?;
+                let disk = Disk {
+                    path: out.to_path_buf(),
+                    format: DiskFormat::Raw,
+                    payload: out.to_path_buf(),
+                    payload_len: src.payload_len(),
+                    meta_path: meta_path.clone(),
+                    settings: None,
+                    extent: None,
+                    encryption: None,
+                };
+                Ok(OutputPaths {
+                    disk,
+                    created: vec![out.to_path_buf(), meta_path],
+                })
+            }
+            DiskFormat::VmdkFlat => {
+                let name = out.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                let stem = name
+                    .strip_suffix(".vmdk")
+                    .filter(|s| !s.is_empty())
+                    .ok_or_else(|| {
+                        Error::input(format!(
+                            "output {} of a VMDK must be a file name ending in .vmdk",
+                            out.display()
+                        ))
+                    })?;
+                let flat_name = format!("{stem}-flat.vmdk");
+                let flat = crate::fsutil::parent_dir(out).join(&flat_name);
+                exists(out)?;
+                exists(&flat)?;
+                let (settings, extent) = src
+                    .descriptor()
+                    .ok_or_else(|| Error::input("descriptor not loaded"))?;
+                let mut settings = settings.clone();
+                settings.replace_line(extent.line, &extent.render_with_file(&flat_name))?;
+                settings.remove(super::KEYSAFE_KEY);
+                settings.remove_prefix("ddb.vmcrypt.");
+                let extent = super::vmdk::Extent {
+                    file: flat_name,
+                    ..extent.clone()
+                };
+                let disk = Disk {
+                    path: out.to_path_buf(),
+                    format: DiskFormat::VmdkFlat,
+                    payload: flat.clone(),
+                    payload_len: src.payload_len(),
+                    meta_path: out.to_path_buf(),
+                    settings: Some(settings),
+                    extent: Some(extent),
+                    encryption: None,
+                };
+                Ok(OutputPaths {
+                    disk,
+                    created: vec![out.to_path_buf(), flat],
+                })
+            }
+        }
+    }
+}
+
+/// Removes partial outputs unless cleared.
+struct Cleanup(Vec<PathBuf>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}

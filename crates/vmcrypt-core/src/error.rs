@@ -1,0 +1,150 @@
+//! The one public error type of vmcrypt-core, and the kinds callers match on.
+
+use std::path::PathBuf;
+
+/// What went wrong, coarsely: the CLI maps kinds to exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// Reading or writing a file failed.
+    Io,
+    /// The request or the input data cannot be used (wrong size, already encrypted, ...).
+    InvalidInput,
+    /// A settings file (VMX, VMDK descriptor, sidecar, keystore) is not valid.
+    InvalidSettings,
+    /// A wrapped key did not unwrap, or the image does not match its metadata.
+    UnwrapFailed,
+    /// The input is valid but not supported by this version.
+    Unsupported,
+    /// A key provider could not be reached or refused the request (safe to retry).
+    KeyService,
+    /// The job was cancelled.
+    Cancelled,
+}
+
+/// An error from vmcrypt-core. Messages are short and never contain key material.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file operation failed.
+    #[error("cannot {op} {}", path.display())]
+    Io {
+        /// What was being done ("read", "write", "create", ...).
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A settings file could not be parsed or is missing a required entry.
+    #[error("invalid settings in {}{}: {reason}", path.display(), line.map(|l| format!(" line {l}")).unwrap_or_default())]
+    InvalidSettings {
+        /// The file.
+        path: PathBuf,
+        /// The 1-based line, when one line is at fault.
+        line: Option<usize>,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A key locator string is not in the `vmware:key/...` grammar.
+    #[error("invalid key locator: {reason}")]
+    InvalidLocator {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A wrapped key failed to unwrap: wrong key, tampered, or copied from another disk.
+    /// Deliberately opaque: no hint which check failed.
+    #[error(
+        "wrapped key did not unwrap (wrong key, tampered metadata, or metadata of another disk)"
+    )]
+    UnwrapFailed,
+    /// The image does not match what its metadata records.
+    #[error("{} does not match its metadata: {reason}", path.display())]
+    Integrity {
+        /// The payload file.
+        path: PathBuf,
+        /// What differs.
+        reason: String,
+    },
+    /// The request cannot be carried out on this input.
+    #[error("{reason}")]
+    InvalidInput {
+        /// What is wrong, with the path if there is one.
+        reason: String,
+    },
+    /// Valid input that this version does not support.
+    #[error("unsupported: {what}")]
+    Unsupported {
+        /// What is not supported.
+        what: String,
+    },
+    /// A key provider failed.
+    #[error("key provider {provider:?}: {reason}")]
+    KeyService {
+        /// The provider name.
+        provider: String,
+        /// What happened.
+        reason: String,
+    },
+    /// The native keystore is missing, unreadable or unsafe.
+    #[error("keystore {}: {reason}", path.display())]
+    Keystore {
+        /// The keystore file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The sector cipher refused its input.
+    #[error("sector cipher")]
+    Xts(#[from] vmcrypt_xts::Error),
+    /// The job was cancelled before it finished.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl Error {
+    /// The coarse kind of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Io { .. } => ErrorKind::Io,
+            Error::InvalidSettings { .. }
+            | Error::InvalidLocator { .. }
+            | Error::Keystore { .. } => ErrorKind::InvalidSettings,
+            Error::UnwrapFailed | Error::Integrity { .. } => ErrorKind::UnwrapFailed,
+            Error::InvalidInput { .. } | Error::Xts(_) => ErrorKind::InvalidInput,
+            Error::Unsupported { .. } => ErrorKind::Unsupported,
+            Error::KeyService { .. } => ErrorKind::KeyService,
+            Error::Cancelled => ErrorKind::Cancelled,
+        }
+    }
+
+    pub(crate) fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { op, path, source }
+    }
+
+    pub(crate) fn input(reason: impl Into<String>) -> Error {
+        Error::InvalidInput {
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn settings(
+        path: impl Into<PathBuf>,
+        line: Option<usize>,
+        reason: impl Into<String>,
+    ) -> Error {
+        Error::InvalidSettings {
+            path: path.into(),
+            line,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Results of vmcrypt-core.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,68 @@
+//! Key providers: where KEKs live. A provider creates a KEK for a disk or VM and fetches it
+//! again by key id. The embedded [`native`] provider derives KEKs from one local key; KMIP
+//! providers (a cluster of key servers) implement the same trait in vmcrypt-kmip.
+
+pub mod native;
+
+use crate::secret::Kek;
+use crate::{Error, Result};
+
+/// A key id within a provider: printable ASCII, 1 to 256 bytes. Checked once at construction.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KeyId(String);
+
+impl KeyId {
+    /// Validates a key id.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for an empty, overlong or non-printable id.
+    pub fn new(s: impl Into<String>) -> Result<Self> {
+        let s = s.into();
+        if s.is_empty() || s.len() > 256 || !s.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(Error::input(format!("invalid key id {s:?}")));
+        }
+        Ok(KeyId(s))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for KeyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a new KEK is for; providers that name keys (KMIP) use it for the key's Name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyPurpose {
+    /// The KEK of one disk, by the disk's uuid.
+    Disk(String),
+    /// The KEK of one VM, by the VM's uuid.
+    Vm(String),
+}
+
+/// A source of KEKs.
+pub trait KeyProvider: Send + Sync {
+    /// The provider's name (stored in every keySafe it wraps).
+    fn name(&self) -> &str;
+
+    /// Creates a new KEK and returns its id with the key.
+    ///
+    /// # Errors
+    /// [`Error::KeyService`] when the provider cannot create keys.
+    fn create_kek(&self, purpose: &KeyPurpose) -> Result<(KeyId, Kek)>;
+
+    /// Fetches the KEK with this id.
+    ///
+    /// # Errors
+    /// [`Error::KeyService`] when the provider cannot be reached or does not have the key.
+    fn fetch_kek(&self, id: &KeyId) -> Result<Kek>;
+}
+
+/// Finds a provider by the name recorded in a keySafe.
+pub type ProviderLookup<'a> = dyn Fn(&str) -> Result<Box<dyn KeyProvider>> + 'a;

@@ -1,0 +1,461 @@
+//! The embedded key provider: one 256-bit key derivation key (KDK) in a local keystore file,
+//! and every KEK derived from it as HKDF-SHA256(KDK, info = label || key id). There is no key
+//! database: hosts that share the keystore derive the same KEKs, and losing the keystore loses
+//! every disk it protects, which is why it must be backed up ([`NativeProvider::backup`]).
+//!
+//! Keystore file (settings syntax, mode 0600, refused if group or others can read it):
+//! ```text
+//! vmcrypt.keystore.version = "1"
+//! vmcrypt.keystore.kdk = "BASE64"
+//! vmcrypt.keystore.backedUp = "FALSE"
+//! ```
+//!
+//! Backup file: the KDK sealed with AES-256-GCM under a key stretched from a passphrase with
+//! Argon2id (64 MiB, 3 passes by default); the parameters are stored and authenticated.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use hkdf::Hkdf;
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use super::{KeyId, KeyProvider, KeyPurpose};
+use crate::fsutil::write_atomic;
+use crate::secret::{Kdk, Kek, random_fill, random_uuid};
+use crate::settings::{Flavor, Settings};
+use crate::{Error, Result};
+
+const KEK_INFO: &[u8] = b"vmcrypt native kek v1\0";
+const K_VERSION: &str = "vmcrypt.keystore.version";
+const K_KDK: &str = "vmcrypt.keystore.kdk";
+const K_BACKED_UP: &str = "vmcrypt.keystore.backedUp";
+const B_PREFIX: &str = "vmcrypt.backup.";
+const BACKUP_AAD: &[u8] = b"vmcrypt native backup v1\0";
+/// Upper bound on Argon2 memory accepted from a backup file (a hostile file must not exhaust RAM).
+const MAX_BACKUP_MEMORY_KIB: u32 = 4 * 1024 * 1024;
+
+/// Argon2id parameters for backups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BackupParams {
+    /// Memory in KiB.
+    pub memory_kib: u32,
+    /// Passes.
+    pub iterations: u32,
+    /// Lanes.
+    pub parallelism: u32,
+}
+
+impl Default for BackupParams {
+    fn default() -> Self {
+        BackupParams {
+            memory_kib: 64 * 1024,
+            iterations: 3,
+            parallelism: 1,
+        }
+    }
+}
+
+/// The native key provider.
+pub struct NativeProvider {
+    name: String,
+    path: PathBuf,
+    kdk: Kdk,
+    backed_up: bool,
+}
+
+impl NativeProvider {
+    /// Creates a new keystore with a fresh KDK at `path`; refuses to overwrite an existing file.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] if the file exists; [`Error::Io`].
+    pub fn create(name: &str, path: &Path) -> Result<Self> {
+        if path.exists() {
+            return Err(Error::input(format!(
+                "keystore {} already exists; not overwriting it",
+                path.display()
+            )));
+        }
+        let kdk = Kdk::generate()?;
+        let p = NativeProvider {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            kdk,
+            backed_up: false,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
+        }
+        p.save()?;
+        tracing::info!(provider = name, keystore = %path.display(), "created native keystore");
+        Ok(p)
+    }
+
+    /// Opens an existing keystore.
+    ///
+    /// # Errors
+    /// [`Error::Keystore`] if it is missing, readable by others, or malformed.
+    pub fn open(name: &str, path: &Path) -> Result<Self> {
+        let ks = |reason: String| Error::Keystore {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let meta = std::fs::metadata(path).map_err(|e| {
+            ks(if e.kind() == std::io::ErrorKind::NotFound {
+                "not found (restore it from its backup with `vmcrypt provider restore`)".into()
+            } else {
+                format!("cannot read: {e}")
+            })
+        })?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            return Err(ks(format!(
+                "mode {:o} lets others read it; run `chmod 600 {}`",
+                meta.permissions().mode() & 0o777,
+                path.display()
+            )));
+        }
+        let s = Settings::read(path, Flavor::Vmx)?;
+        if s.get(K_VERSION) != Some("1") {
+            return Err(ks("not a vmcrypt keystore (version 1)".into()));
+        }
+        let raw = Zeroizing::new(
+            B64.decode(s.get(K_KDK).ok_or_else(|| ks("no key".into()))?)
+                .map_err(|_| ks("key is not base64".into()))?,
+        );
+        let kdk = Kdk::from_slice(&raw).map_err(|_| ks("key has the wrong length".into()))?;
+        let backed_up = s
+            .get(K_BACKED_UP)
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let p = NativeProvider {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            kdk,
+            backed_up,
+        };
+        if !backed_up {
+            tracing::warn!(
+                provider = name,
+                keystore = %path.display(),
+                "native keystore has no backup: if it is lost every disk it protects is lost; run `vmcrypt provider backup {name} --out FILE`"
+            );
+        }
+        Ok(p)
+    }
+
+    /// Whether a backup has been exported.
+    pub fn is_backed_up(&self) -> bool {
+        self.backed_up
+    }
+
+    /// The keystore path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Exports the KDK under a passphrase to `out` (refusing to overwrite) and marks the
+    /// keystore as backed up.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for an empty passphrase or an existing output; [`Error::Io`].
+    pub fn backup(&mut self, out: &Path, passphrase: &[u8], params: BackupParams) -> Result<()> {
+        if passphrase.is_empty() {
+            return Err(Error::input("the backup passphrase is empty"));
+        }
+        if out.exists() {
+            return Err(Error::input(format!(
+                "{} already exists; not overwriting it",
+                out.display()
+            )));
+        }
+        let mut salt = [0u8; 16];
+        let mut nonce = [0u8; 12];
+        random_fill(&mut salt)?;
+        random_fill(&mut nonce)?;
+        let mut s = Settings::new(
+            Flavor::Vmx,
+            &[
+                "vmcrypt native key provider backup: the key derivation key, sealed under a passphrase.",
+                "Restore with `vmcrypt provider restore FILE --name NAME`.",
+            ],
+        );
+        s.set(&format!("{B_PREFIX}version"), "1")?;
+        s.set(&format!("{B_PREFIX}kdf"), "argon2id")?;
+        s.set(
+            &format!("{B_PREFIX}kdf.memoryKiB"),
+            &params.memory_kib.to_string(),
+        )?;
+        s.set(
+            &format!("{B_PREFIX}kdf.iterations"),
+            &params.iterations.to_string(),
+        )?;
+        s.set(
+            &format!("{B_PREFIX}kdf.parallelism"),
+            &params.parallelism.to_string(),
+        )?;
+        s.set(&format!("{B_PREFIX}salt"), &B64.encode(salt))?;
+        s.set(&format!("{B_PREFIX}nonce"), &B64.encode(nonce))?;
+        let key = stretch(passphrase, &salt, params)?;
+        let aad = backup_aad(&params, &salt);
+        let ct = Aes256Gcm::new(key.as_ref().into())
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: self.kdk.expose_secret(),
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| Error::input("backup encryption failed"))?;
+        s.set(&format!("{B_PREFIX}data"), &B64.encode(ct))?;
+        // Write through a temp file so a partial backup never looks like a complete one.
+        write_atomic(out, s.render().as_bytes(), 0o600)?;
+        self.backed_up = true;
+        self.save()?;
+        tracing::info!(provider = %self.name, backup = %out.display(), "native keystore backed up");
+        Ok(())
+    }
+
+    /// Restores a keystore from a backup into `keystore` (refusing to overwrite), marked as
+    /// backed up.
+    ///
+    /// # Errors
+    /// [`Error::UnwrapFailed`] for a wrong passphrase or a tampered backup;
+    /// [`Error::InvalidSettings`] for a file that is not a backup.
+    pub fn restore(name: &str, backup: &Path, passphrase: &[u8], keystore: &Path) -> Result<Self> {
+        if keystore.exists() {
+            return Err(Error::input(format!(
+                "keystore {} already exists; not overwriting it",
+                keystore.display()
+            )));
+        }
+        let s = Settings::read(backup, Flavor::Vmx)?;
+        let get = |k: &str| {
+            s.get(&format!("{B_PREFIX}{k}")).ok_or_else(|| {
+                Error::settings(
+                    backup,
+                    None,
+                    format!("not a vmcrypt backup: no {B_PREFIX}{k}"),
+                )
+            })
+        };
+        let num = |k: &str| -> Result<u32> {
+            get(k)?.parse().map_err(|_| {
+                Error::settings(backup, None, format!("{B_PREFIX}{k} is not a number"))
+            })
+        };
+        if get("version")? != "1" || get("kdf")? != "argon2id" {
+            return Err(Error::settings(
+                backup,
+                None,
+                "unsupported backup version or KDF",
+            ));
+        }
+        let params = BackupParams {
+            memory_kib: num("kdf.memoryKiB")?,
+            iterations: num("kdf.iterations")?,
+            parallelism: num("kdf.parallelism")?,
+        };
+        if params.memory_kib > MAX_BACKUP_MEMORY_KIB
+            || params.iterations > 64
+            || params.parallelism > 64
+        {
+            return Err(Error::settings(backup, None, "KDF parameters out of range"));
+        }
+        let b64 = |k: &str| {
+            B64.decode(get(k)?)
+                .map_err(|_| Error::settings(backup, None, format!("{B_PREFIX}{k} is not base64")))
+        };
+        let salt = b64("salt")?;
+        let nonce = b64("nonce")?;
+        let data = b64("data")?;
+        if nonce.len() != 12 {
+            return Err(Error::settings(backup, None, "bad nonce length"));
+        }
+        let key = stretch(passphrase, &salt, params)?;
+        let aad = backup_aad(&params, &salt);
+        let raw = Zeroizing::new(
+            Aes256Gcm::new(key.as_ref().into())
+                .decrypt(
+                    Nonce::from_slice(&nonce),
+                    Payload {
+                        msg: &data,
+                        aad: &aad,
+                    },
+                )
+                .map_err(|_| Error::UnwrapFailed)?,
+        );
+        let kdk = Kdk::from_slice(&raw).map_err(|_| Error::UnwrapFailed)?;
+        let p = NativeProvider {
+            name: name.to_string(),
+            path: keystore.to_path_buf(),
+            kdk,
+            backed_up: true,
+        };
+        if let Some(dir) = keystore.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
+        }
+        p.save()?;
+        Ok(p)
+    }
+
+    fn save(&self) -> Result<()> {
+        let mut s = Settings::new(
+            Flavor::Vmx,
+            &[
+                "vmcrypt native key provider keystore. SECRET: whoever reads this file can decrypt every disk it protects.",
+                "Losing it loses those disks: keep the backup made by `vmcrypt provider backup`.",
+            ],
+        );
+        s.set(K_VERSION, "1")?;
+        s.set(
+            K_KDK,
+            Zeroizing::new(B64.encode(self.kdk.expose_secret())).as_str(),
+        )?;
+        s.set(K_BACKED_UP, if self.backed_up { "TRUE" } else { "FALSE" })?;
+        let text = Zeroizing::new(s.render());
+        write_atomic(&self.path, text.as_bytes(), 0o600)
+    }
+
+    fn derive(&self, id: &KeyId) -> Result<Kek> {
+        let hk = Hkdf::<Sha256>::new(None, self.kdk.expose_secret());
+        let mut info = KEK_INFO.to_vec();
+        info.extend_from_slice(id.as_str().as_bytes());
+        let mut res = Ok(());
+        let kek = Kek::init_with_mut(|k| {
+            res = hk
+                .expand(&info, k)
+                .map_err(|_| Error::input("HKDF output length"));
+        });
+        res.map(|()| kek)
+    }
+}
+
+impl KeyProvider for NativeProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn create_kek(&self, _purpose: &KeyPurpose) -> Result<(KeyId, Kek)> {
+        let id = KeyId::new(random_uuid()?)?;
+        let kek = self.derive(&id)?;
+        Ok((id, kek))
+    }
+
+    fn fetch_kek(&self, id: &KeyId) -> Result<Kek> {
+        self.derive(id)
+    }
+}
+
+fn stretch(passphrase: &[u8], salt: &[u8], p: BackupParams) -> Result<Zeroizing<[u8; 32]>> {
+    let params = argon2::Params::new(p.memory_kib, p.iterations, p.parallelism, Some(32))
+        .map_err(|e| Error::input(format!("Argon2 parameters: {e}")))?;
+    let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let mut out = Zeroizing::new([0u8; 32]);
+    a.hash_password_into(passphrase, salt, out.as_mut())
+        .map_err(|e| Error::input(format!("Argon2: {e}")))?;
+    Ok(out)
+}
+
+fn backup_aad(p: &BackupParams, salt: &[u8]) -> Vec<u8> {
+    let mut a = BACKUP_AAD.to_vec();
+    for v in [p.memory_kib, p.iterations, p.parallelism] {
+        a.extend_from_slice(&v.to_be_bytes());
+    }
+    a.extend_from_slice(salt);
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FAST: BackupParams = BackupParams {
+        memory_kib: 1024,
+        iterations: 1,
+        parallelism: 1,
+    };
+
+    #[test]
+    fn keystore_life_cycle() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let ks = d.path().join("native.keystore");
+        let mut p = NativeProvider::create("native", &ks).expect("create");
+        assert!(
+            NativeProvider::create("native", &ks).is_err(),
+            "overwrote a keystore"
+        );
+        assert_eq!(
+            std::fs::metadata(&ks).expect("meta").permissions().mode() & 0o777,
+            0o600
+        );
+        let (id, kek) = p.create_kek(&KeyPurpose::Disk("d".into())).expect("kek");
+        let again = NativeProvider::open("native", &ks).expect("open");
+        assert_eq!(
+            again.fetch_kek(&id).expect("fetch").expose_secret(),
+            kek.expose_secret()
+        );
+        assert!(!again.is_backed_up());
+
+        let backup = d.path().join("backup");
+        assert!(p.backup(&backup, b"", FAST).is_err());
+        p.backup(&backup, b"correct horse", FAST).expect("backup");
+        assert!(
+            NativeProvider::open("native", &ks)
+                .expect("open")
+                .is_backed_up()
+        );
+
+        let restored_path = d.path().join("restored.keystore");
+        assert!(matches!(
+            NativeProvider::restore("r", &backup, b"wrong", &restored_path),
+            Err(Error::UnwrapFailed)
+        ));
+        assert!(!restored_path.exists());
+        let r = NativeProvider::restore("r", &backup, b"correct horse", &restored_path)
+            .expect("restore");
+        assert_eq!(
+            r.fetch_kek(&id).expect("fetch").expose_secret(),
+            kek.expose_secret()
+        );
+
+        // A tampered parameter breaks the seal.
+        let text = std::fs::read_to_string(&backup)
+            .expect("read")
+            .replace("iterations = \"1\"", "iterations = \"2\"");
+        let tampered = d.path().join("tampered");
+        std::fs::write(&tampered, text).expect("write");
+        assert!(
+            NativeProvider::restore(
+                "r",
+                &tampered,
+                b"correct horse",
+                &d.path().join("t.keystore")
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn refuses_loose_permissions_and_garbage() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let ks = d.path().join("k");
+        NativeProvider::create("native", &ks).expect("create");
+        std::fs::set_permissions(&ks, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        assert!(matches!(
+            NativeProvider::open("native", &ks),
+            Err(Error::Keystore { .. })
+        ));
+        std::fs::write(d.path().join("g"), "hello world\n").expect("write");
+        std::fs::set_permissions(d.path().join("g"), std::fs::Permissions::from_mode(0o600))
+            .expect("chmod");
+        assert!(NativeProvider::open("native", &d.path().join("g")).is_err());
+        assert!(matches!(
+            NativeProvider::open("native", &d.path().join("missing")),
+            Err(Error::Keystore { .. })
+        ));
+    }
+}

@@ -1,0 +1,268 @@
+//! Wrapping DEKs under KEKs: AES-256-GCM with a random 96-bit nonce and associated data that
+//! binds the wrapped key to its context, stored as a `pair` key locator.
+//!
+//! The pair's plaintext is a crypto dictionary, `type=key:cipher=XTS-AES-256:key=BASE64`; its
+//! locked data is `nonce (12) || ciphertext || tag (16)`. The associated data is a fixed label
+//! and version followed by every context field, each length-prefixed, so no two contexts encode
+//! alike: a keySafe copied to another disk or VM, rolled back to another generation, moved to
+//! another provider or key id, or whose image identity (uuid, payload size, data unit size) was
+//! edited, fails the tag check with one opaque error.
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use vmcrypt_xts::SectorSize;
+use zeroize::Zeroizing;
+
+use crate::locator::KeyLocator;
+use crate::secret::{Dek, Kek, random_fill};
+use crate::{Error, Result};
+
+/// The MAC name written into `pair` locators for this wrap algorithm.
+pub const WRAP_ALG: &str = "AES-256-GCM";
+/// The disk cipher named in the crypto dictionary and the associated data.
+pub const DISK_CIPHER: &str = "XTS-AES-256";
+/// Version of the wrap format (part of the associated data).
+pub const WRAP_VERSION: u32 = 1;
+const AAD_LABEL: &[u8] = b"vmcrypt keysafe\0";
+
+/// Identity of the disk a DEK belongs to: recorded in clear beside the keySafe and bound into it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskIdentity {
+    /// A random uuid given to the disk when it was first encrypted.
+    pub uuid: String,
+    /// Payload length in bytes.
+    pub payload_size: u64,
+    /// The XTS data unit size.
+    pub sector_size: SectorSize,
+}
+
+/// Everything a wrapped DEK is bound to.
+#[derive(Debug, Clone)]
+pub struct WrapContext<'a> {
+    /// Key provider name.
+    pub provider: &'a str,
+    /// Key id of the KEK within the provider.
+    pub key_id: &'a str,
+    /// The VM the disk belongs to, if it was encrypted as part of one.
+    pub vm_uuid: Option<&'a str>,
+    /// The disk.
+    pub disk: &'a DiskIdentity,
+    /// Key generation: increases with every rekey, so an old keySafe cannot be rolled back in.
+    pub generation: u64,
+}
+
+impl WrapContext<'_> {
+    fn aad(&self) -> Vec<u8> {
+        let mut a = AAD_LABEL.to_vec();
+        a.extend_from_slice(&WRAP_VERSION.to_be_bytes());
+        for f in [
+            WRAP_ALG,
+            DISK_CIPHER,
+            self.provider,
+            self.key_id,
+            self.vm_uuid.unwrap_or(""),
+            &self.disk.uuid,
+        ] {
+            a.extend_from_slice(&(f.len() as u64).to_be_bytes());
+            a.extend_from_slice(f.as_bytes());
+        }
+        a.push(u8::from(self.vm_uuid.is_some()));
+        a.extend_from_slice(&self.disk.payload_size.to_be_bytes());
+        a.extend_from_slice(&(self.disk.sector_size.bytes() as u64).to_be_bytes());
+        a.extend_from_slice(&self.generation.to_be_bytes());
+        a
+    }
+}
+
+/// Wraps a DEK under a KEK into a `pair` locator whose locker is `fqid/<null>/provider/key_id`.
+///
+/// # Errors
+/// [`Error::KeyService`] if no randomness is available for the nonce.
+pub fn wrap_dek(kek: &Kek, dek: &Dek, ctx: &WrapContext<'_>) -> Result<KeyLocator> {
+    let dict = Zeroizing::new(format!(
+        "type=key:cipher={DISK_CIPHER}:key={}",
+        Zeroizing::new(B64.encode(dek.expose_secret())).as_str()
+    ));
+    let mut nonce = [0u8; 12];
+    random_fill(&mut nonce)?;
+    let cipher = Aes256Gcm::new(kek.expose_secret().into());
+    let aad = ctx.aad();
+    let ct = cipher
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: dict.as_bytes(),
+                aad: &aad,
+            },
+        )
+        .map_err(|_| Error::input("key wrap failed"))?;
+    let mut data = nonce.to_vec();
+    data.extend_from_slice(&ct);
+    Ok(KeyLocator::Pair {
+        locker: Box::new(KeyLocator::Fqid {
+            unique_id: None,
+            provider: ctx.provider.to_string(),
+            key_id: ctx.key_id.to_string(),
+        }),
+        mac: WRAP_ALG.to_string(),
+        data,
+    })
+}
+
+/// Unwraps a DEK from locked pair data. Every failure (tag, dictionary, key length, equal
+/// halves) is the same opaque [`Error::UnwrapFailed`].
+///
+/// # Errors
+/// [`Error::UnwrapFailed`].
+pub fn unwrap_dek(kek: &Kek, locked: &[u8], ctx: &WrapContext<'_>) -> Result<Dek> {
+    if locked.len() < 12 + 16 {
+        return Err(Error::UnwrapFailed);
+    }
+    let (nonce, ct) = locked.split_at(12);
+    let cipher = Aes256Gcm::new(kek.expose_secret().into());
+    let aad = ctx.aad();
+    let dict = Zeroizing::new(
+        cipher
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
+            .map_err(|_| Error::UnwrapFailed)?,
+    );
+    let dict = std::str::from_utf8(&dict).map_err(|_| Error::UnwrapFailed)?;
+    let mut fields = dict.split(':').map(|kv| kv.split_once('='));
+    let (ty, ci, key) = (fields.next(), fields.next(), fields.next());
+    match (ty, ci, key, fields.next()) {
+        (
+            Some(Some(("type", "key"))),
+            Some(Some(("cipher", DISK_CIPHER))),
+            Some(Some(("key", k))),
+            None,
+        ) => {
+            let raw = Zeroizing::new(B64.decode(k).map_err(|_| Error::UnwrapFailed)?);
+            Dek::from_xts_bytes(&raw).map_err(|_| Error::UnwrapFailed)
+        }
+        _ => Err(Error::UnwrapFailed),
+    }
+}
+
+/// The `pair` entries of a keySafe that vmcrypt can unwrap: (provider, key id, locked data).
+/// A single pair or a list of pairs is accepted; other entries are skipped.
+pub fn our_pairs(kl: &KeyLocator) -> Vec<(&str, &str, &[u8])> {
+    let items: Vec<&KeyLocator> = match kl {
+        KeyLocator::List(items) => items.iter().collect(),
+        other => vec![other],
+    };
+    items
+        .into_iter()
+        .filter_map(|it| match it {
+            KeyLocator::Pair { locker, mac, data } if mac == WRAP_ALG => match locker.as_ref() {
+                KeyLocator::Fqid {
+                    provider, key_id, ..
+                } => Some((provider.as_str(), key_id.as_str(), data.as_slice())),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn disk() -> DiskIdentity {
+        DiskIdentity {
+            uuid: "d1".into(),
+            payload_size: 1 << 20,
+            sector_size: SectorSize::S4096,
+        }
+    }
+
+    fn ctx<'a>(d: &'a DiskIdentity) -> WrapContext<'a> {
+        WrapContext {
+            provider: "native",
+            key_id: "k1",
+            vm_uuid: None,
+            disk: d,
+            generation: 1,
+        }
+    }
+
+    fn locked(kl: &KeyLocator) -> Vec<u8> {
+        our_pairs(kl)[0].2.to_vec()
+    }
+
+    #[test]
+    fn round_trip_and_every_context_field_binds() {
+        let kek = Kek::generate().expect("rng");
+        let dek = Dek::generate_xts().expect("rng");
+        let d = disk();
+        let kl = wrap_dek(&kek, &dek, &ctx(&d)).expect("wrap");
+        let data = locked(&kl);
+        let back = unwrap_dek(&kek, &data, &ctx(&d)).expect("unwrap");
+        assert_eq!(back.expose_secret(), dek.expose_secret());
+
+        let other_disk = DiskIdentity {
+            uuid: "d2".into(),
+            ..disk()
+        };
+        let bigger = DiskIdentity {
+            payload_size: 2 << 20,
+            ..disk()
+        };
+        let small_units = DiskIdentity {
+            sector_size: SectorSize::S512,
+            ..disk()
+        };
+        let cases: Vec<WrapContext<'_>> = vec![
+            WrapContext {
+                provider: "other",
+                ..ctx(&d)
+            },
+            WrapContext {
+                key_id: "k2",
+                ..ctx(&d)
+            },
+            WrapContext {
+                vm_uuid: Some("vm"),
+                ..ctx(&d)
+            },
+            WrapContext {
+                generation: 2,
+                ..ctx(&d)
+            },
+            ctx(&other_disk),
+            ctx(&bigger),
+            ctx(&small_units),
+        ];
+        for c in &cases {
+            assert!(
+                matches!(unwrap_dek(&kek, &data, c), Err(Error::UnwrapFailed)),
+                "{c:?}"
+            );
+        }
+        let wrong = Kek::generate().expect("rng");
+        assert!(matches!(
+            unwrap_dek(&wrong, &data, &ctx(&d)),
+            Err(Error::UnwrapFailed)
+        ));
+        for i in 0..data.len() * 8 {
+            let mut flipped = data.clone();
+            flipped[i / 8] ^= 1 << (i % 8);
+            assert!(unwrap_dek(&kek, &flipped, &ctx(&d)).is_err(), "bit {i}");
+        }
+        assert!(unwrap_dek(&kek, &data[..20], &ctx(&d)).is_err());
+    }
+
+    #[test]
+    fn locator_form() {
+        let kek = Kek::generate().expect("rng");
+        let dek = Dek::generate_xts().expect("rng");
+        let d = disk();
+        let s = wrap_dek(&kek, &dek, &ctx(&d)).expect("wrap").render();
+        assert!(
+            s.starts_with("vmware:key/pair/(fqid/<VMWARE%2dNULL>/native/k1,AES%2d256%2dGCM,"),
+            "{s}"
+        );
+    }
+}
