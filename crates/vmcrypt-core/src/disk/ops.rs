@@ -206,7 +206,7 @@ pub fn encrypt_disk(
             }))?;
             let stats = builder(disk.payload_path())
                 .build()?
-                .run(progress, &*cancel)
+                .run(progress, cancel)
                 .map_err(|e| interrupted(path, e))?;
             disk.write_meta(Some(&meta))?;
             (stats, disk)
@@ -217,7 +217,7 @@ pub fn encrypt_disk(
             let stats = builder(disk.payload_path())
                 .output(out_disk.payload_path())
                 .build()?
-                .run(progress, &*cancel)?;
+                .run(progress, cancel)?;
             out_disk.write_meta(Some(&meta))?;
             guard.0.clear();
             (stats, out_disk)
@@ -278,7 +278,7 @@ pub fn decrypt_disk(
             }))?;
             let stats = builder(disk.payload_path())
                 .build()?
-                .run(progress, &*cancel)
+                .run(progress, cancel)
                 .map_err(|e| interrupted(path, e))?;
             disk.write_meta(None)?;
             (stats, disk)
@@ -289,7 +289,7 @@ pub fn decrypt_disk(
             let stats = builder(disk.payload_path())
                 .output(out_disk.payload_path())
                 .build()?
-                .run(progress, &*cancel)?;
+                .run(progress, cancel)?;
             out_disk.write_meta(None)?;
             guard.0.clear();
             (stats, out_disk)
