@@ -180,9 +180,13 @@ impl Settings {
                 last.eol = eol;
             }
         }
-        let prefix = match self.flavor {
-            Flavor::Vmx => format!("{key} = \""),
-            Flavor::Descriptor => format!("{key}=\""),
+        // Descriptors write header keys as `key="value"` and disk-database keys as
+        // `ddb.key = "value"`, as VMware and qemu-img do.
+        let spaced = self.flavor == Flavor::Vmx || key.to_ascii_lowercase().starts_with("ddb.");
+        let prefix = if spaced {
+            format!("{key} = \"")
+        } else {
+            format!("{key}=\"")
         };
         let start = prefix.len();
         self.lines.push(Line {

@@ -195,7 +195,7 @@ impl Disk {
     fn open_vmdk(path: &Path) -> Result<Disk> {
         let s = Settings::read(path, Flavor::Descriptor)?;
         let extent = vmdk::flat_extent(&s, path)?;
-        let payload = crate::fsutil::parent_dir(path).join(&extent.file);
+        let payload = path.with_file_name(&extent.file);
         let payload_len = extent
             .sectors
             .checked_mul(512)

@@ -446,7 +446,7 @@ impl OutputPaths {
                         ))
                     })?;
                 let flat_name = format!("{stem}-flat.vmdk");
-                let flat = crate::fsutil::parent_dir(out).join(&flat_name);
+                let flat = out.with_file_name(&flat_name);
                 exists(out)?;
                 exists(&flat)?;
                 let (settings, extent) = src

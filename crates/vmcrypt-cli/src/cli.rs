@@ -1,0 +1,198 @@
+//! Command-line grammar (clap derive). One variant per verb; each verb's code is in `cmd/`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// vmcrypt: encrypt VM disks with per-disk keys wrapped by a key provider.
+#[derive(Debug, Parser)]
+#[command(
+    name = "vmcrypt",
+    version,
+    about,
+    after_help = "Examples:\n  vmcrypt encrypt disk.vmdk --output disk-enc.vmdk\n  vmcrypt inspect disk-enc.vmdk --json\n  vmcrypt decrypt disk-enc.vmdk --in-place\n\nExit codes: 0 ok, 1 failed, 2 usage, 3 key service unreachable (safe to retry), 4 unwrap or integrity failure."
+)]
+pub struct Cli {
+    /// Configuration file (default: $VMCRYPT_CONFIG, else $XDG_CONFIG_HOME/vmcrypt/config.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print one JSON document on stdout (never key material, except `recover`).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Only print errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// More log output on stderr (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage key providers.
+    #[command(subcommand)]
+    Provider(ProviderCmd),
+    /// Encrypt a disk (raw image or VMDK descriptor) with a new key.
+    #[command(
+        after_help = "Examples:\n  vmcrypt encrypt disk.img --output disk.img.enc     (metadata in disk.img.enc.vmcrypt)\n  vmcrypt encrypt disk.vmdk --in-place --sector-size 512"
+    )]
+    Encrypt(EncryptArgs),
+    /// Decrypt an encrypted disk.
+    #[command(
+        after_help = "Examples:\n  vmcrypt decrypt disk.img.enc --output disk.img\n  vmcrypt decrypt disk.vmdk --in-place"
+    )]
+    Decrypt(DecryptArgs),
+    /// Show a disk's encryption metadata (no key material).
+    Inspect(InspectArgs),
+    /// Break-glass access to an encrypted disk without vmcrypt.
+    #[command(subcommand)]
+    Recover(RecoverCmd),
+}
+
+/// `provider ...`
+#[derive(Debug, Subcommand)]
+pub enum ProviderCmd {
+    /// Add the embedded key provider (creates its keystore, or registers an existing one).
+    AddNative {
+        /// Provider name.
+        name: String,
+        /// Keystore file (default: beside the config file).
+        #[arg(long, value_name = "FILE")]
+        keystore: Option<PathBuf>,
+    },
+    /// List the configured providers.
+    List,
+    /// Make a provider the default for new keys.
+    Default {
+        /// Provider name.
+        name: String,
+    },
+    /// Remove a provider from the configuration (its keystore file is kept).
+    Remove {
+        /// Provider name.
+        name: String,
+    },
+    /// Export a native provider's key under a passphrase.
+    #[command(
+        after_help = "The passphrase comes from --passphrase-file, else $VMCRYPT_PASSPHRASE, else a terminal prompt."
+    )]
+    Backup {
+        /// Provider name.
+        name: String,
+        /// Backup file to create.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        pass: PassphraseArgs,
+    },
+    /// Import a native provider from a backup.
+    Restore {
+        /// Backup file.
+        file: PathBuf,
+        /// Name of the restored provider.
+        #[arg(long)]
+        name: String,
+        /// Keystore file to create (default: beside the config file).
+        #[arg(long, value_name = "FILE")]
+        keystore: Option<PathBuf>,
+        #[command(flatten)]
+        pass: PassphraseArgs,
+    },
+}
+
+/// Where a passphrase comes from (never argv).
+#[derive(Debug, Args)]
+pub struct PassphraseArgs {
+    /// Read the passphrase from the first line of this file.
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+/// In place or to a new file: exactly one must be given.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct Target {
+    /// Rewrite the disk itself.
+    #[arg(long)]
+    pub in_place: bool,
+    /// Write the result to a new disk (a raw image gets PATH.vmcrypt beside it; a VMDK
+    /// output PATH.vmdk gets PATH-flat.vmdk).
+    #[arg(long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+}
+
+/// `encrypt`
+#[derive(Debug, Args)]
+pub struct EncryptArgs {
+    /// Raw image or VMDK descriptor.
+    pub disk: PathBuf,
+    /// Key provider for the new KEK (default: the configured default).
+    #[arg(long)]
+    pub provider: Option<String>,
+    /// XTS data unit size.
+    #[arg(long, value_enum, default_value = "4096")]
+    pub sector_size: SectorSizeArg,
+    #[command(flatten)]
+    pub target: Target,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+/// `decrypt`
+#[derive(Debug, Args)]
+pub struct DecryptArgs {
+    /// Encrypted raw image or VMDK descriptor.
+    pub disk: PathBuf,
+    #[command(flatten)]
+    pub target: Target,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+/// `inspect`
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Raw image or VMDK descriptor.
+    pub disk: PathBuf,
+}
+
+/// `recover ...`
+#[derive(Debug, Subcommand)]
+pub enum RecoverCmd {
+    /// Print the dm-crypt table line that opens the payload without vmcrypt (reveals the key).
+    #[command(
+        after_help = "Example:\n  vmcrypt recover dm-table disk.img --reveal-key | sudo dmsetup create disk --readonly"
+    )]
+    DmTable {
+        /// Encrypted raw image or VMDK descriptor.
+        disk: PathBuf,
+        /// Acknowledge that the output contains the disk's key in clear.
+        #[arg(long, required = true)]
+        reveal_key: bool,
+    },
+}
+
+/// `--sector-size`
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SectorSizeArg {
+    /// 512-byte data units.
+    #[value(name = "512")]
+    S512,
+    /// 4096-byte data units.
+    #[value(name = "4096")]
+    S4096,
+}
+
+impl From<SectorSizeArg> for vmcrypt_core::SectorSize {
+    fn from(s: SectorSizeArg) -> Self {
+        match s {
+            SectorSizeArg::S512 => vmcrypt_core::SectorSize::S512,
+            SectorSizeArg::S4096 => vmcrypt_core::SectorSize::S4096,
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! `provider ...`: add, list, choose, remove, back up and restore key providers.
+
+use serde_json::json;
+use vmcrypt_core::provider::native::{BackupParams, NativeProvider};
+use vmcrypt_core::{Error, Result};
+
+use super::load_config;
+use crate::cli::{Cli, ProviderCmd};
+use crate::config::{Config, ProviderConfig};
+use crate::output::Out;
+use crate::passphrase;
+
+pub fn run(cli: &Cli, cmd: &ProviderCmd, out: &Out) -> Result<()> {
+    let mut cfg = load_config(cli)?;
+    match cmd {
+        ProviderCmd::AddNative { name, keystore } => {
+            Config::check_name(name)?;
+            if cfg.get(name).is_some() {
+                return Err(Error::InvalidInput {
+                    reason: format!("provider {name:?} already exists"),
+                });
+            }
+            let ks = keystore
+                .clone()
+                .unwrap_or_else(|| cfg.default_keystore(name));
+            let created = !ks.exists();
+            let p = if created {
+                NativeProvider::create(name, &ks)?
+            } else {
+                NativeProvider::open(name, &ks)?
+            };
+            cfg.providers.push((
+                name.clone(),
+                ProviderConfig::Native {
+                    keystore: ks.clone(),
+                },
+            ));
+            if cfg.default.is_none() {
+                cfg.default = Some(name.clone());
+            }
+            cfg.save()?;
+            let verb = if created {
+                "created"
+            } else {
+                "registered existing"
+            };
+            if !p.is_backed_up() {
+                out.note(&format!(
+                    "vmcrypt: back it up now: vmcrypt provider backup {name} --out FILE"
+                ));
+            }
+            out.result(
+                &format!("{verb} native provider {name} (keystore {})", ks.display()),
+                json!({"provider": name, "type": "native", "keystore": ks, "created": created}),
+            );
+        }
+        ProviderCmd::List => {
+            let mut lines = Vec::new();
+            let mut docs = Vec::new();
+            for (name, p) in &cfg.providers {
+                let is_default = cfg.default.as_deref() == Some(name);
+                match p {
+                    ProviderConfig::Native { keystore } => {
+                        let status = match NativeProvider::open(name, keystore) {
+                            Ok(n) if n.is_backed_up() => "ok, backed up".to_string(),
+                            Ok(_) => "ok, NOT BACKED UP".to_string(),
+                            Err(e) => format!("unusable: {e}"),
+                        };
+                        lines.push(format!(
+                            "{}{name}\tnative\t{}\t{status}",
+                            if is_default { "* " } else { "  " },
+                            keystore.display()
+                        ));
+                        docs.push(json!({"name": name, "type": "native", "keystore": keystore, "default": is_default, "status": status}));
+                    }
+                }
+            }
+            if lines.is_empty() {
+                lines.push(format!(
+                    "no providers in {} (the first `encrypt` creates \"native\")",
+                    cfg.path().display()
+                ));
+            }
+            out.result(&lines.join("\n"), json!({"providers": docs}));
+        }
+        ProviderCmd::Default { name } => {
+            if cfg.get(name).is_none() {
+                return Err(Error::InvalidInput {
+                    reason: format!("no provider named {name:?}"),
+                });
+            }
+            cfg.default = Some(name.clone());
+            cfg.save()?;
+            out.result(
+                &format!("default provider is now {name}"),
+                json!({"default": name}),
+            );
+        }
+        ProviderCmd::Remove { name } => {
+            let before = cfg.providers.len();
+            let removed = cfg
+                .providers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, p)| p.clone());
+            cfg.providers.retain(|(n, _)| n != name);
+            if cfg.providers.len() == before {
+                return Err(Error::InvalidInput {
+                    reason: format!("no provider named {name:?}"),
+                });
+            }
+            if cfg.default.as_deref() == Some(name) {
+                cfg.default = None;
+            }
+            cfg.save()?;
+            let kept = match removed {
+                Some(ProviderConfig::Native { keystore }) => {
+                    format!("; its keystore {} was kept", keystore.display())
+                }
+                None => String::new(),
+            };
+            out.result(
+                &format!("removed provider {name}{kept}"),
+                json!({"removed": name}),
+            );
+        }
+        ProviderCmd::Backup {
+            name,
+            out: file,
+            pass,
+        } => {
+            let Some(ProviderConfig::Native { keystore }) = cfg.get(name) else {
+                return Err(Error::InvalidInput {
+                    reason: format!("no native provider named {name:?}"),
+                });
+            };
+            let mut p = NativeProvider::open(name, keystore)?;
+            let pw = passphrase::read(pass.passphrase_file.as_deref(), true)?;
+            p.backup(file, pw.as_bytes(), BackupParams::default())?;
+            out.result(
+                &format!("backed up provider {name} to {}; keep it and its passphrase apart from this host", file.display()),
+                json!({"provider": name, "backup": file}),
+            );
+        }
+        ProviderCmd::Restore {
+            file,
+            name,
+            keystore,
+            pass,
+        } => {
+            Config::check_name(name)?;
+            if cfg.get(name).is_some() {
+                return Err(Error::InvalidInput {
+                    reason: format!("provider {name:?} already exists"),
+                });
+            }
+            let ks = keystore
+                .clone()
+                .unwrap_or_else(|| cfg.default_keystore(name));
+            let pw = passphrase::read(pass.passphrase_file.as_deref(), false)?;
+            NativeProvider::restore(name, file, pw.as_bytes(), &ks)?;
+            cfg.providers.push((
+                name.clone(),
+                ProviderConfig::Native {
+                    keystore: ks.clone(),
+                },
+            ));
+            if cfg.default.is_none() {
+                cfg.default = Some(name.clone());
+            }
+            cfg.save()?;
+            out.result(
+                &format!("restored provider {name} (keystore {})", ks.display()),
+                json!({"provider": name, "keystore": ks}),
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,208 @@
+//! The configuration file: which key providers exist and which is the default.
+//!
+//! ```toml
+//! default = "native"
+//! [providers.native]
+//! type = "native"
+//! keystore = "/root/.config/vmcrypt/keystores/native.keystore"
+//! ```
+//!
+//! Location: `--config`, else `$VMCRYPT_CONFIG`, else `$XDG_CONFIG_HOME/vmcrypt/config.toml`,
+//! else `~/.config/vmcrypt/config.toml`. Native keystores default to `keystores/NAME.keystore`
+//! beside the config file, so one `--config` keeps a whole setup together.
+
+use std::path::{Path, PathBuf};
+
+use toml::{Table, Value};
+use vmcrypt_core::provider::KeyProvider;
+use vmcrypt_core::provider::native::NativeProvider;
+use vmcrypt_core::{Error, Result};
+
+/// One configured provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderConfig {
+    /// The embedded provider and its keystore.
+    Native {
+        /// Keystore file.
+        keystore: PathBuf,
+    },
+}
+
+/// The loaded configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    path: PathBuf,
+    /// Name of the default provider.
+    pub default: Option<String>,
+    /// Providers by name, in file order.
+    pub providers: Vec<(String, ProviderConfig)>,
+}
+
+impl Config {
+    /// The config path from the flag, the environment, or the XDG default.
+    pub fn locate(flag: Option<&Path>) -> Result<PathBuf> {
+        // Absolute, so that keystore paths written into the file work from any directory.
+        let abs = |p: PathBuf| {
+            std::path::absolute(&p).map_err(|e| Error::Io {
+                op: "resolve",
+                path: p,
+                source: e,
+            })
+        };
+        if let Some(p) = flag {
+            return abs(p.to_path_buf());
+        }
+        if let Some(p) = std::env::var_os("VMCRYPT_CONFIG").filter(|v| !v.is_empty()) {
+            return abs(PathBuf::from(p));
+        }
+        let base = match std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
+            Some(x) => PathBuf::from(x),
+            None => PathBuf::from(std::env::var_os("HOME").ok_or_else(|| Error::InvalidInput {
+                reason: "neither XDG_CONFIG_HOME nor HOME is set; use --config".into(),
+            })?)
+            .join(".config"),
+        };
+        abs(base.join("vmcrypt").join("config.toml"))
+    }
+
+    /// Loads the file, or an empty configuration if it does not exist yet.
+    pub fn load(path: &Path) -> Result<Config> {
+        let mut cfg = Config {
+            path: path.to_path_buf(),
+            default: None,
+            providers: Vec::new(),
+        };
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(cfg),
+            Err(e) => {
+                return Err(Error::Io {
+                    op: "read",
+                    path: path.to_path_buf(),
+                    source: e,
+                });
+            }
+        };
+        let bad = |reason: String| Error::InvalidSettings {
+            path: path.to_path_buf(),
+            line: None,
+            reason,
+        };
+        let table: Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| bad(e.message().to_string()))?;
+        cfg.default = match table.get("default") {
+            None => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => return Err(bad("`default` must be a string".into())),
+        };
+        if let Some(p) = table.get("providers") {
+            let Value::Table(p) = p else {
+                return Err(bad("`providers` must be a table".into()));
+            };
+            for (name, v) in p {
+                let t = v
+                    .as_table()
+                    .ok_or_else(|| bad(format!("providers.{name} must be a table")))?;
+                match t.get("type").and_then(Value::as_str) {
+                    Some("native") => {
+                        let ks = t
+                            .get("keystore")
+                            .and_then(Value::as_str)
+                            .ok_or_else(|| bad(format!("providers.{name}.keystore is missing")))?;
+                        cfg.providers.push((
+                            name.clone(),
+                            ProviderConfig::Native {
+                                keystore: PathBuf::from(ks),
+                            },
+                        ));
+                    }
+                    other => return Err(bad(format!("providers.{name}: unknown type {other:?}"))),
+                }
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// Writes the file atomically.
+    pub fn save(&self) -> Result<()> {
+        let mut providers = Table::new();
+        for (name, p) in &self.providers {
+            let mut t = Table::new();
+            match p {
+                ProviderConfig::Native { keystore } => {
+                    t.insert("type".into(), Value::String("native".into()));
+                    t.insert(
+                        "keystore".into(),
+                        Value::String(keystore.to_string_lossy().into_owned()),
+                    );
+                }
+            }
+            providers.insert(name.clone(), Value::Table(t));
+        }
+        let mut root = Table::new();
+        if let Some(d) = &self.default {
+            root.insert("default".into(), Value::String(d.clone()));
+        }
+        root.insert("providers".into(), Value::Table(providers));
+        let dir = vmcrypt_core::fsutil::parent_dir(&self.path);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::Io {
+            op: "create directory",
+            path: dir,
+            source: e,
+        })?;
+        let text =
+            format!("# vmcrypt configuration (written by vmcrypt; comments are not kept)\n{root}");
+        vmcrypt_core::fsutil::write_atomic(&self.path, text.as_bytes(), 0o600)
+    }
+
+    /// The config file path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The default keystore path for a native provider.
+    pub fn default_keystore(&self, name: &str) -> PathBuf {
+        vmcrypt_core::fsutil::parent_dir(&self.path)
+            .join("keystores")
+            .join(format!("{name}.keystore"))
+    }
+
+    /// A provider's configuration by name.
+    pub fn get(&self, name: &str) -> Option<&ProviderConfig> {
+        self.providers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| p)
+    }
+
+    /// Opens a configured provider.
+    pub fn open(&self, name: &str) -> Result<Box<dyn KeyProvider>> {
+        match self.get(name) {
+            Some(ProviderConfig::Native { keystore }) => {
+                Ok(Box::new(NativeProvider::open(name, keystore)?))
+            }
+            None => Err(Error::InvalidInput {
+                reason: format!(
+                    "key provider {name:?} is not configured in {} (add it with `vmcrypt provider add-native {name} --keystore FILE` or `provider restore`)",
+                    self.path.display()
+                ),
+            }),
+        }
+    }
+
+    /// Validates a provider name (it is written into keySafes and file names).
+    pub fn check_name(name: &str) -> Result<()> {
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(Error::InvalidInput {
+                reason: format!("provider name {name:?} must be 1-64 letters, digits, '-' or '_'"),
+            });
+        }
+        Ok(())
+    }
+}

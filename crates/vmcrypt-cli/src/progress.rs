@@ -1,0 +1,47 @@
+//! A progress bar on stderr for long jobs: only on a terminal, never with `-q` or `--json`.
+
+use std::io::IsTerminal;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use vmcrypt_core::disk::Progress;
+
+/// Adapts the library's [`Progress`] to an indicatif bar.
+pub struct Bar(Option<ProgressBar>);
+
+impl Bar {
+    /// A bar when stderr is a terminal and output is not quiet or JSON; otherwise nothing.
+    pub fn new(quiet: bool, json: bool, label: &str) -> Bar {
+        if quiet || json || !std::io::stderr().is_terminal() {
+            return Bar(None);
+        }
+        let pb = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+        let style = ProgressStyle::with_template(
+            "{msg} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        pb.set_style(style);
+        pb.set_message(label.to_string());
+        Bar(Some(pb))
+    }
+}
+
+impl Progress for Bar {
+    fn start(&self, total: u64) {
+        if let Some(pb) = &self.0 {
+            pb.set_length(total);
+        }
+    }
+
+    fn advance(&self, bytes: u64) {
+        if let Some(pb) = &self.0 {
+            pb.inc(bytes);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(pb) = &self.0 {
+            pb.finish_and_clear();
+        }
+    }
+}
