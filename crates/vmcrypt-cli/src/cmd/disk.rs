@@ -4,7 +4,9 @@ use std::sync::atomic::AtomicBool;
 
 use serde_json::json;
 use vmcrypt_core::Result;
-use vmcrypt_core::disk::{DecryptOptions, DiskReport, EncryptOptions, decrypt_disk, encrypt_disk};
+use vmcrypt_core::disk::{
+    DecryptOptions, DiskReport, EncryptOptions, check_encrypt, decrypt_disk, encrypt_disk,
+};
 use vmcrypt_core::provider::KeyProvider;
 
 use super::{load_config, provider_for_new_key};
@@ -13,8 +15,6 @@ use crate::output::{Out, human_bytes};
 use crate::progress::Bar;
 
 pub fn encrypt(cli: &Cli, a: &EncryptArgs, out: &Out) -> Result<()> {
-    let mut cfg = load_config(cli)?;
-    let provider = provider_for_new_key(&mut cfg, a.provider.as_deref(), out)?;
     let mut opts = match &a.target.output {
         Some(o) => EncryptOptions::to_output(o),
         None => EncryptOptions::in_place(),
@@ -23,6 +23,10 @@ pub fn encrypt(cli: &Cli, a: &EncryptArgs, out: &Out) -> Result<()> {
     if let Some(t) = a.threads {
         opts = opts.threads(t);
     }
+    // Refuse a bad request before a first-use provider is created for it.
+    check_encrypt(&a.disk, &opts)?;
+    let mut cfg = load_config(cli)?;
+    let provider = provider_for_new_key(&mut cfg, a.provider.as_deref(), out)?;
     let bar = Bar::new(out.quiet, out.json, "encrypting");
     let r = encrypt_disk(
         &a.disk,

@@ -160,7 +160,11 @@ impl Disk {
                 ),
             });
         }
-        if head.starts_with(SIDECAR_MAGIC.as_bytes()) {
+        let is_sidecar_name = path
+            .to_str()
+            .and_then(|s| s.strip_suffix(&format!(".{SIDECAR_EXT}")))
+            .is_some_and(|image| Path::new(image).is_file());
+        if head.starts_with(SIDECAR_MAGIC.as_bytes()) || is_sidecar_name {
             return Err(Error::input(format!(
                 "{} is vmcrypt metadata, not a disk; name the image beside it",
                 path.display()

@@ -1,0 +1,176 @@
+//! Shared helpers for the CLI tests: a private config per test, images made by qemu-img,
+//! file digests to prove "unchanged".
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.path("cfg/config.toml")
+    }
+
+    /// Runs vmcrypt with this test's config, no inherited VMCRYPT_* variables.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.run_env(args, &[])
+    }
+
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_vmcrypt"));
+        c.arg("--config")
+            .arg(self.config())
+            .args(args)
+            .current_dir(self.dir.path());
+        c.env_remove("VMCRYPT_PASSPHRASE")
+            .env_remove("VMCRYPT_CONFIG")
+            .env_remove("RUST_LOG");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().expect("run vmcrypt")
+    }
+
+    /// Runs and asserts the exit code, returning stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        self.expect(args, 0)
+    }
+
+    pub fn expect(&self, args: &[&str], code: i32) -> String {
+        let o = self.run(args);
+        assert_eq!(
+            o.status.code(),
+            Some(code),
+            "vmcrypt {args:?}\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// A raw image of `size` bytes made by qemu-img and filled with a pattern.
+    pub fn raw_image(&self, name: &str, size: u64) -> PathBuf {
+        let p = self.path(name);
+        qemu_img(&[
+            "create",
+            "-q",
+            "-f",
+            "raw",
+            p.to_str().expect("utf8"),
+            &size.to_string(),
+        ]);
+        fill(&p, size, name.len() as u8);
+        p
+    }
+
+    /// A monolithicFlat VMDK made by qemu-img, its extent filled with a pattern.
+    pub fn vmdk(&self, name: &str, size: u64) -> PathBuf {
+        let p = self.path(name);
+        qemu_img(&[
+            "create",
+            "-q",
+            "-f",
+            "vmdk",
+            "-o",
+            "subformat=monolithicFlat",
+            p.to_str().expect("utf8"),
+            &size.to_string(),
+        ]);
+        let flat = p.with_file_name(format!("{}-flat.vmdk", name.trim_end_matches(".vmdk")));
+        fill(&flat, size, 0x5a);
+        p
+    }
+}
+
+/// Writes a non-trivial pattern over the first `size` bytes (every sector distinct).
+pub fn fill(p: &Path, size: u64, seed: u8) {
+    let data: Vec<u8> = (0..size)
+        .map(|i| ((i / 512) as u8).wrapping_mul(37) ^ (i as u8) ^ seed)
+        .collect();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(p)
+        .expect("open image");
+    std::io::Write::write_all(&mut f, &data).expect("fill image");
+}
+
+pub fn qemu_img(args: &[&str]) -> Output {
+    let o = Command::new("qemu-img").args(args).output().unwrap_or_else(|e| {
+        panic!("qemu-img is needed by these tests and could not be run ({e}); install it with `apt-get install qemu-utils`")
+    });
+    assert!(
+        o.status.success(),
+        "qemu-img {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+/// `qemu-img compare` says identical.
+pub fn assert_identical(a: &Path, b: &Path) {
+    let o = qemu_img(&[
+        "compare",
+        a.to_str().expect("utf8"),
+        b.to_str().expect("utf8"),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("identical"),
+        "{:?}",
+        o
+    );
+}
+
+/// Every file in a directory with a digest of its bytes and its mode, to prove nothing changed.
+pub fn snapshot(dir: &Path) -> Vec<(String, u64, u32)> {
+    use std::hash::{Hash, Hasher};
+    use std::os::unix::fs::PermissionsExt;
+    let mut v: Vec<(String, u64, u32)> = walk(dir)
+        .into_iter()
+        .map(|p| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            std::fs::read(&p).expect("read").hash(&mut h);
+            let mode = std::fs::metadata(&p).expect("meta").permissions().mode();
+            (
+                p.strip_prefix(dir).expect("prefix").display().to_string(),
+                h.finish(),
+                mode,
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).expect("read_dir") {
+        let p = e.expect("entry").path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
