@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 use vmcrypt_xts::SectorSize;
 
 pub use job::{DEFAULT_CHUNK, ImageJob, ImageJobBuilder, JobStats, NoProgress, Progress};
-pub use ops::{DecryptOptions, DiskReport, EncryptOptions, decrypt_disk, encrypt_disk, unlock};
+pub use ops::{
+    DecryptOptions, DiskReport, EncryptOptions, check_encrypt, decrypt_disk, encrypt_disk, unlock,
+};
 
 use crate::locator::KeyLocator;
 use crate::settings::{Flavor, Settings};
