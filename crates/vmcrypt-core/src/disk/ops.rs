@@ -126,43 +126,9 @@ pub fn encrypt_disk(
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<DiskReport> {
-    let disk = Disk::open(path)?;
-    if let Some(e) = disk.encryption() {
-        return Err(Error::input(match e.state {
-            DiskState::Encrypted => format!("{} is already encrypted", path.display()),
-            s => format!(
-                "{} has an interrupted job (state {}); it cannot be encrypted again",
-                path.display(),
-                s.as_str()
-            ),
-        }));
-    }
-    disk.check_payload()?;
+    let (disk, out) = preflight_encrypt(path, opts)?;
     let unit = opts.sector_size;
     let len = disk.payload_len();
-    if len == 0 {
-        return Err(Error::input(format!(
-            "{} has no payload to encrypt",
-            path.display()
-        )));
-    }
-    if len % unit.bytes() as u64 != 0 {
-        return Err(Error::input(format!(
-            "{}: payload of {len} bytes is not a whole number of {}-byte sectors{}",
-            path.display(),
-            unit.bytes(),
-            if len % 512 == 0 {
-                "; use --sector-size 512"
-            } else {
-                ""
-            }
-        )));
-    }
-    let out = opts
-        .output
-        .as_deref()
-        .map(|o| OutputPaths::plan(&disk, o))
-        .transpose()?;
 
     let identity = DiskIdentity {
         uuid: random_uuid()?,
@@ -234,6 +200,57 @@ pub fn encrypt_disk(
         key_id: key_id.to_string(),
         sector_size: unit,
     })
+}
+
+/// Checks everything [`encrypt_disk`] checks before it asks the provider for a key, without
+/// touching anything: callers that create a provider on first use call this first, so a
+/// request that would fail leaves no trace.
+///
+/// # Errors
+/// As [`encrypt_disk`] for the disk and the output.
+pub fn check_encrypt(path: &Path, opts: &EncryptOptions) -> Result<()> {
+    preflight_encrypt(path, opts).map(|_| ())
+}
+
+fn preflight_encrypt(path: &Path, opts: &EncryptOptions) -> Result<(Disk, Option<OutputPaths>)> {
+    let disk = Disk::open(path)?;
+    if let Some(e) = disk.encryption() {
+        return Err(Error::input(match e.state {
+            DiskState::Encrypted => format!("{} is already encrypted", path.display()),
+            s => format!(
+                "{} has an interrupted job (state {}); it cannot be encrypted again",
+                path.display(),
+                s.as_str()
+            ),
+        }));
+    }
+    disk.check_payload()?;
+    let unit = opts.sector_size;
+    let len = disk.payload_len();
+    if len == 0 {
+        return Err(Error::input(format!(
+            "{} has no payload to encrypt",
+            path.display()
+        )));
+    }
+    if len % unit.bytes() as u64 != 0 {
+        return Err(Error::input(format!(
+            "{}: payload of {len} bytes is not a whole number of {}-byte sectors{}",
+            path.display(),
+            unit.bytes(),
+            if len % 512 == 0 {
+                "; use --sector-size 512"
+            } else {
+                ""
+            }
+        )));
+    }
+    let out = opts
+        .output
+        .as_deref()
+        .map(|o| OutputPaths::plan(&disk, o))
+        .transpose()?;
+    Ok((disk, out))
 }
 
 /// Decrypts an encrypted disk, getting its KEK from the provider named in its keySafe.
