@@ -26,6 +26,9 @@ pub fn run(cli: &Cli, r: &RecoverCmd, out: &Out) -> Result<()> {
         .ok_or_else(|| vmcrypt_core::Error::InvalidInput {
             reason: "not encrypted".into(),
         })?;
+    // dmsetup needs a path that works from anywhere.
+    let device =
+        std::path::absolute(d.payload_path()).unwrap_or_else(|_| d.payload_path().to_path_buf());
     let hex = Zeroizing::new(
         dek.expose_secret()
             .iter()
@@ -42,7 +45,7 @@ pub fn run(cli: &Cli, r: &RecoverCmd, out: &Out) -> Result<()> {
         "0 {} crypt aes-xts-plain64 {} 0 {} 0{}",
         meta.identity.payload_size / 512,
         hex.as_str(),
-        d.payload_path().display(),
+        device.display(),
         opt
     ));
     if !out.json {
@@ -52,7 +55,7 @@ pub fn run(cli: &Cli, r: &RecoverCmd, out: &Out) -> Result<()> {
     }
     out.result(
         line.as_str(),
-        json!({ "dm_table": line.as_str(), "device": d.payload_path(), "sector_size": unit }),
+        json!({ "dm_table": line.as_str(), "device": device, "sector_size": unit }),
     );
     Ok(())
 }

@@ -1,0 +1,102 @@
+//! Independent oracle: OpenSSL, through Python `cryptography` installed by this test under
+//! target/, decrypts vmcrypt's output with the key from `recover dm-table` and must get the
+//! original bytes back, for 512- and 4096-byte data units.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::*;
+
+const CRYPTOGRAPHY: &str = "cryptography==44.0.3";
+
+/// Installs the pinned `cryptography` into target/tmp/oracle-py once; fails loudly without
+/// python3 or pip.
+fn python_deps() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("oracle-py");
+    let marker = dir.join(format!(".installed-{CRYPTOGRAPHY}"));
+    if marker.exists() {
+        return dir;
+    }
+    let o = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-warn-script-location",
+            "--target",
+        ])
+        .arg(&dir)
+        .arg(CRYPTOGRAPHY)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("python3 is needed for the OpenSSL oracle test ({e}); install python3 and pip")
+        });
+    assert!(
+        o.status.success(),
+        "pip install {CRYPTOGRAPHY} failed (needs PyPI access): {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::write(&marker, b"").expect("marker");
+    dir
+}
+
+fn oracle_decrypt(deps: &Path, payload: &Path, unit: usize, key_hex: &str, out: &Path) {
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/oracle/xts_decrypt.py");
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .arg(payload)
+        .arg(unit.to_string())
+        .arg(out)
+        .env("PYTHONPATH", deps)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run python3");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{key_hex}\n").as_bytes())
+        .expect("key to stdin");
+    let o = child.wait_with_output().expect("wait");
+    assert!(
+        o.status.success(),
+        "oracle failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn openssl_decrypts_vmcrypt_sectors() {
+    let deps = python_deps();
+    let e = Env::new();
+    for (unit, name) in [(512usize, "u512"), (4096, "u4096")] {
+        let img = e.raw_image(&format!("{name}.img"), 2 * 1024 * 1024 + 3 * 4096);
+        let enc = format!("{name}.enc");
+        e.ok(&[
+            "encrypt",
+            &format!("{name}.img"),
+            "--output",
+            &enc,
+            "--sector-size",
+            &unit.to_string(),
+        ]);
+        let line = e.ok(&["recover", "dm-table", &enc, "--reveal-key"]);
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (key_hex, device) = (f[4], f[6]);
+        let dec = e.path(&format!("{name}.oracle"));
+        assert!(Path::new(device).is_absolute(), "{device}");
+        oracle_decrypt(&deps, Path::new(device), unit, key_hex, &dec);
+        assert_eq!(
+            std::fs::read(&dec).expect("oracle output"),
+            std::fs::read(&img).expect("original"),
+            "{unit}-byte units"
+        );
+    }
+}
