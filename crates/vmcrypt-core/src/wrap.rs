@@ -76,6 +76,34 @@ impl WrapContext<'_> {
     }
 }
 
+/// AES-256-GCM seal with a 96-bit nonce and a 128-bit tag: returns `ciphertext || tag`.
+/// The one AEAD primitive of vmcrypt (key wrap, keystore backups).
+///
+/// # Errors
+/// [`Error::InvalidInput`] only if the message is too long for GCM.
+pub fn aead_seal(key: &[u8; 32], nonce: &[u8; 12], aad: &[u8], msg: &[u8]) -> Result<Vec<u8>> {
+    Aes256Gcm::new(key.into())
+        .encrypt(Nonce::from_slice(nonce), Payload { msg, aad })
+        .map_err(|_| Error::input("AEAD seal failed"))
+}
+
+/// AES-256-GCM open of `ciphertext || tag`. Any failure is the opaque [`Error::UnwrapFailed`];
+/// the plaintext is zeroized on drop.
+///
+/// # Errors
+/// [`Error::UnwrapFailed`].
+pub fn aead_open(
+    key: &[u8; 32],
+    nonce: &[u8; 12],
+    aad: &[u8],
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<u8>>> {
+    Aes256Gcm::new(key.into())
+        .decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad })
+        .map(Zeroizing::new)
+        .map_err(|_| Error::UnwrapFailed)
+}
+
 /// Wraps a DEK under a KEK into a `pair` locator whose locker is `fqid/<null>/provider/key_id`.
 ///
 /// # Errors
@@ -87,17 +115,7 @@ pub fn wrap_dek(kek: &Kek, dek: &Dek, ctx: &WrapContext<'_>) -> Result<KeyLocato
     ));
     let mut nonce = [0u8; 12];
     random_fill(&mut nonce)?;
-    let cipher = Aes256Gcm::new(kek.expose_secret().into());
-    let aad = ctx.aad();
-    let ct = cipher
-        .encrypt(
-            Nonce::from_slice(&nonce),
-            Payload {
-                msg: dict.as_bytes(),
-                aad: &aad,
-            },
-        )
-        .map_err(|_| Error::input("key wrap failed"))?;
+    let ct = aead_seal(kek.expose_secret(), &nonce, &ctx.aad(), dict.as_bytes())?;
     let mut data = nonce.to_vec();
     data.extend_from_slice(&ct);
     Ok(KeyLocator::Pair {
@@ -121,13 +139,8 @@ pub fn unwrap_dek(kek: &Kek, locked: &[u8], ctx: &WrapContext<'_>) -> Result<Dek
         return Err(Error::UnwrapFailed);
     }
     let (nonce, ct) = locked.split_at(12);
-    let cipher = Aes256Gcm::new(kek.expose_secret().into());
-    let aad = ctx.aad();
-    let dict = Zeroizing::new(
-        cipher
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
-            .map_err(|_| Error::UnwrapFailed)?,
-    );
+    let nonce: &[u8; 12] = nonce.try_into().map_err(|_| Error::UnwrapFailed)?;
+    let dict = aead_open(kek.expose_secret(), nonce, &ctx.aad(), ct)?;
     let dict = std::str::from_utf8(&dict).map_err(|_| Error::UnwrapFailed)?;
     let mut fields = dict.split(':').map(|kv| kv.split_once('='));
     let (ty, ci, key) = (fields.next(), fields.next(), fields.next());

@@ -16,8 +16,6 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use hkdf::Hkdf;
@@ -201,15 +199,7 @@ impl NativeProvider {
         s.set(&format!("{B_PREFIX}nonce"), &B64.encode(nonce))?;
         let key = stretch(passphrase, &salt, params)?;
         let aad = backup_aad(&params, &salt);
-        let ct = Aes256Gcm::new(key.as_ref().into())
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: self.kdk.expose_secret(),
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| Error::input("backup encryption failed"))?;
+        let ct = crate::wrap::aead_seal(&key, &nonce, &aad, self.kdk.expose_secret())?;
         s.set(&format!("{B_PREFIX}data"), &B64.encode(ct))?;
         // Write through a temp file so a partial backup never looks like a complete one.
         write_atomic(out, s.render().as_bytes(), 0o600)?;
@@ -277,17 +267,11 @@ impl NativeProvider {
         }
         let key = stretch(passphrase, &salt, params)?;
         let aad = backup_aad(&params, &salt);
-        let raw = Zeroizing::new(
-            Aes256Gcm::new(key.as_ref().into())
-                .decrypt(
-                    Nonce::from_slice(&nonce),
-                    Payload {
-                        msg: &data,
-                        aad: &aad,
-                    },
-                )
-                .map_err(|_| Error::UnwrapFailed)?,
-        );
+        let nonce: [u8; 12] = nonce
+            .as_slice()
+            .try_into()
+            .map_err(|_| Error::UnwrapFailed)?;
+        let raw = crate::wrap::aead_open(&key, &nonce, &aad, &data)?;
         let kdk = Kdk::from_slice(&raw).map_err(|_| Error::UnwrapFailed)?;
         let p = NativeProvider {
             name: name.to_string(),
