@@ -248,3 +248,27 @@ fn recover_dm_table_line() {
     assert!(f[6].ends_with("r.enc"));
     assert_eq!(&f[7..], ["0", "1", "sector_size:4096"]);
 }
+
+#[test]
+fn readme_main_job_on_the_committed_sample() {
+    // The README's first command encrypts testdata/images/sample.vmdk; keep that sample valid.
+    let e = Env::new();
+    let sample = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/images");
+    for f in ["sample.vmdk", "sample-flat.vmdk"] {
+        std::fs::copy(sample.join(f), e.path(f)).expect("copy sample");
+    }
+    let out = e.ok(&[
+        "encrypt",
+        "sample.vmdk",
+        "--output",
+        "sample-encrypted.vmdk",
+    ]);
+    assert!(out.contains("encrypted sample-encrypted.vmdk"), "{out}");
+    let enc = std::fs::read(e.path("sample-encrypted-flat.vmdk")).expect("read");
+    assert!(
+        !enc.windows(14).any(|w| w == b"vmcrypt sample"),
+        "plaintext left in the encrypted extent"
+    );
+    e.ok(&["decrypt", "sample-encrypted.vmdk", "--output", "back.vmdk"]);
+    assert_identical(&e.path("sample.vmdk"), &e.path("back.vmdk"));
+}

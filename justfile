@@ -1,0 +1,24 @@
+# The commands CI runs, and a few more. `just` is optional: each recipe is one plain command.
+
+# Everything CI runs (.ci/run also installs missing tools first).
+ci:
+    bash .ci/run
+
+test:
+    cargo test --workspace
+
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# The README's main job: encrypt the sample VMDK with the native provider.
+demo:
+    cargo run --release -p vmcrypt-cli -- encrypt testdata/images/sample.vmdk --output target/sample-encrypted.vmdk
+
+# Criterion throughput benches (XTS by unit size and threads; whole images).
+bench:
+    cargo bench -p vmcrypt-benches
+
+# XTS next to OpenSSL on this machine, in one run.
+compare:
+    bash benches/compare.sh
