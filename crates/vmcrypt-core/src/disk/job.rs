@@ -219,6 +219,15 @@ impl ImageJobBuilder<'_> {
         if self.dst.as_deref() == Some(self.src.as_path()) {
             return Err(Error::input("input and output are the same file"));
         }
+        if self.dst.is_none() {
+            // In place: fail now, before any metadata says a job is running, if the file
+            // cannot be written.
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&self.src)
+                .map_err(Error::io("open for writing", &self.src))?;
+        }
         Ok(ImageJob {
             xts: self.dek.xts()?,
             src: self.src,

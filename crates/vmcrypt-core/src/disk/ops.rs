@@ -166,12 +166,13 @@ pub fn encrypt_disk(
     let (stats, result_disk) = match out {
         None => {
             let mut disk = disk;
+            // Build (and so check) the job before the metadata changes state.
+            let job = builder(disk.payload_path()).build()?;
             disk.write_meta(Some(&EncryptionMeta {
                 state: DiskState::Encrypting,
                 ..meta.clone()
             }))?;
-            let stats = builder(disk.payload_path())
-                .build()?
+            let stats = job
                 .run(progress, cancel)
                 .map_err(|e| interrupted(path, e))?;
             disk.write_meta(Some(&meta))?;
@@ -289,12 +290,13 @@ pub fn decrypt_disk(
     let (stats, result_disk) = match out {
         None => {
             let mut disk = disk;
+            // Build (and so check) the job before the metadata changes state.
+            let job = builder(disk.payload_path()).build()?;
             disk.write_meta(Some(&EncryptionMeta {
                 state: DiskState::Decrypting,
                 ..meta.clone()
             }))?;
-            let stats = builder(disk.payload_path())
-                .build()?
+            let stats = job
                 .run(progress, cancel)
                 .map_err(|e| interrupted(path, e))?;
             disk.write_meta(None)?;
