@@ -45,3 +45,17 @@ impl Progress for Bar {
         }
     }
 }
+
+/// A cancel flag raised by SIGINT or SIGTERM: the job stops at the next chunk boundary and an
+/// in-place job undoes its work. A second signal ends the process at once.
+pub fn cancel_on_signal() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        // Registration only fails for forbidden signals; these two are allowed, and without a
+        // handler the default action (terminate) still applies, so the error is not fatal.
+        let _ = signal_hook::flag::register_conditional_shutdown(sig, 130, flag.clone());
+        let _ = signal_hook::flag::register(sig, flag.clone());
+    }
+    flag
+}

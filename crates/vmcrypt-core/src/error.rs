@@ -99,8 +99,13 @@ pub enum Error {
     #[error("sector cipher")]
     Xts(#[from] vmcrypt_xts::Error),
     /// The job was cancelled before it finished.
-    #[error("cancelled")]
-    Cancelled,
+    #[error("cancelled{}", if *restored { "; the disk was put back as it was" } else { "" })]
+    Cancelled {
+        /// Payload bytes that had been processed when the job stopped.
+        done: u64,
+        /// Whether an in-place job undid its work (the disk is as before the command).
+        restored: bool,
+    },
 }
 
 impl Error {
@@ -115,7 +120,7 @@ impl Error {
             Error::InvalidInput { .. } | Error::Xts(_) => ErrorKind::InvalidInput,
             Error::Unsupported { .. } => ErrorKind::Unsupported,
             Error::KeyService { .. } => ErrorKind::KeyService,
-            Error::Cancelled => ErrorKind::Cancelled,
+            Error::Cancelled { .. } => ErrorKind::Cancelled,
         }
     }
 

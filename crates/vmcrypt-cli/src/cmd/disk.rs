@@ -1,7 +1,5 @@
 //! `encrypt` and `decrypt`.
 
-use std::sync::atomic::AtomicBool;
-
 use serde_json::json;
 use vmcrypt_core::Result;
 use vmcrypt_core::disk::{
@@ -12,7 +10,7 @@ use vmcrypt_core::provider::KeyProvider;
 use super::{load_config, provider_for_new_key};
 use crate::cli::{Cli, DecryptArgs, EncryptArgs};
 use crate::output::{Out, human_bytes};
-use crate::progress::Bar;
+use crate::progress::{Bar, cancel_on_signal};
 
 pub fn encrypt(cli: &Cli, a: &EncryptArgs, out: &Out) -> Result<()> {
     let mut opts = match &a.target.output {
@@ -28,13 +26,8 @@ pub fn encrypt(cli: &Cli, a: &EncryptArgs, out: &Out) -> Result<()> {
     let mut cfg = load_config(cli)?;
     let provider = provider_for_new_key(&mut cfg, a.provider.as_deref(), out)?;
     let bar = Bar::new(out.quiet, out.json, "encrypting");
-    let r = encrypt_disk(
-        &a.disk,
-        provider.as_ref(),
-        &opts,
-        &bar,
-        &AtomicBool::new(false),
-    )?;
+    let cancel = cancel_on_signal();
+    let r = encrypt_disk(&a.disk, provider.as_ref(), &opts, &bar, &cancel)?;
     report(out, "encrypted", &r);
     Ok(())
 }
@@ -50,7 +43,8 @@ pub fn decrypt(cli: &Cli, a: &DecryptArgs, out: &Out) -> Result<()> {
         opts = opts.threads(t);
     }
     let bar = Bar::new(out.quiet, out.json, "decrypting");
-    let r = decrypt_disk(&a.disk, &lookup, &opts, &bar, &AtomicBool::new(false))?;
+    let cancel = cancel_on_signal();
+    let r = decrypt_disk(&a.disk, &lookup, &opts, &bar, &cancel)?;
     report(out, "decrypted", &r);
     Ok(())
 }

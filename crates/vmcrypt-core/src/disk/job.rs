@@ -91,7 +91,8 @@ impl ImageJob {
     /// fsynced; in place, the source is rewritten chunk by chunk and fsynced.
     ///
     /// # Errors
-    /// [`Error::Io`] (including a failed fsync, which is never retried), [`Error::Cancelled`].
+    /// [`Error::Io`] (including a failed fsync, which is never retried); [`Error::Cancelled`]
+    /// when `cancel` is set, checked between chunks: `done` bytes are then processed and durable.
     pub fn run(&self, progress: &dyn Progress, cancel: &AtomicBool) -> Result<JobStats> {
         let started = Instant::now();
         let pool = rayon::ThreadPoolBuilder::new()
@@ -124,7 +125,11 @@ impl ImageJob {
             let mut off = 0u64;
             while off < self.len {
                 if cancel.load(Ordering::Relaxed) {
-                    return Err(Error::Cancelled);
+                    dst.sync_all().map_err(Error::io("fsync", dst_path))?;
+                    return Err(Error::Cancelled {
+                        done: off,
+                        restored: false,
+                    });
                 }
                 let n = (self.len - off).min(buf.len() as u64) as usize;
                 let part = &mut buf[..n];

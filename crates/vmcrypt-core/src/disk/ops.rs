@@ -5,7 +5,8 @@
 //! KEK is fetched back and the fresh keySafe unwrapped before any data is touched, so a key the
 //! provider cannot return never protects data). Outputs are created exclusively and removed
 //! again if the job fails. In place, the metadata is written first (state `encrypting` or
-//! `decrypting`), so the key is on disk before any sector changes.
+//! `decrypting`), so the key is on disk before any sector changes; a cancelled in-place job
+//! undoes what it did and restores the metadata.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -172,9 +173,19 @@ pub fn encrypt_disk(
                 state: DiskState::Encrypting,
                 ..meta.clone()
             }))?;
-            let stats = job
-                .run(progress, cancel)
-                .map_err(|e| interrupted(path, e))?;
+            let stats = match job.run(progress, cancel) {
+                Ok(s) => s,
+                Err(Error::Cancelled { done, .. }) => {
+                    undo_in_place(&disk, &dek, unit, done, Direction::Decrypt, threads)
+                        .map_err(|e| interrupted(path, e))?;
+                    disk.write_meta(None)?;
+                    return Err(Error::Cancelled {
+                        done,
+                        restored: true,
+                    });
+                }
+                Err(e) => return Err(interrupted(path, e)),
+            };
             disk.write_meta(Some(&meta))?;
             (stats, disk)
         }
@@ -296,9 +307,19 @@ pub fn decrypt_disk(
                 state: DiskState::Decrypting,
                 ..meta.clone()
             }))?;
-            let stats = job
-                .run(progress, cancel)
-                .map_err(|e| interrupted(path, e))?;
+            let stats = match job.run(progress, cancel) {
+                Ok(s) => s,
+                Err(Error::Cancelled { done, .. }) => {
+                    undo_in_place(&disk, &dek, unit, done, Direction::Encrypt, threads)
+                        .map_err(|e| interrupted(path, e))?;
+                    disk.write_meta(Some(&meta))?;
+                    return Err(Error::Cancelled {
+                        done,
+                        restored: true,
+                    });
+                }
+                Err(e) => return Err(interrupted(path, e)),
+            };
             disk.write_meta(None)?;
             (stats, disk)
         }
@@ -392,6 +413,30 @@ fn verify_round_trip(
     if !bool::from(back.expose_secret().ct_eq(dek.expose_secret())) {
         return Err(Error::UnwrapFailed);
     }
+    Ok(())
+}
+
+/// Reverses the first `done` bytes of a cancelled in-place job (cancellation stops at a chunk
+/// boundary, after an fsync, so exactly those bytes were rewritten).
+fn undo_in_place(
+    disk: &Disk,
+    dek: &Dek,
+    unit: SectorSize,
+    done: u64,
+    dir: Direction,
+    threads: usize,
+) -> Result<()> {
+    if done == 0 {
+        return Ok(());
+    }
+    ImageJob::builder(disk.payload_path(), dek)
+        .length(done)
+        .sector_size(unit)
+        .direction(dir)
+        .threads(threads)
+        .build()?
+        .run(&super::NoProgress, &AtomicBool::new(false))?;
+    tracing::info!(disk = %disk.path().display(), bytes = done, "cancelled in-place job undone");
     Ok(())
 }
 

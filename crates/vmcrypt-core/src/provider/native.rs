@@ -137,9 +137,8 @@ impl NativeProvider {
         };
         if !backed_up {
             tracing::warn!(
-                provider = name,
-                keystore = %path.display(),
-                "native keystore has no backup: if it is lost every disk it protects is lost; run `vmcrypt provider backup {name} --out FILE`"
+                "native keystore {} (provider {name}) has no backup: if it is lost, every disk it protects is lost; run `vmcrypt provider backup {name} --out FILE`",
+                path.display()
             );
         }
         Ok(p)
