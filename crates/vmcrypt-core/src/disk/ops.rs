@@ -156,51 +156,27 @@ pub fn encrypt_disk(
         state: DiskState::Encrypted,
     };
 
-    let threads = threads(opts.threads);
-    let builder = |src: &Path| {
-        ImageJob::builder(src, &dek)
-            .length(len)
-            .sector_size(unit)
-            .direction(Direction::Encrypt)
-            .threads(threads)
+    let job = JobPlan {
+        dek: &dek,
+        dir: Direction::Encrypt,
+        len,
+        unit,
+        threads: threads(opts.threads),
     };
-    let (stats, result_disk) = match out {
-        None => {
-            let mut disk = disk;
-            // Build (and so check) the job before the metadata changes state.
-            let job = builder(disk.payload_path()).build()?;
-            disk.write_meta(Some(&EncryptionMeta {
-                state: DiskState::Encrypting,
-                ..meta.clone()
-            }))?;
-            let stats = match job.run(progress, cancel) {
-                Ok(s) => s,
-                Err(Error::Cancelled { done, .. }) => {
-                    undo_in_place(&disk, &dek, unit, done, Direction::Decrypt, threads)
-                        .map_err(|e| interrupted(path, e))?;
-                    disk.write_meta(None)?;
-                    return Err(Error::Cancelled {
-                        done,
-                        restored: true,
-                    });
-                }
-                Err(e) => return Err(interrupted(path, e)),
-            };
-            disk.write_meta(Some(&meta))?;
-            (stats, disk)
-        }
-        Some(out) => {
-            let mut guard = Cleanup(out.created.clone());
-            let mut out_disk = out.disk;
-            let stats = builder(disk.payload_path())
-                .output(out_disk.payload_path())
-                .build()?
-                .run(progress, cancel)?;
-            out_disk.write_meta(Some(&meta))?;
-            guard.0.clear();
-            (stats, out_disk)
-        }
+    let running = EncryptionMeta {
+        state: DiskState::Encrypting,
+        ..meta.clone()
     };
+    let (stats, result_disk) = job.run(
+        path,
+        disk,
+        out,
+        None,
+        &running,
+        Some(&meta),
+        progress,
+        cancel,
+    )?;
     tracing::info!(disk = %result_disk.path().display(), provider = provider.name(), key_id = %key_id, "disk encrypted");
     Ok(DiskReport {
         disk: result_disk.path().to_path_buf(),
@@ -290,51 +266,27 @@ pub fn decrypt_disk(
     let (dek, provider, key_id) = unlock_with(&disk, lookup)?;
     let unit = meta.identity.sector_size;
     let len = meta.identity.payload_size;
-    let threads = threads(opts.threads);
-    let builder = |src: &Path| {
-        ImageJob::builder(src, &dek)
-            .length(len)
-            .sector_size(unit)
-            .direction(Direction::Decrypt)
-            .threads(threads)
+    let job = JobPlan {
+        dek: &dek,
+        dir: Direction::Decrypt,
+        len,
+        unit,
+        threads: threads(opts.threads),
     };
-    let (stats, result_disk) = match out {
-        None => {
-            let mut disk = disk;
-            // Build (and so check) the job before the metadata changes state.
-            let job = builder(disk.payload_path()).build()?;
-            disk.write_meta(Some(&EncryptionMeta {
-                state: DiskState::Decrypting,
-                ..meta.clone()
-            }))?;
-            let stats = match job.run(progress, cancel) {
-                Ok(s) => s,
-                Err(Error::Cancelled { done, .. }) => {
-                    undo_in_place(&disk, &dek, unit, done, Direction::Encrypt, threads)
-                        .map_err(|e| interrupted(path, e))?;
-                    disk.write_meta(Some(&meta))?;
-                    return Err(Error::Cancelled {
-                        done,
-                        restored: true,
-                    });
-                }
-                Err(e) => return Err(interrupted(path, e)),
-            };
-            disk.write_meta(None)?;
-            (stats, disk)
-        }
-        Some(out) => {
-            let mut guard = Cleanup(out.created.clone());
-            let mut out_disk = out.disk;
-            let stats = builder(disk.payload_path())
-                .output(out_disk.payload_path())
-                .build()?
-                .run(progress, cancel)?;
-            out_disk.write_meta(None)?;
-            guard.0.clear();
-            (stats, out_disk)
-        }
+    let running = EncryptionMeta {
+        state: DiskState::Decrypting,
+        ..meta.clone()
     };
+    let (stats, result_disk) = job.run(
+        path,
+        disk,
+        out,
+        Some(&meta),
+        &running,
+        None,
+        progress,
+        cancel,
+    )?;
     tracing::info!(disk = %result_disk.path().display(), "disk decrypted");
     Ok(DiskReport {
         disk: result_disk.path().to_path_buf(),
@@ -416,28 +368,96 @@ fn verify_round_trip(
     Ok(())
 }
 
-/// Reverses the first `done` bytes of a cancelled in-place job (cancellation stops at a chunk
-/// boundary, after an fsync, so exactly those bytes were rewritten).
-fn undo_in_place(
-    disk: &Disk,
-    dek: &Dek,
-    unit: SectorSize,
-    done: u64,
+/// A payload job and the metadata around it.
+struct JobPlan<'a> {
+    dek: &'a Dek,
     dir: Direction,
+    len: u64,
+    unit: SectorSize,
     threads: usize,
-) -> Result<()> {
-    if done == 0 {
-        return Ok(());
+}
+
+impl JobPlan<'_> {
+    fn builder(&self, src: &Path) -> super::ImageJobBuilder<'_> {
+        ImageJob::builder(src, self.dek)
+            .length(self.len)
+            .sector_size(self.unit)
+            .direction(self.dir)
+            .threads(self.threads)
     }
-    ImageJob::builder(disk.payload_path(), dek)
-        .length(done)
-        .sector_size(unit)
-        .direction(dir)
-        .threads(threads)
-        .build()?
-        .run(&super::NoProgress, &AtomicBool::new(false))?;
-    tracing::info!(disk = %disk.path().display(), bytes = done, "cancelled in-place job undone");
-    Ok(())
+
+    /// Runs the job in place (metadata `before` -> `running` -> `after`, undone back to
+    /// `before` on cancel) or into a new disk (which gets `after`; removed again on failure).
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        path: &Path,
+        disk: Disk,
+        out: Option<OutputPaths>,
+        before: Option<&EncryptionMeta>,
+        running: &EncryptionMeta,
+        after: Option<&EncryptionMeta>,
+        progress: &dyn Progress,
+        cancel: &AtomicBool,
+    ) -> Result<(super::JobStats, Disk)> {
+        match out {
+            None => {
+                let mut disk = disk;
+                // Build (and so check) the job before the metadata changes state.
+                let job = self.builder(disk.payload_path()).build()?;
+                disk.write_meta(Some(running))?;
+                match job.run(progress, cancel) {
+                    Ok(stats) => {
+                        disk.write_meta(after)?;
+                        Ok((stats, disk))
+                    }
+                    Err(Error::Cancelled { done, .. }) => {
+                        self.undo_in_place(&disk, done)
+                            .map_err(|e| interrupted(path, e))?;
+                        disk.write_meta(before)?;
+                        Err(Error::Cancelled {
+                            done,
+                            restored: true,
+                        })
+                    }
+                    Err(e) => Err(interrupted(path, e)),
+                }
+            }
+            Some(out) => {
+                let mut guard = Cleanup(out.created.clone());
+                let mut out_disk = out.disk;
+                let stats = self
+                    .builder(disk.payload_path())
+                    .output(out_disk.payload_path())
+                    .build()?
+                    .run(progress, cancel)?;
+                out_disk.write_meta(after)?;
+                guard.0.clear();
+                Ok((stats, out_disk))
+            }
+        }
+    }
+
+    /// Reverses the first `done` bytes of a cancelled in-place job (cancellation stops at a
+    /// chunk boundary, after an fsync, so exactly those bytes were rewritten).
+    fn undo_in_place(&self, disk: &Disk, done: u64) -> Result<()> {
+        if done == 0 {
+            return Ok(());
+        }
+        let back = match self.dir {
+            Direction::Encrypt => Direction::Decrypt,
+            _ => Direction::Encrypt,
+        };
+        ImageJob::builder(disk.payload_path(), self.dek)
+            .length(done)
+            .sector_size(self.unit)
+            .direction(back)
+            .threads(self.threads)
+            .build()?
+            .run(&super::NoProgress, &AtomicBool::new(false))?;
+        tracing::info!(disk = %disk.path().display(), bytes = done, "cancelled in-place job undone");
+        Ok(())
+    }
 }
 
 fn threads(t: Option<usize>) -> usize {
