@@ -76,6 +76,7 @@ fn kind_name(k: ErrorKind) -> &'static str {
         ErrorKind::UnwrapFailed => "unwrap_failed",
         ErrorKind::Unsupported => "unsupported",
         ErrorKind::KeyService => "key_service",
+        ErrorKind::KeyRefused => "key_refused",
         ErrorKind::Cancelled => "cancelled",
         _ => "other",
     }

@@ -16,8 +16,10 @@ pub enum ErrorKind {
     UnwrapFailed,
     /// The input is valid but not supported by this version.
     Unsupported,
-    /// A key provider could not be reached or refused the request (safe to retry).
+    /// A key provider could not be reached (safe to retry).
     KeyService,
+    /// A key provider answered and refused (not found, revoked, destroyed, denied).
+    KeyRefused,
     /// The job was cancelled.
     Cancelled,
 }
@@ -87,6 +89,15 @@ pub enum Error {
         /// What happened.
         reason: String,
     },
+    /// A key provider answered, and refused: the key is unknown, not active, revoked or
+    /// destroyed, or the request was denied. Retrying will not help.
+    #[error("key provider {provider:?} refused: {reason}")]
+    KeyRefused {
+        /// The provider name.
+        provider: String,
+        /// What it said.
+        reason: String,
+    },
     /// The native keystore is missing, unreadable or unsafe.
     #[error("keystore {}: {reason}", path.display())]
     Keystore {
@@ -120,6 +131,7 @@ impl Error {
             Error::InvalidInput { .. } | Error::Xts(_) => ErrorKind::InvalidInput,
             Error::Unsupported { .. } => ErrorKind::Unsupported,
             Error::KeyService { .. } => ErrorKind::KeyService,
+            Error::KeyRefused { .. } => ErrorKind::KeyRefused,
             Error::Cancelled { .. } => ErrorKind::Cancelled,
         }
     }

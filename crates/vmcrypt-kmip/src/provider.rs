@@ -1,0 +1,384 @@
+//! A key provider backed by a cluster of replicating KMIP servers, tried in the operator's order.
+//!
+//! For every operation the servers are walked in order. A server that refuses the connection,
+//! is unreachable, fails TLS or closes is skipped at once; one that accepts and does not answer
+//! is abandoned when the response timeout passes (60 s by default); one that answers with a
+//! KMIP failure is skipped too (a replica may lag behind), and its answer is kept for the final
+//! error. Only when every server failed does the operation fail, with one error naming each
+//! server and why. Nothing else is contacted once a server has answered.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::ClientConfig;
+use vmcrypt_core::provider::{KeyId, KeyProvider, KeyPurpose};
+use vmcrypt_core::secret::Kek;
+
+use crate::client::{KmipClient, ProtocolVersion};
+use crate::error::{Error, Result};
+use crate::spec::{self, State};
+use crate::transport::{Timeouts, TlsTransport, client_config};
+
+/// Default response timeout, as in the reference system.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Connect timeout ceiling: a silent network should not cost the whole response timeout.
+pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How to reach a KMIP cluster.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct KmipSettings {
+    /// Provider (cluster) name, recorded in every keySafe.
+    pub name: String,
+    /// host:port of each server, in the order to try them (local site first).
+    pub servers: Vec<String>,
+    /// The name the server certificates are checked against; default: each server's host.
+    pub server_name: Option<String>,
+    /// CA certificate(s) that sign the servers' certificates (PEM).
+    pub ca: PathBuf,
+    /// Client certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Client private key (PEM).
+    pub key: PathBuf,
+    /// Response timeout per server (also bounds the TLS handshake).
+    pub timeout: Duration,
+}
+
+impl KmipSettings {
+    /// Settings with the default timeout.
+    pub fn new(
+        name: impl Into<String>,
+        servers: Vec<String>,
+        ca: PathBuf,
+        cert: PathBuf,
+        key: PathBuf,
+    ) -> Self {
+        KmipSettings {
+            name: name.into(),
+            servers,
+            server_name: None,
+            ca,
+            cert,
+            key,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// Sets the TLS server name.
+    pub fn server_name(mut self, n: Option<String>) -> Self {
+        self.server_name = n;
+        self
+    }
+
+    /// Sets the response timeout.
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = t;
+        self
+    }
+}
+
+/// What `provider check` reports for one server.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerCheck {
+    /// host:port.
+    pub server: String,
+    /// TCP connection accepted.
+    pub reachable: bool,
+    /// TLS handshake completed with mutual authentication.
+    pub trusted: bool,
+    /// Negotiated KMIP version.
+    pub version: Option<ProtocolVersion>,
+    /// Vendor Identification from Query.
+    pub vendor: Option<String>,
+    /// Time of the TLS connect + handshake.
+    pub connect: Option<Duration>,
+    /// Round trip of one Query.
+    pub latency: Option<Duration>,
+    /// What failed, if anything.
+    pub error: Option<String>,
+}
+
+/// What `provider check --replication` measured.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ReplicationReport {
+    /// The server the probe key was created on.
+    pub origin: String,
+    /// The probe key's id.
+    pub probe: String,
+    /// For each other server: time until it returned the probe key, or why it never did.
+    pub lag: Vec<(String, std::result::Result<Duration, String>)>,
+    /// Whether the probe was revoked and destroyed afterwards.
+    pub cleaned_up: bool,
+}
+
+/// The KMIP key provider.
+pub struct KmipProvider {
+    settings: KmipSettings,
+    tls: Arc<ClientConfig>,
+}
+
+impl KmipProvider {
+    /// Checks the settings and loads the TLS material.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for no servers, a malformed address, or unusable PEM files.
+    pub fn new(settings: KmipSettings) -> Result<Self> {
+        if settings.servers.is_empty() {
+            return Err(Error::Config(format!(
+                "key provider {:?} has no servers",
+                settings.name
+            )));
+        }
+        for s in &settings.servers {
+            split_host(s)?;
+        }
+        if settings.timeout.is_zero() {
+            return Err(Error::Config("the timeout must be above zero".into()));
+        }
+        let tls = client_config(&settings.ca, &settings.cert, &settings.key)?;
+        Ok(KmipProvider { settings, tls })
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &KmipSettings {
+        &self.settings
+    }
+
+    /// Opens a TLS connection to one server and negotiates the KMIP version.
+    ///
+    /// # Errors
+    /// Transport errors.
+    pub fn connect(&self, server: &str) -> Result<KmipClient> {
+        let name = match &self.settings.server_name {
+            Some(n) => n.clone(),
+            None => split_host(server)?.to_string(),
+        };
+        let timeouts = Timeouts {
+            connect: self.settings.timeout.min(MAX_CONNECT_TIMEOUT),
+            response: self.settings.timeout,
+        };
+        let t = TlsTransport::connect(server, &name, self.tls.clone(), timeouts)?;
+        let mut c = KmipClient::new(Box::new(t));
+        c.negotiate()?;
+        Ok(c)
+    }
+
+    /// Runs `f` on the first server that completes it, in order; see the module docs.
+    ///
+    /// # Errors
+    /// [`Error::AllFailed`] listing every server and its error.
+    pub fn with_failover<T>(
+        &self,
+        what: &str,
+        mut f: impl FnMut(&mut KmipClient) -> Result<T>,
+    ) -> Result<T> {
+        let mut failures = Vec::new();
+        for server in &self.settings.servers {
+            let started = Instant::now();
+            let attempt = self.connect(server).and_then(|mut c| f(&mut c));
+            match attempt {
+                Ok(v) => {
+                    if !failures.is_empty() {
+                        tracing::info!(provider = %self.settings.name, server = %server, operation = what, "served after {} failed server(s)", failures.len());
+                    }
+                    return Ok(v);
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "key provider {:?}: {what} on {server} failed after {:.3} s, trying the next server: {}",
+                        self.settings.name,
+                        started.elapsed().as_secs_f64(),
+                        chain(&e)
+                    );
+                    failures.push((server.clone(), e));
+                }
+            }
+        }
+        Err(Error::AllFailed {
+            provider: self.settings.name.clone(),
+            failures,
+        })
+    }
+
+    /// Checks every server in order: reachability, TLS trust, KMIP version, latency.
+    pub fn check(&self) -> Vec<ServerCheck> {
+        self.settings
+            .servers
+            .iter()
+            .map(|server| {
+                let mut r = ServerCheck {
+                    server: server.clone(),
+                    reachable: false,
+                    trusted: false,
+                    version: None,
+                    vendor: None,
+                    connect: None,
+                    latency: None,
+                    error: None,
+                };
+                let t0 = Instant::now();
+                match self.connect(server) {
+                    Ok(mut c) => {
+                        r.reachable = true;
+                        r.trusted = true;
+                        r.connect = Some(t0.elapsed());
+                        r.version = Some(c.version());
+                        let t1 = Instant::now();
+                        match c.query() {
+                            Ok(info) => {
+                                r.latency = Some(t1.elapsed());
+                                r.vendor = info.vendor;
+                            }
+                            Err(e) => r.error = Some(chain(&e)),
+                        }
+                    }
+                    Err(e) => {
+                        r.reachable = !matches!(e, Error::Connect { .. })
+                            && !matches!(
+                                e,
+                                Error::Timeout {
+                                    phase: "connect",
+                                    ..
+                                }
+                            );
+                        r.error = Some(chain(&e));
+                    }
+                }
+                r
+            })
+            .collect()
+    }
+
+    /// Measures replication: creates a probe key through the first server that accepts it,
+    /// polls every other server until it returns the key (at most `max_wait` each), then
+    /// destroys the probe.
+    ///
+    /// # Errors
+    /// [`Error::AllFailed`] if no server would create the probe.
+    pub fn replication(&self, max_wait: Duration) -> Result<ReplicationReport> {
+        let id = vmcrypt_core::secret::random_uuid().map_err(|e| Error::Config(e.to_string()))?;
+        let name = format!("vmcrypt-replication-probe-{id}");
+        let mut origin = String::new();
+        let probe = self.with_failover("Create (replication probe)", |c| {
+            let uid = c.create_aes256(&name)?;
+            origin = c.server().to_string();
+            Ok(uid)
+        })?;
+        let created = Instant::now();
+        let mut lag = Vec::new();
+        for server in self.settings.servers.iter().filter(|s| **s != origin) {
+            let result = loop {
+                let seen = self.connect(server).and_then(|mut c| c.state(&probe));
+                match seen {
+                    Ok(_) => break Ok(created.elapsed()),
+                    Err(e) if created.elapsed() >= max_wait => break Err(chain(&e)),
+                    Err(e) if matches!(e.kind(), crate::ErrorKind::Unreachable) => {
+                        break Err(chain(&e));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                }
+            };
+            lag.push((server.clone(), result));
+        }
+        let cleaned_up = self
+            .with_failover("Destroy (replication probe)", |c| match c.destroy(&probe) {
+                Ok(()) => Ok(()),
+                Err(_) => {
+                    c.revoke(&probe, spec::REVOCATION_CESSATION)?;
+                    c.destroy(&probe)
+                }
+            })
+            .is_ok();
+        Ok(ReplicationReport {
+            origin,
+            probe,
+            lag,
+            cleaned_up,
+        })
+    }
+}
+
+impl KeyProvider for KmipProvider {
+    fn name(&self) -> &str {
+        &self.settings.name
+    }
+
+    fn create_kek(&self, purpose: &KeyPurpose) -> vmcrypt_core::Result<(KeyId, Kek)> {
+        let name = match purpose {
+            KeyPurpose::Disk(u) => format!("vmcrypt-disk-{u}"),
+            KeyPurpose::Vm(u) => format!("vmcrypt-vm-{u}"),
+            _ => format!("vmcrypt-{}", vmcrypt_core::secret::random_uuid()?),
+        };
+        let (uid, bytes) = self.with_failover("Create+Activate+Get", |c| {
+            let uid = c.create_aes256(&name)?;
+            c.activate(&uid)?;
+            let bytes = c.get_aes256(&uid)?;
+            Ok((uid, bytes))
+        })?;
+        tracing::info!(provider = %self.settings.name, key_id = %uid, key_name = %name, "KEK created on the KMS");
+        Ok((KeyId::new(uid)?, Kek::from_slice(&bytes)?))
+    }
+
+    fn fetch_kek(&self, id: &KeyId) -> vmcrypt_core::Result<Kek> {
+        let bytes = self.with_failover("Get", |c| {
+            let state = c.state(id.as_str())?;
+            if state != State::Active {
+                return Err(Error::KeyState {
+                    server: c.server().to_string(),
+                    key_id: id.to_string(),
+                    what: format!(
+                        "is {} on the KMS (revoked or destroyed keys are not used)",
+                        state.name()
+                    ),
+                });
+            }
+            c.get_aes256(id.as_str())
+        })?;
+        Ok(Kek::from_slice(&bytes)?)
+    }
+}
+
+/// The host part of host:port (brackets of an IPv6 literal removed).
+fn split_host(server: &str) -> Result<&str> {
+    let bad = || Error::Config(format!("server {server:?} is not HOST:PORT"));
+    let (host, port) = server.rsplit_once(':').ok_or_else(bad)?;
+    port.parse::<u16>().map_err(|_| bad())?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() {
+        return Err(bad());
+    }
+    Ok(host)
+}
+
+/// An error with its causes on one line.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_forms() {
+        assert_eq!(split_host("kms.example:5696").ok(), Some("kms.example"));
+        assert_eq!(split_host("[::1]:5696").ok(), Some("::1"));
+        assert_eq!(split_host("127.0.0.1:5696").ok(), Some("127.0.0.1"));
+        for bad in ["kms", "kms:", ":5696", "kms:99999", "kms:x"] {
+            assert!(split_host(bad).is_err(), "{bad}");
+        }
+    }
+}
