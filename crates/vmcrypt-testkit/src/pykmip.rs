@@ -1,0 +1,255 @@
+//! Real PyKMIP servers for the tests.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::pki::Pki;
+
+const REQUIREMENTS: &str = include_str!("../python/requirements.txt");
+const LAUNCHER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/python/kmip_server.py");
+/// Servers stop by themselves after this long even if the test process survives.
+const LIFETIME_SECS: u32 = 1800;
+
+/// A running cluster: `servers` share one database, so a key created through one is served by
+/// all. Stopped on drop; also stops by itself when the test process exits.
+pub struct Cluster {
+    pub servers: Vec<String>,
+    pub pki: Pki,
+    pub dir: PathBuf,
+    children: Vec<Child>,
+    _tmp: tempfile::TempDir,
+}
+
+/// The interpreter to run PyKMIP with, and the PYTHONPATH it needs (if not a venv).
+fn python_env() -> (PathBuf, Option<PathBuf>) {
+    let venv = crate::target_dir().join("pykmip-venv");
+    let stamp = venv.join(".requirements");
+    let ready = || {
+        let py = venv.join("bin/python");
+        if py.exists() {
+            (py, None)
+        } else {
+            (PathBuf::from("python3"), Some(venv.join("site")))
+        }
+    };
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == REQUIREMENTS) {
+        return ready();
+    }
+    std::fs::create_dir_all(&venv).expect("create target/pykmip-venv");
+    // One installer at a time across test processes.
+    let lock = std::fs::File::create(venv.with_extension("lock")).expect("lock file");
+    lock.lock().expect("lock target/pykmip-venv");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == REQUIREMENTS) {
+        return ready();
+    }
+    let req = venv.join("requirements.txt");
+    std::fs::write(&req, REQUIREMENTS).expect("requirements");
+    let pip_env = [
+        ("PIP_DISABLE_PIP_VERSION_CHECK", "1"),
+        ("PIP_ROOT_USER_ACTION", "ignore"),
+    ];
+    let venv_ok = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap_or_else(|e| {
+            panic!(
+                "python3 is needed to run the PyKMIP test servers ({e}); install python3 and pip"
+            )
+        })
+        .success()
+        && venv.join("bin/pip").exists();
+    let out = if venv_ok {
+        Command::new(venv.join("bin/python"))
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--only-binary",
+                "cryptography,cffi",
+                "-r",
+            ])
+            .arg(&req)
+            .envs(pip_env)
+            .output()
+    } else {
+        // Debian without python3-venv: a plain target directory on PYTHONPATH.
+        let _ = std::fs::remove_dir_all(venv.join("bin"));
+        Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-warn-script-location",
+                "--only-binary",
+                "cryptography,cffi",
+                "--target",
+            ])
+            .arg(venv.join("site"))
+            .arg("-r")
+            .arg(&req)
+            .envs(pip_env)
+            .output()
+    }
+    .expect("run pip");
+    assert!(
+        out.status.success(),
+        "installing PyKMIP into {} failed (needs python3 with pip and PyPI access): {}",
+        venv.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(&stamp, REQUIREMENTS).expect("stamp");
+    ready()
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+impl Cluster {
+    /// Starts `count` servers sharing one database, with a fresh PKI.
+    pub fn start(count: usize) -> Cluster {
+        let tmp = tempfile::Builder::new()
+            .prefix("vmcrypt-kms-")
+            .tempdir()
+            .expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let pki = Pki::generate(&dir.join("pki"));
+        let (python, pythonpath) = python_env();
+        let db = dir.join("kms.db");
+        std::fs::create_dir_all(dir.join("logs")).expect("logs dir");
+        let mut children = Vec::new();
+        let mut servers = Vec::new();
+        for i in 0..count {
+            let port = free_port();
+            let log = dir.join("logs").join(format!("server-{i}.log"));
+            let mut cmd = Command::new(&python);
+            cmd.arg(LAUNCHER)
+                .args(["--port", &port.to_string()])
+                .arg("--cert")
+                .arg(&pki.server_cert)
+                .arg("--key")
+                .arg(&pki.server_key)
+                .arg("--ca")
+                .arg(&pki.ca)
+                .arg("--db")
+                .arg(&db)
+                .arg("--log")
+                .arg(&log)
+                .arg("--policies")
+                .arg(dir.join("policies"))
+                .args([
+                    "--owner",
+                    &std::process::id().to_string(),
+                    "--lifetime",
+                    &LIFETIME_SECS.to_string(),
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(
+                    std::fs::File::create(dir.join("logs").join(format!("stderr-{i}.log")))
+                        .expect("stderr log"),
+                );
+            if let Some(pp) = &pythonpath {
+                cmd.env("PYTHONPATH", pp);
+            }
+            children.push(cmd.spawn().expect("start PyKMIP"));
+            servers.push(format!("127.0.0.1:{port}"));
+        }
+        let mut c = Cluster {
+            servers,
+            pki,
+            dir,
+            children,
+            _tmp: tmp,
+        };
+        c.wait_ready(Duration::from_secs(90));
+        c
+    }
+
+    fn wait_ready(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        for (i, s) in self.servers.clone().iter().enumerate() {
+            loop {
+                if TcpStream::connect_timeout(&s.parse().expect("addr"), Duration::from_millis(200))
+                    .is_ok()
+                {
+                    break;
+                }
+                if let Ok(Some(status)) = self.children[i].try_wait() {
+                    panic!("PyKMIP server {s} exited ({status}): {}", self.log(i));
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "PyKMIP server {s} not ready after {limit:?}: {}",
+                    self.log(i)
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// The stderr and log of server `i`, for failure messages.
+    pub fn log(&self, i: usize) -> String {
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        format!(
+            "{}\n{}",
+            read(&self.dir.join("logs").join(format!("stderr-{i}.log"))),
+            read(&self.dir.join("logs").join(format!("server-{i}.log")))
+        )
+    }
+
+    /// Stops server `i` (it then refuses connections).
+    pub fn stop_server(&mut self, i: usize) {
+        stop(&mut self.children[i]);
+    }
+}
+
+fn stop(child: &mut Child) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    if let Ok(pid) = i32::try_from(child.id()) {
+        // The launcher leads its own process group: stop it with its helpers.
+        let _ = Command::new("kill")
+            .args(["-INT", &format!("-{pid}")])
+            .status();
+        for _ in 0..50 {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = Command::new("kill")
+            .args(["-KILL", &format!("-{pid}")])
+            .status();
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            stop(c);
+        }
+    }
+}
+
+/// One cluster of three servers per test process, started on first use. Statics are never
+/// dropped: the servers notice the test process is gone and exit by themselves.
+pub fn shared() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| Cluster::start(3))
+}
