@@ -337,7 +337,7 @@ impl KeyProvider for KmipProvider {
             }
             c.get_aes256(id.as_str())
         })?;
-        Ok(Kek::from_slice(&bytes)?)
+        Kek::from_slice(&bytes)
     }
 }
 
