@@ -83,14 +83,14 @@ impl Settings {
             };
             rest = next;
             let entry = parse_line(raw, flavor).map_err(|r| Error::settings(path, Some(n), r))?;
-            if let Some(e) = &entry {
-                if !seen.insert(e.key.to_ascii_lowercase()) {
-                    return Err(Error::settings(
-                        path,
-                        Some(n),
-                        format!("key {:?} appears twice", e.key),
-                    ));
-                }
+            if let Some(e) = &entry
+                && !seen.insert(e.key.to_ascii_lowercase())
+            {
+                return Err(Error::settings(
+                    path,
+                    Some(n),
+                    format!("key {:?} appears twice", e.key),
+                ));
             }
             lines.push(Line {
                 text: raw.to_string(),
@@ -175,10 +175,10 @@ impl Settings {
             .map(|l| l.eol)
             .filter(|e| !e.is_empty())
             .unwrap_or("\n");
-        if let Some(last) = self.lines.last_mut() {
-            if last.eol.is_empty() {
-                last.eol = eol;
-            }
+        if let Some(last) = self.lines.last_mut()
+            && last.eol.is_empty()
+        {
+            last.eol = eol;
         }
         // Descriptors write header keys as `key="value"` and disk-database keys as
         // `ddb.key = "value"`, as VMware and qemu-img do.

@@ -211,10 +211,10 @@ impl KmipClient {
                 "is wrapped by the server; vmcrypt needs it in the clear over TLS",
             ));
         }
-        if let Some(alg) = block.child(tag::CRYPTOGRAPHIC_ALGORITHM) {
-            if alg.value != Value::Enumeration(spec::ALGORITHM_AES) {
-                return Err(bad("is not an AES key"));
-            }
+        if let Some(alg) = block.child(tag::CRYPTOGRAPHIC_ALGORITHM)
+            && alg.value != Value::Enumeration(spec::ALGORITHM_AES)
+        {
+            return Err(bad("is not an AES key"));
         }
         let format = self.enumeration(block, tag::KEY_FORMAT_TYPE)?;
         let value = block
@@ -364,13 +364,13 @@ impl KmipClient {
         let [item] = batch.as_slice() else {
             return Err(self.protocol("not exactly one Batch Item"));
         };
-        if let Some(o) = item.child(tag::OPERATION) {
-            if o.value != Value::Enumeration(op as u32) {
-                return Err(self.protocol(&format!(
-                    "answer is for another operation than {}",
-                    op.name()
-                )));
-            }
+        if let Some(o) = item.child(tag::OPERATION)
+            && o.value != Value::Enumeration(op as u32)
+        {
+            return Err(self.protocol(&format!(
+                "answer is for another operation than {}",
+                op.name()
+            )));
         }
         let status = self.enumeration(item, tag::RESULT_STATUS)?;
         if status != spec::result_status::SUCCESS {

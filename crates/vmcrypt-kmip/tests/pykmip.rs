@@ -162,7 +162,8 @@ fn failover_refused_is_immediate() {
 #[test]
 fn failover_hung_server_costs_the_timeout() {
     let c = pykmip::shared();
-    for behavior in [Behavior::Hang] {
+    {
+        let behavior = Behavior::Hang;
         let hang = faults::tcp(behavior);
         let p = KmipProvider::new(
             settings(c, vec![hang.addr.clone(), c.servers[0].clone()])

@@ -144,7 +144,7 @@ impl Xts {
     }
 
     fn unit(&self, unit: &mut [u8], tweak: &[u8; 16], dir: Direction) -> Result<(), Error> {
-        if unit.is_empty() || unit.len() % 16 != 0 {
+        if unit.is_empty() || !unit.len().is_multiple_of(16) {
             return Err(Error::UnitNotBlocks { len: unit.len() });
         }
         let t = u128::from_le_bytes(*tweak);
@@ -253,10 +253,10 @@ fn sector_tweak(byte_offset: u64, unit: SectorSize, index: usize) -> u128 {
 
 fn check_sectors(len: usize, byte_offset: u64, unit: SectorSize) -> Result<(), Error> {
     let u = unit.bytes();
-    if len % u != 0 {
+    if !len.is_multiple_of(u) {
         return Err(Error::NotWholeUnits { len, unit: u });
     }
-    if byte_offset % u as u64 != 0 {
+    if !byte_offset.is_multiple_of(u as u64) {
         return Err(Error::MisalignedOffset {
             offset: byte_offset,
             unit: u,

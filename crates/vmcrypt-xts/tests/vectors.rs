@@ -13,7 +13,7 @@ fn testdata(rel: &str) -> String {
 }
 
 fn unhex(s: &str) -> Vec<u8> {
-    assert!(s.len() % 2 == 0, "odd hex length");
+    assert!(s.len().is_multiple_of(2), "odd hex length");
     (0..s.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex digit"))
@@ -103,7 +103,7 @@ fn cavp(file: &str, tweak_of: impl Fn(&str) -> [u8; 16], tweak_field: &str) -> (
                 .unwrap_or_else(|| panic!("{file}: record without {k}"))
         };
         let bits: usize = get("DataUnitLen").parse().expect("DataUnitLen");
-        if bits % 128 != 0 {
+        if !bits.is_multiple_of(128) {
             skipped += 1; // needs ciphertext stealing or partial bytes
             continue;
         }

@@ -214,7 +214,7 @@ impl ImageJobBuilder<'_> {
                 reason: format!("payload should be {len} bytes but the file has {file_len}"),
             });
         }
-        if len % self.unit.bytes() as u64 != 0 {
+        if !len.is_multiple_of(self.unit.bytes() as u64) {
             return Err(Error::input(format!(
                 "{}: {len} bytes is not a whole number of {}-byte sectors",
                 self.src.display(),
