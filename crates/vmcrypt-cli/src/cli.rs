@@ -63,6 +63,20 @@ pub enum ProviderCmd {
         #[arg(long, value_name = "FILE")]
         keystore: Option<PathBuf>,
     },
+    /// Add a KMIP key provider: a cluster of replicating servers tried in the given order.
+    #[command(
+        after_help = "Example (site A lists its own servers first):\n  vmcrypt provider add-kmip site-a --server kms-a:5696 --server kms-b:5696 --server kms-d:5696 \\\n      --ca kms-ca.pem --cert client.pem --key client.key --timeout 60"
+    )]
+    AddKmip(AddKmipArgs),
+    /// Check a provider: for KMIP, each server's reachability, TLS trust, KMIP version and
+    /// latency; with --replication, how long a new key takes to reach every server.
+    Check {
+        /// Provider name.
+        name: String,
+        /// Create a probe key, time its arrival on each server, then destroy it.
+        #[arg(long)]
+        replication: bool,
+    },
     /// List the configured providers.
     List,
     /// Make a provider the default for new keys.
@@ -101,6 +115,31 @@ pub enum ProviderCmd {
         #[command(flatten)]
         pass: PassphraseArgs,
     },
+}
+
+/// `provider add-kmip`
+#[derive(Debug, Args)]
+pub struct AddKmipArgs {
+    /// Provider (cluster) name; it is recorded in every keySafe.
+    pub name: String,
+    /// A server as HOST:PORT; repeat in the order to try them (local site first).
+    #[arg(long, required = true, value_name = "HOST:PORT")]
+    pub server: Vec<String>,
+    /// CA certificate(s) that sign the servers' certificates (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub ca: PathBuf,
+    /// Client certificate (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub cert: PathBuf,
+    /// Client private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+    /// Name the server certificates must carry (default: each server's host).
+    #[arg(long)]
+    pub server_name: Option<String>,
+    /// Seconds a server may take to answer before the next one is tried.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub timeout: u64,
 }
 
 /// Where a passphrase comes from (never argv).

@@ -5,6 +5,15 @@
 //! [providers.native]
 //! type = "native"
 //! keystore = "/root/.config/vmcrypt/keystores/native.keystore"
+//!
+//! [providers.site-a]
+//! type = "kmip"
+//! servers = ["kms-a.example:5696", "kms-b.example:5696", "kms-d.example:5696"]
+//! ca = "/etc/vmcrypt/kms-ca.pem"
+//! cert = "/etc/vmcrypt/client.pem"
+//! key = "/etc/vmcrypt/client.key"
+//! server_name = "kms.example"   # optional; default: each server's host
+//! timeout = 60                   # seconds a server may take to answer
 //! ```
 //!
 //! Location: `--config`, else `$VMCRYPT_CONFIG`, else `$XDG_CONFIG_HOME/vmcrypt/config.toml`,
@@ -17,6 +26,7 @@ use toml::{Table, Value};
 use vmcrypt_core::provider::KeyProvider;
 use vmcrypt_core::provider::native::NativeProvider;
 use vmcrypt_core::{Error, Result};
+use vmcrypt_kmip::provider::{KmipProvider, KmipSettings};
 
 /// One configured provider.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +36,40 @@ pub enum ProviderConfig {
         /// Keystore file.
         keystore: PathBuf,
     },
+    /// A cluster of KMIP servers.
+    Kmip(KmipConfig),
+}
+
+/// A KMIP cluster's settings as stored in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KmipConfig {
+    /// host:port, in the order to try them.
+    pub servers: Vec<String>,
+    /// CA certificate(s) of the servers.
+    pub ca: PathBuf,
+    /// Client certificate.
+    pub cert: PathBuf,
+    /// Client key.
+    pub key: PathBuf,
+    /// TLS server name, if not each server's host.
+    pub server_name: Option<String>,
+    /// Response timeout in seconds.
+    pub timeout: u64,
+}
+
+impl KmipConfig {
+    /// The library settings for provider `name`.
+    pub fn settings(&self, name: &str) -> KmipSettings {
+        KmipSettings::new(
+            name,
+            self.servers.clone(),
+            self.ca.clone(),
+            self.cert.clone(),
+            self.key.clone(),
+        )
+        .server_name(self.server_name.clone())
+        .timeout(std::time::Duration::from_secs(self.timeout))
+    }
 }
 
 /// The loaded configuration.
@@ -117,6 +161,52 @@ impl Config {
                             },
                         ));
                     }
+                    Some("kmip") => {
+                        let path = |k: &str| -> Result<PathBuf> {
+                            t.get(k)
+                                .and_then(Value::as_str)
+                                .map(PathBuf::from)
+                                .ok_or_else(|| bad(format!("providers.{name}.{k} is missing")))
+                        };
+                        let servers = t
+                            .get("servers")
+                            .and_then(Value::as_array)
+                            .map(|a| {
+                                a.iter()
+                                    .filter_map(Value::as_str)
+                                    .map(str::to_string)
+                                    .collect::<Vec<_>>()
+                            })
+                            .filter(|v| !v.is_empty())
+                            .ok_or_else(|| {
+                                bad(format!(
+                                    "providers.{name}.servers must list host:port strings"
+                                ))
+                            })?;
+                        let timeout = match t.get("timeout") {
+                            None => vmcrypt_kmip::provider::DEFAULT_TIMEOUT.as_secs(),
+                            Some(Value::Integer(n)) if *n > 0 => *n as u64,
+                            Some(_) => {
+                                return Err(bad(format!(
+                                    "providers.{name}.timeout must be a positive number of seconds"
+                                )));
+                            }
+                        };
+                        cfg.providers.push((
+                            name.clone(),
+                            ProviderConfig::Kmip(KmipConfig {
+                                servers,
+                                ca: path("ca")?,
+                                cert: path("cert")?,
+                                key: path("key")?,
+                                server_name: t
+                                    .get("server_name")
+                                    .and_then(Value::as_str)
+                                    .map(str::to_string),
+                                timeout,
+                            }),
+                        ));
+                    }
                     other => return Err(bad(format!("providers.{name}: unknown type {other:?}"))),
                 }
             }
@@ -136,6 +226,20 @@ impl Config {
                         "keystore".into(),
                         Value::String(keystore.to_string_lossy().into_owned()),
                     );
+                }
+                ProviderConfig::Kmip(k) => {
+                    t.insert("type".into(), Value::String("kmip".into()));
+                    t.insert(
+                        "servers".into(),
+                        Value::Array(k.servers.iter().map(|s| Value::String(s.clone())).collect()),
+                    );
+                    for (key, p) in [("ca", &k.ca), ("cert", &k.cert), ("key", &k.key)] {
+                        t.insert(key.into(), Value::String(p.to_string_lossy().into_owned()));
+                    }
+                    if let Some(n) = &k.server_name {
+                        t.insert("server_name".into(), Value::String(n.clone()));
+                    }
+                    t.insert("timeout".into(), Value::Integer(k.timeout as i64));
                 }
             }
             providers.insert(name.clone(), Value::Table(t));
@@ -182,6 +286,7 @@ impl Config {
             Some(ProviderConfig::Native { keystore }) => {
                 Ok(Box::new(NativeProvider::open(name, keystore)?))
             }
+            Some(ProviderConfig::Kmip(k)) => Ok(Box::new(KmipProvider::new(k.settings(name))?)),
             None => Err(Error::InvalidInput {
                 reason: format!(
                     "key provider {name:?} is not configured in {} (add it with `vmcrypt provider add-native {name} --keystore FILE` or `provider restore`)",

@@ -91,6 +91,9 @@ fn hint(e: &Error) -> Option<&'static str> {
         Error::KeyService { .. } => {
             Some("the key provider may be unreachable; it is safe to retry")
         }
+        Error::KeyRefused { .. } => Some(
+            "the key provider answered and refused; retrying will not help; nothing was changed",
+        ),
         _ => None,
     }
 }

@@ -1,5 +1,6 @@
 //! One module per verb; helpers shared by the verbs below.
 
+pub mod check;
 pub mod disk;
 pub mod inspect;
 pub mod provider;

@@ -6,9 +6,10 @@ use vmcrypt_core::{Error, Result};
 
 use super::load_config;
 use crate::cli::{Cli, ProviderCmd};
-use crate::config::{Config, ProviderConfig};
+use crate::config::{Config, KmipConfig, ProviderConfig};
 use crate::output::Out;
 use crate::passphrase;
+use vmcrypt_kmip::provider::KmipProvider;
 
 pub fn run(cli: &Cli, cmd: &ProviderCmd, out: &Out) -> Result<()> {
     let mut cfg = load_config(cli)?;
@@ -54,6 +55,45 @@ pub fn run(cli: &Cli, cmd: &ProviderCmd, out: &Out) -> Result<()> {
                 json!({"provider": name, "type": "native", "keystore": ks, "created": created}),
             );
         }
+        ProviderCmd::AddKmip(a) => {
+            Config::check_name(&a.name)?;
+            if cfg.get(&a.name).is_some() {
+                return Err(Error::InvalidInput {
+                    reason: format!("provider {:?} already exists", a.name),
+                });
+            }
+            let abs =
+                |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+            let k = KmipConfig {
+                servers: a.server.clone(),
+                ca: abs(&a.ca),
+                cert: abs(&a.cert),
+                key: abs(&a.key),
+                server_name: a.server_name.clone(),
+                timeout: a.timeout,
+            };
+            // Loads the TLS files and checks every address before anything is saved.
+            KmipProvider::new(k.settings(&a.name)).map_err(vmcrypt_core::Error::from)?;
+            cfg.providers
+                .push((a.name.clone(), ProviderConfig::Kmip(k.clone())));
+            if cfg.default.is_none() {
+                cfg.default = Some(a.name.clone());
+            }
+            cfg.save()?;
+            out.result(
+                &format!(
+                    "added KMIP provider {} with {} server(s), tried in this order: {}; check it with `vmcrypt provider check {}`",
+                    a.name,
+                    k.servers.len(),
+                    k.servers.join(", "),
+                    a.name
+                ),
+                json!({"provider": a.name, "type": "kmip", "servers": k.servers, "timeout": k.timeout}),
+            );
+        }
+        ProviderCmd::Check { name, replication } => {
+            return super::check::run(&cfg, name, *replication, out);
+        }
         ProviderCmd::List => {
             let mut lines = Vec::new();
             let mut docs = Vec::new();
@@ -72,6 +112,15 @@ pub fn run(cli: &Cli, cmd: &ProviderCmd, out: &Out) -> Result<()> {
                             keystore.display()
                         ));
                         docs.push(json!({"name": name, "type": "native", "keystore": keystore, "default": is_default, "status": status}));
+                    }
+                    ProviderConfig::Kmip(k) => {
+                        lines.push(format!(
+                            "{}{name}	kmip	{}	timeout {} s",
+                            if is_default { "* " } else { "  " },
+                            k.servers.join(","),
+                            k.timeout
+                        ));
+                        docs.push(json!({"name": name, "type": "kmip", "servers": k.servers, "default": is_default, "timeout": k.timeout}));
                     }
                 }
             }
@@ -117,7 +166,7 @@ pub fn run(cli: &Cli, cmd: &ProviderCmd, out: &Out) -> Result<()> {
                 Some(ProviderConfig::Native { keystore }) => {
                     format!("; its keystore {} was kept", keystore.display())
                 }
-                None => String::new(),
+                Some(ProviderConfig::Kmip(_)) | None => String::new(),
             };
             out.result(
                 &format!("removed provider {name}{kept}"),

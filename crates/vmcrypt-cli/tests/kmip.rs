@@ -1,0 +1,242 @@
+//! The CLI with KMIP providers, against real PyKMIP servers and fault peers.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use vmcrypt_testkit::faults::{self, Behavior};
+use vmcrypt_testkit::pykmip;
+
+const MIB: u64 = 1024 * 1024;
+
+fn add_kmip(e: &Env, name: &str, servers: &[&str], timeout: u64) {
+    let c = pykmip::shared();
+    let mut args = vec!["provider", "add-kmip", name];
+    for s in servers {
+        args.extend(["--server", s]);
+    }
+    let t = timeout.to_string();
+    let (ca, cert, key) = (
+        c.pki.ca.to_str().expect("utf8"),
+        c.pki.client_cert.to_str().expect("utf8"),
+        c.pki.client_key.to_str().expect("utf8"),
+    );
+    args.extend(["--ca", ca, "--cert", cert, "--key", key, "--timeout", &t]);
+    e.ok(&args);
+}
+
+fn stderr_of(e: &Env, args: &[&str], code: i32) -> String {
+    let before = snapshot(e.dir.path());
+    let o = e.run(args);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(code), "vmcrypt {args:?}: {err}");
+    assert_eq!(
+        snapshot(e.dir.path()),
+        before,
+        "vmcrypt {args:?} changed files"
+    );
+    err
+}
+
+#[test]
+fn encrypt_through_server_1_decrypt_through_server_3() {
+    let c = pykmip::shared();
+    let e = Env::new();
+    let img = e.raw_image("d.img", 2 * MIB);
+    add_kmip(&e, "cluster", &[&c.servers[0]], 10);
+    let out = e.ok(&[
+        "encrypt",
+        "d.img",
+        "--output",
+        "d.enc",
+        "--provider",
+        "cluster",
+    ]);
+    assert!(out.contains("provider cluster"), "{out}");
+    let j = json(&e.ok(&["--json", "inspect", "d.enc"]));
+    assert_eq!(j["keys"][0]["provider"], "cluster");
+    // The same cluster name, now reaching only server 3.
+    e.ok(&["provider", "remove", "cluster"]);
+    add_kmip(&e, "cluster", &[&c.servers[2]], 10);
+    e.ok(&["decrypt", "d.enc", "--output", "d.dec"]);
+    assert_identical(&img, &e.path("d.dec"));
+    // A VMDK in place, through the whole cluster.
+    e.vmdk("v.vmdk", MIB);
+    e.ok(&["provider", "remove", "cluster"]);
+    add_kmip(
+        &e,
+        "cluster",
+        &[&c.servers[0], &c.servers[1], &c.servers[2]],
+        10,
+    );
+    let orig = std::fs::read(e.path("v-flat.vmdk")).expect("read");
+    e.ok(&["encrypt", "v.vmdk", "--in-place", "--provider", "cluster"]);
+    e.ok(&["decrypt", "v.vmdk", "--in-place"]);
+    assert_eq!(std::fs::read(e.path("v-flat.vmdk")).expect("read"), orig);
+}
+
+#[test]
+fn provider_check_and_replication() {
+    let c = pykmip::shared();
+    let e = Env::new();
+    let refused = faults::refused();
+    add_kmip(
+        &e,
+        "cluster",
+        &[&c.servers[0], &c.servers[1], &c.servers[2], &refused],
+        5,
+    );
+    let text = e.ok(&["provider", "check", "cluster"]);
+    for s in &c.servers {
+        let line = text
+            .lines()
+            .find(|l| l.contains(s.as_str()))
+            .unwrap_or_else(|| panic!("{s} missing: {text}"));
+        assert!(line.contains("yes") && line.contains("1."), "{line}");
+    }
+    assert!(
+        text.lines()
+            .any(|l| l.contains(&refused) && l.contains("cannot connect")),
+        "{text}"
+    );
+    let j = json(&e.ok(&["--json", "provider", "check", "cluster", "--replication"]));
+    assert_eq!(j["healthy"], 3);
+    assert_eq!(j["servers"][3]["reachable"], false);
+    let lag = j["replication"]["lag"].as_array().expect("lag list");
+    assert_eq!(lag.len(), 3, "{j}");
+    for l in lag.iter().filter(|l| l["server"] != refused.as_str()) {
+        assert!(l["lag_ms"].as_f64().is_some(), "{l}");
+    }
+    assert_eq!(j["replication"]["probe_destroyed"], true);
+    println!("replication lag: {}", j["replication"]);
+}
+
+#[test]
+fn all_servers_down_exit_3_and_nothing_changes() {
+    let c = pykmip::shared();
+    let e = Env::new();
+    e.raw_image("d.img", MIB);
+    add_kmip(&e, "cluster", &[&c.servers[0]], 5);
+    e.ok(&["encrypt", "d.img", "--in-place", "--provider", "cluster"]);
+    let (r1, r2) = (faults::refused(), faults::refused());
+    let close = faults::tcp(Behavior::Close);
+    e.ok(&["provider", "remove", "cluster"]);
+    add_kmip(&e, "cluster", &[&r1, &close.addr, &r2], 5);
+    let t = Instant::now();
+    let err = stderr_of(&e, &["decrypt", "d.img", "--in-place"], 3);
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    for s in [&r1, &close.addr, &r2] {
+        assert!(err.contains(s.as_str()), "{s} not named: {err}");
+    }
+    assert!(err.contains("safe to retry"), "{err}");
+    // Encrypting with every server down creates nothing.
+    e.raw_image("p.img", MIB);
+    let err = stderr_of(
+        &e,
+        &[
+            "encrypt",
+            "p.img",
+            "--output",
+            "p.enc",
+            "--provider",
+            "cluster",
+        ],
+        3,
+    );
+    assert!(err.contains("all 3 servers"), "{err}");
+}
+
+#[test]
+fn revoked_key_is_refused_and_nothing_changes() {
+    let c = pykmip::shared();
+    let e = Env::new();
+    e.raw_image("d.img", MIB);
+    add_kmip(&e, "cluster", &[&c.servers[0], &c.servers[1]], 5);
+    e.ok(&["encrypt", "d.img", "--in-place", "--provider", "cluster"]);
+    let key_id = json(&e.ok(&["--json", "inspect", "d.img"]))["keys"][0]["key_id"]
+        .as_str()
+        .expect("key id")
+        .to_string();
+    let s = vmcrypt_kmip::provider::KmipSettings::new(
+        "cluster",
+        vec![c.servers[1].clone()],
+        c.pki.ca.clone(),
+        c.pki.client_cert.clone(),
+        c.pki.client_key.clone(),
+    );
+    let p = vmcrypt_kmip::provider::KmipProvider::new(s).expect("provider");
+    p.connect(&c.servers[1])
+        .expect("connect")
+        .revoke(&key_id, vmcrypt_kmip::spec::REVOCATION_KEY_COMPROMISE)
+        .expect("revoke");
+    let err = stderr_of(&e, &["decrypt", "d.img", "--in-place"], 1);
+    assert!(
+        err.contains("Compromised") && err.contains("refused"),
+        "{err}"
+    );
+}
+
+#[test]
+fn hung_first_server_costs_the_timeout() {
+    let c = pykmip::shared();
+    let e = Env::new();
+    e.raw_image("d.img", MIB);
+    let hang = faults::tcp(Behavior::Hang);
+    add_kmip(&e, "cluster", &[&hang.addr, &c.servers[0]], 2);
+    let t = Instant::now();
+    let o = e.run(&[
+        "encrypt",
+        "d.img",
+        "--output",
+        "d.enc",
+        "--provider",
+        "cluster",
+    ]);
+    let took = t.elapsed();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    assert!(
+        stderr(&o).contains(&hang.addr),
+        "the skipped server is logged: {}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn add_kmip_refuses_bad_settings() {
+    let c = pykmip::shared();
+    let e = Env::new();
+    std::fs::write(e.path("junk.pem"), "not a certificate\n").expect("write");
+    let (cert, key) = (
+        c.pki.client_cert.to_str().expect("utf8"),
+        c.pki.client_key.to_str().expect("utf8"),
+    );
+    let o = e.run(&[
+        "provider",
+        "add-kmip",
+        "k",
+        "--server",
+        "127.0.0.1:1",
+        "--ca",
+        "junk.pem",
+        "--cert",
+        cert,
+        "--key",
+        key,
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("junk.pem"), "{}", stderr(&o));
+    let o = e.run(&[
+        "provider", "add-kmip", "k", "--server", "no-port", "--ca", cert, "--cert", cert, "--key",
+        key,
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        !e.path("cfg/config.toml").exists(),
+        "a refused add-kmip wrote the config"
+    );
+}
