@@ -240,3 +240,46 @@ fn add_kmip_refuses_bad_settings() {
         "a refused add-kmip wrote the config"
     );
 }
+
+#[test]
+fn closing_and_untrusted_servers_are_skipped_with_the_reason_logged() {
+    let c = pykmip::shared();
+    let e = Env::new();
+    e.raw_image("d.img", MIB);
+    let close = faults::tcp(Behavior::Close);
+    let untrusted = faults::tls(
+        Behavior::TlsHang,
+        &c.pki.rogue_server_cert,
+        &c.pki.rogue_server_key,
+    );
+    add_kmip(
+        &e,
+        "cluster",
+        &[&close.addr, &untrusted.addr, &c.servers[1]],
+        5,
+    );
+    let o = e.run(&[
+        "encrypt",
+        "d.img",
+        "--output",
+        "d.enc",
+        "--provider",
+        "cluster",
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let line = |addr: &str| {
+        err.lines()
+            .find(|l| l.contains(addr))
+            .unwrap_or_else(|| panic!("{addr} not logged: {err}"))
+            .to_string()
+    };
+    assert!(
+        line(&close.addr).contains("failed during TLS handshake"),
+        "{err}"
+    );
+    assert!(
+        line(&untrusted.addr).contains("invalid peer certificate"),
+        "{err}"
+    );
+}

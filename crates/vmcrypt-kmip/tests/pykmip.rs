@@ -331,3 +331,24 @@ fn bad_peers_fail_within_the_deadline() {
         println!("{behavior:?}: {inner} after {:.3} s", took.as_secs_f64());
     }
 }
+
+#[test]
+fn dns_server_name_is_checked() {
+    let c = pykmip::shared();
+    // The servers' certificates carry DNS:localhost and DNS:kms.test as well as the IP.
+    let ok = KmipProvider::new(
+        settings(c, vec![c.servers[0].clone()]).server_name(Some("localhost".into())),
+    )
+    .expect("p");
+    ok.create_kek(&KeyPurpose::Disk("dns".into()))
+        .expect("DNS name in the certificate");
+    let bad = KmipProvider::new(
+        settings(c, vec![c.servers[0].clone()]).server_name(Some("other.example".into())),
+    )
+    .expect("p");
+    let e = bad
+        .create_kek(&KeyPurpose::Disk("dns".into()))
+        .err()
+        .expect("a name the certificate lacks");
+    assert!(e.to_string().contains("TLS"), "{e}");
+}
