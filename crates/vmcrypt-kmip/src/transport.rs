@@ -57,31 +57,12 @@ impl Default for Timeouts {
 pub fn client_config(ca: &Path, cert: &Path, key: &Path) -> Result<Arc<ClientConfig>> {
     let cfg_err = |what: String| Error::Config(what);
     let mut roots = RootCertStore::empty();
-    let ca_certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
-        .map_err(|e| cfg_err(format!("CA file {}: {e}", ca.display())))?
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| cfg_err(format!("CA file {}: {e}", ca.display())))?;
-    if ca_certs.is_empty() {
-        return Err(cfg_err(format!(
-            "CA file {} holds no certificate",
-            ca.display()
-        )));
-    }
-    for c in ca_certs {
+    for c in load_certs(ca, "CA file")? {
         roots
             .add(c)
             .map_err(|e| cfg_err(format!("CA file {}: {e}", ca.display())))?;
     }
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| cfg_err(format!("client certificate {}: {e}", cert.display())))?
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| cfg_err(format!("client certificate {}: {e}", cert.display())))?;
-    if chain.is_empty() {
-        return Err(cfg_err(format!(
-            "client certificate file {} holds no certificate",
-            cert.display()
-        )));
-    }
+    let chain = load_certs(cert, "client certificate file")?;
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| cfg_err(format!("client key {}: {e}", key.display())))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -96,6 +77,19 @@ pub fn client_config(ca: &Path, cert: &Path, key: &Path) -> Result<Arc<ClientCon
             ))
         })?;
     Ok(Arc::new(config))
+}
+
+/// Every certificate in a PEM file; at least one.
+fn load_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>> {
+    let err = |e: &dyn std::fmt::Display| Error::Config(format!("{what} {}: {e}", path.display()));
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| err(&e))?
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| err(&e))?;
+    if certs.is_empty() {
+        return Err(err(&"holds no certificate"));
+    }
+    Ok(certs)
 }
 
 /// A TLS connection to one KMIP server.
