@@ -47,6 +47,11 @@ pub enum Command {
     Decrypt(DecryptArgs),
     /// Show a disk's encryption metadata (no key material).
     Inspect(InspectArgs),
+    /// Rotate a disk's keys: --shallow re-wraps its DEK under a new KEK (metadata only).
+    Rekey(RekeyArgs),
+    /// Whole VMs: the .vmx and every disk it references.
+    #[command(subcommand)]
+    Vm(VmCmd),
     /// Break-glass access to an encrypted disk without vmcrypt.
     #[command(subcommand)]
     Recover(RecoverCmd),
@@ -191,6 +196,73 @@ pub struct DecryptArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+}
+
+/// `rekey`
+#[derive(Debug, Args)]
+pub struct RekeyArgs {
+    /// Encrypted raw image or VMDK descriptor.
+    pub disk: PathBuf,
+    #[command(flatten)]
+    pub depth: RekeyDepth,
+    /// Provider of the new KEK (default: the configured default).
+    #[arg(long)]
+    pub provider: Option<String>,
+}
+
+/// Shallow or deep: exactly one.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct RekeyDepth {
+    /// New KEK, DEK re-wrapped: metadata only, seconds.
+    #[arg(long)]
+    pub shallow: bool,
+    /// New DEK, every sector re-encrypted (not available yet).
+    #[arg(long)]
+    pub deep: bool,
+}
+
+/// `vm ...`
+#[derive(Debug, Subcommand)]
+pub enum VmCmd {
+    /// Encrypt a VM: one KEK, its configuration sealed, every disk in place under its own DEK.
+    #[command(after_help = "Example:\n  vmcrypt vm encrypt /vms/web01/web01.vmx --provider site-a")]
+    Encrypt {
+        /// The .vmx file.
+        vmx: PathBuf,
+        /// Key provider for the VM's KEK (default: the configured default).
+        #[arg(long)]
+        provider: Option<String>,
+        /// XTS data unit size for the disks.
+        #[arg(long, value_enum, default_value = "4096")]
+        sector_size: SectorSizeArg,
+        /// Worker threads (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Decrypt a VM: every disk, then the .vmx back to its original bytes.
+    Decrypt {
+        /// The .vmx file.
+        vmx: PathBuf,
+        /// Worker threads (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Rotate a VM's keys: --shallow wraps every key under a new KEK (no data rewritten).
+    Rekey {
+        /// The .vmx file.
+        vmx: PathBuf,
+        #[command(flatten)]
+        depth: RekeyDepth,
+        /// Provider of the new KEK (default: the VM's current provider).
+        #[arg(long)]
+        provider: Option<String>,
+    },
+    /// Show a VM's encryption state and each disk's (no key material).
+    Inspect {
+        /// The .vmx file.
+        vmx: PathBuf,
+    },
 }
 
 /// `inspect`

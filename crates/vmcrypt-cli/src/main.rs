@@ -28,6 +28,8 @@ fn main() -> ExitCode {
         Command::Decrypt(a) => cmd::disk::decrypt(&cli, a, &out),
         Command::Inspect(a) => cmd::inspect::run(a, &out),
         Command::Recover(r) => cmd::recover::run(&cli, r, &out),
+        Command::Rekey(a) => cmd::disk::rekey(&cli, a, &out),
+        Command::Vm(v) => cmd::vm::run(&cli, v, &out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

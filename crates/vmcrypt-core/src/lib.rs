@@ -40,11 +40,13 @@
 
 pub mod disk;
 mod error;
+mod failpoint;
 pub mod fsutil;
 pub mod locator;
 pub mod provider;
 pub mod secret;
 pub mod settings;
+pub mod vm;
 pub mod wrap;
 
 pub use error::{Error, ErrorKind, Result};

@@ -72,6 +72,11 @@ secret_key!(
     32
 );
 secret_key!(
+    /// A VM configuration key: AES-256-GCM key of the VMX's `encryption.data`.
+    ConfigKey,
+    32
+);
+secret_key!(
     /// A disk's data encryption key: XTS-AES-256, two 32-byte halves that must differ.
     /// Use [`Dek::generate_xts`] or [`Dek::from_xts_bytes`], which enforce the halves rule.
     Dek,

@@ -246,6 +246,71 @@ impl Settings {
         }
     }
 
+    /// Number of lines.
+    pub fn line_count(&self) -> usize {
+        self.lines.len()
+    }
+
+    /// The key of line `i`, if that line is an entry.
+    pub fn line_key(&self, i: usize) -> Option<&str> {
+        self.lines
+            .get(i)
+            .and_then(|l| l.entry.as_ref())
+            .map(|e| e.key.as_str())
+    }
+
+    /// Removes line `i` and returns its text and line ending (`"\n"`, `"\r\n"` or `""`).
+    pub fn take_line(&mut self, i: usize) -> Option<(String, &'static str)> {
+        (i < self.lines.len()).then(|| {
+            let l = self.lines.remove(i);
+            (l.text, l.eol)
+        })
+    }
+
+    /// Inserts a raw line at index `i` (at most the line count), parsed like the file's lines.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] if it is not a valid line, repeats a key or the index is past
+    /// the end.
+    pub fn insert_line(&mut self, i: usize, text: &str, eol: &str) -> Result<()> {
+        let eol: &'static str = match eol {
+            "\n" => "\n",
+            "\r\n" => "\r\n",
+            "" => "",
+            _ => return Err(Error::input("invalid line ending")),
+        };
+        if i > self.lines.len() || text.contains(['\n', '\r']) {
+            return Err(Error::input("cannot insert that settings line"));
+        }
+        let entry = parse_line(text, self.flavor).map_err(Error::input)?;
+        if let Some(e) = &entry
+            && self.find(&e.key).is_some()
+        {
+            return Err(Error::input(format!("key {:?} is already set", e.key)));
+        }
+        self.lines.insert(
+            i,
+            Line {
+                text: text.to_string(),
+                eol,
+                entry,
+            },
+        );
+        Ok(())
+    }
+
+    /// Whether the last line ends with a line ending (an empty file counts as yes).
+    pub fn ends_with_newline(&self) -> bool {
+        self.lines.last().is_none_or(|l| !l.eol.is_empty())
+    }
+
+    /// Removes the line ending of the last line.
+    pub fn strip_final_newline(&mut self) {
+        if let Some(l) = self.lines.last_mut() {
+            l.eol = "";
+        }
+    }
+
     /// The file's bytes.
     pub fn render(&self) -> String {
         let mut s = String::new();

@@ -16,7 +16,7 @@ use vmcrypt_xts::SectorSize;
 use zeroize::Zeroizing;
 
 use crate::locator::KeyLocator;
-use crate::secret::{Dek, Kek, random_fill};
+use crate::secret::{ConfigKey, Dek, Kek, random_fill};
 use crate::{Error, Result};
 
 /// The MAC name written into `pair` locators for this wrap algorithm.
@@ -109,24 +109,14 @@ pub fn aead_open(
 /// # Errors
 /// [`Error::KeyService`] if no randomness is available for the nonce.
 pub fn wrap_dek(kek: &Kek, dek: &Dek, ctx: &WrapContext<'_>) -> Result<KeyLocator> {
-    let dict = Zeroizing::new(format!(
-        "type=key:cipher={DISK_CIPHER}:key={}",
-        Zeroizing::new(B64.encode(dek.expose_secret())).as_str()
-    ));
-    let mut nonce = [0u8; 12];
-    random_fill(&mut nonce)?;
-    let ct = aead_seal(kek.expose_secret(), &nonce, &ctx.aad(), dict.as_bytes())?;
-    let mut data = nonce.to_vec();
-    data.extend_from_slice(&ct);
-    Ok(KeyLocator::Pair {
-        locker: Box::new(KeyLocator::Fqid {
-            unique_id: None,
-            provider: ctx.provider.to_string(),
-            key_id: ctx.key_id.to_string(),
-        }),
-        mac: WRAP_ALG.to_string(),
-        data,
-    })
+    seal_key(
+        kek,
+        DISK_CIPHER,
+        dek.expose_secret(),
+        &ctx.aad(),
+        ctx.provider,
+        ctx.key_id,
+    )
 }
 
 /// Unwraps a DEK from locked pair data. Every failure (tag, dictionary, key length, equal
@@ -135,24 +125,116 @@ pub fn wrap_dek(kek: &Kek, dek: &Dek, ctx: &WrapContext<'_>) -> Result<KeyLocato
 /// # Errors
 /// [`Error::UnwrapFailed`].
 pub fn unwrap_dek(kek: &Kek, locked: &[u8], ctx: &WrapContext<'_>) -> Result<Dek> {
+    let raw = open_key(kek, locked, DISK_CIPHER, &ctx.aad())?;
+    Dek::from_xts_bytes(&raw).map_err(|_| Error::UnwrapFailed)
+}
+
+/// The cipher named for a VM configuration key.
+pub const CONFIG_CIPHER: &str = "AES-256-GCM";
+const VM_AAD_LABEL: &[u8] = b"vmcrypt vm keysafe\0";
+
+/// Everything a wrapped VM configuration key is bound to.
+#[derive(Debug, Clone)]
+pub struct VmKeyContext<'a> {
+    /// Key provider name.
+    pub provider: &'a str,
+    /// Key id of the KEK.
+    pub key_id: &'a str,
+    /// The VM's vmcrypt uuid.
+    pub vm_uuid: &'a str,
+    /// Key generation.
+    pub generation: u64,
+}
+
+impl VmKeyContext<'_> {
+    fn aad(&self) -> Vec<u8> {
+        let mut a = VM_AAD_LABEL.to_vec();
+        a.extend_from_slice(&WRAP_VERSION.to_be_bytes());
+        for f in [
+            WRAP_ALG,
+            CONFIG_CIPHER,
+            self.provider,
+            self.key_id,
+            self.vm_uuid,
+        ] {
+            a.extend_from_slice(&(f.len() as u64).to_be_bytes());
+            a.extend_from_slice(f.as_bytes());
+        }
+        a.extend_from_slice(&self.generation.to_be_bytes());
+        a
+    }
+}
+
+/// Wraps a VM configuration key (the key of `encryption.data`).
+///
+/// # Errors
+/// [`Error::KeyService`] if no randomness is available for the nonce.
+pub fn wrap_config_key(kek: &Kek, key: &ConfigKey, ctx: &VmKeyContext<'_>) -> Result<KeyLocator> {
+    seal_key(
+        kek,
+        CONFIG_CIPHER,
+        key.expose_secret(),
+        &ctx.aad(),
+        ctx.provider,
+        ctx.key_id,
+    )
+}
+
+/// Unwraps a VM configuration key; every failure is [`Error::UnwrapFailed`].
+///
+/// # Errors
+/// [`Error::UnwrapFailed`].
+pub fn unwrap_config_key(kek: &Kek, locked: &[u8], ctx: &VmKeyContext<'_>) -> Result<ConfigKey> {
+    let raw = open_key(kek, locked, CONFIG_CIPHER, &ctx.aad())?;
+    ConfigKey::from_slice(&raw).map_err(|_| Error::UnwrapFailed)
+}
+
+/// Seals `type=key:cipher=CIPHER:key=BASE64` into a pair locator.
+fn seal_key(
+    kek: &Kek,
+    cipher: &str,
+    key: &[u8],
+    aad: &[u8],
+    provider: &str,
+    key_id: &str,
+) -> Result<KeyLocator> {
+    let dict = Zeroizing::new(format!(
+        "type=key:cipher={cipher}:key={}",
+        Zeroizing::new(B64.encode(key)).as_str()
+    ));
+    let mut nonce = [0u8; 12];
+    random_fill(&mut nonce)?;
+    let ct = aead_seal(kek.expose_secret(), &nonce, aad, dict.as_bytes())?;
+    let mut data = nonce.to_vec();
+    data.extend_from_slice(&ct);
+    Ok(KeyLocator::Pair {
+        locker: Box::new(KeyLocator::Fqid {
+            unique_id: None,
+            provider: provider.to_string(),
+            key_id: key_id.to_string(),
+        }),
+        mac: WRAP_ALG.to_string(),
+        data,
+    })
+}
+
+/// Opens a pair's data and returns the key bytes of a dictionary naming `cipher`.
+fn open_key(kek: &Kek, locked: &[u8], cipher: &str, aad: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
     if locked.len() < 12 + 16 {
         return Err(Error::UnwrapFailed);
     }
     let (nonce, ct) = locked.split_at(12);
     let nonce: &[u8; 12] = nonce.try_into().map_err(|_| Error::UnwrapFailed)?;
-    let dict = aead_open(kek.expose_secret(), nonce, &ctx.aad(), ct)?;
+    let dict = aead_open(kek.expose_secret(), nonce, aad, ct)?;
     let dict = std::str::from_utf8(&dict).map_err(|_| Error::UnwrapFailed)?;
     let mut fields = dict.split(':').map(|kv| kv.split_once('='));
-    let (ty, ci, key) = (fields.next(), fields.next(), fields.next());
-    match (ty, ci, key, fields.next()) {
-        (
-            Some(Some(("type", "key"))),
-            Some(Some(("cipher", DISK_CIPHER))),
-            Some(Some(("key", k))),
-            None,
-        ) => {
-            let raw = Zeroizing::new(B64.decode(k).map_err(|_| Error::UnwrapFailed)?);
-            Dek::from_xts_bytes(&raw).map_err(|_| Error::UnwrapFailed)
+    match (fields.next(), fields.next(), fields.next(), fields.next()) {
+        (Some(Some(("type", "key"))), Some(Some(("cipher", c))), Some(Some(("key", k))), None)
+            if c == cipher =>
+        {
+            Ok(Zeroizing::new(
+                B64.decode(k).map_err(|_| Error::UnwrapFailed)?,
+            ))
         }
         _ => Err(Error::UnwrapFailed),
     }

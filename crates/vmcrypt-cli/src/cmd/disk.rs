@@ -8,7 +8,7 @@ use vmcrypt_core::disk::{
 use vmcrypt_core::provider::KeyProvider;
 
 use super::{load_config, provider_for_new_key};
-use crate::cli::{Cli, DecryptArgs, EncryptArgs};
+use crate::cli::{Cli, DecryptArgs, EncryptArgs, RekeyArgs};
 use crate::output::{Out, human_bytes};
 use crate::progress::{Bar, cancel_on_signal};
 
@@ -80,4 +80,36 @@ fn report(out: &Out, verb: &str, r: &DiskReport) {
             "sector_size": r.sector_size.bytes(),
         }),
     );
+}
+
+pub fn rekey(cli: &Cli, a: &RekeyArgs, out: &Out) -> Result<()> {
+    if a.depth.deep {
+        return Err(deep_unsupported());
+    }
+    let mut cfg = load_config(cli)?;
+    let lookup_cfg = cfg.clone();
+    let lookup = |name: &str| -> Result<Box<dyn KeyProvider>> { lookup_cfg.open(name) };
+    let provider = provider_for_new_key(&mut cfg, a.provider.as_deref(), out)?;
+    let r = vmcrypt_core::disk::rekey_disk_shallow(&a.disk, provider.as_ref(), &lookup)?;
+    out.result(
+        &format!(
+            "rekeyed {} (shallow{}): provider {}, key id {}, generation {}, {:.3} s; no data sector was rewritten",
+            a.disk.display(),
+            if r.resumed { ", finishing an interrupted rekey" } else { "" },
+            r.provider,
+            r.key_id,
+            r.generation,
+            r.elapsed.as_secs_f64()
+        ),
+        json!({"operation": "rekey", "depth": "shallow", "disk": a.disk, "provider": r.provider, "key_id": r.key_id,
+               "generation": r.generation, "resumed": r.resumed, "seconds": r.elapsed.as_secs_f64()}),
+    );
+    Ok(())
+}
+
+/// Deep rekey needs crash-safe in-place jobs; until they land it is refused, not faked.
+pub fn deep_unsupported() -> vmcrypt_core::Error {
+    vmcrypt_core::Error::Unsupported {
+        what: "deep rekey (new DEK, every sector rewritten) comes with crash-safe in-place jobs; use --shallow, or decrypt and encrypt again with --output".into(),
+    }
 }

@@ -5,6 +5,7 @@ pub mod disk;
 pub mod inspect;
 pub mod provider;
 pub mod recover;
+pub mod vm;
 
 use vmcrypt_core::Result;
 use vmcrypt_core::provider::KeyProvider;

@@ -16,6 +16,20 @@ impl Env {
         }
     }
 
+    /// A copy of another test directory (config, keystores, disks and all).
+    pub fn copy_of(other: &Env) -> Env {
+        let e = Env::new();
+        copy_dir(other.dir.path(), e.dir.path());
+        // The config names keystores by absolute path: point them at the copy.
+        let cfg = e.config();
+        if let Ok(text) = std::fs::read_to_string(&cfg) {
+            let from = other.dir.path().to_str().expect("utf8");
+            let to = e.dir.path().to_str().expect("utf8");
+            std::fs::write(&cfg, text.replace(from, to)).expect("rewrite config");
+        }
+        e
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -173,4 +187,20 @@ pub fn stderr(o: &Output) -> String {
 
 pub fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read_dir") {
+        let p = e.expect("entry").path();
+        let dst = to.join(p.file_name().expect("name"));
+        if p.is_dir() {
+            copy_dir(&p, &dst);
+        } else {
+            std::fs::copy(&p, &dst).expect("copy");
+            let mode = std::fs::metadata(&p).expect("meta").permissions().mode();
+            std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        }
+    }
 }

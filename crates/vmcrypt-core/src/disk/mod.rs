@@ -9,6 +9,7 @@
 
 mod job;
 mod ops;
+mod rekey;
 pub mod vmdk;
 
 use std::path::{Path, PathBuf};
@@ -16,9 +17,13 @@ use std::path::{Path, PathBuf};
 use vmcrypt_xts::SectorSize;
 
 pub use job::{DEFAULT_CHUNK, ImageJob, ImageJobBuilder, JobStats, NoProgress, Progress};
+pub(crate) use ops::unwrap_disk_key;
 pub use ops::{
-    DecryptOptions, DiskReport, EncryptOptions, check_encrypt, decrypt_disk, encrypt_disk, unlock,
+    DecryptOptions, DiskReport, EncryptOptions, KekRef, check_encrypt, decrypt_disk, encrypt_disk,
+    encrypt_disk_with, unlock, verify_kek,
 };
+pub use rekey::{RekeyReport, rekey_disk_shallow};
+pub(crate) use rekey::{commit as rekey_commit, pending_target, stage as rekey_stage};
 
 use crate::locator::KeyLocator;
 use crate::settings::{Flavor, Settings};
@@ -92,6 +97,9 @@ pub struct EncryptionMeta {
     pub identity: DiskIdentity,
     /// Key generation (1 on first encryption).
     pub generation: u64,
+    /// During a shallow rekey: the generation of the new wrapping (the last pair of the
+    /// keySafe), which coexists with the old one until the rekey commits.
+    pub rekey_generation: Option<u64>,
     /// The VM this disk belongs to, if any.
     pub vm_uuid: Option<String>,
     /// The keySafe.
@@ -365,6 +373,12 @@ fn apply_meta(s: &mut Settings, prefix: &str, m: &EncryptionMeta) -> Result<()> 
     )?;
     s.set(&format!("{prefix}diskUuid"), &m.identity.uuid)?;
     s.set(&format!("{prefix}keyGeneration"), &m.generation.to_string())?;
+    match m.rekey_generation {
+        Some(g) => s.set(&format!("{prefix}rekeyGeneration"), &g.to_string())?,
+        None => {
+            s.remove(&format!("{prefix}rekeyGeneration"));
+        }
+    }
     match &m.vm_uuid {
         Some(v) => s.set(&format!("{prefix}vmUuid"), v)?,
         None => {
@@ -414,6 +428,10 @@ fn read_meta(s: &Settings, prefix: &str, path: &Path) -> Result<EncryptionMeta> 
             sector_size,
         },
         generation: num("keyGeneration")?,
+        rekey_generation: match s.get(&format!("{prefix}rekeyGeneration")) {
+            Some(_) => Some(num("rekeyGeneration")?),
+            None => None,
+        },
         vm_uuid: s.get(&format!("{prefix}vmUuid")).map(str::to_string),
         key_safe,
         state,

@@ -18,7 +18,7 @@ use vmcrypt_xts::{Direction, SectorSize};
 use super::{Disk, DiskFormat, DiskState, EncryptionMeta, ImageJob, Progress, sidecar_path};
 use crate::locator::KeyLocator;
 use crate::provider::{KeyId, KeyProvider, KeyPurpose, ProviderLookup};
-use crate::secret::{Dek, random_uuid};
+use crate::secret::{Dek, Kek, random_uuid};
 use crate::wrap::{DiskIdentity, WrapContext, our_pairs, unwrap_dek, wrap_dek};
 use crate::{Error, Result};
 
@@ -128,34 +128,103 @@ pub fn encrypt_disk(
     cancel: &AtomicBool,
 ) -> Result<DiskReport> {
     let (disk, out) = preflight_encrypt(path, opts)?;
+    let disk_uuid = random_uuid()?;
+    let (key_id, kek) = provider.create_kek(&KeyPurpose::Disk(disk_uuid.clone()))?;
+    let kek_ref = KekRef {
+        provider: provider.name(),
+        key_id: key_id.as_str(),
+        kek: &kek,
+    };
+    // Prove the provider gives the key back before it protects any data.
+    verify_kek(provider, &key_id, &kek)?;
+    encrypt_prepared(
+        path, disk, out, &kek_ref, disk_uuid, None, opts, progress, cancel,
+    )
+}
+
+/// A KEK with the names it is filed under.
+#[derive(Clone, Copy)]
+pub struct KekRef<'a> {
+    /// Provider name.
+    pub provider: &'a str,
+    /// Key id within the provider.
+    pub key_id: &'a str,
+    /// The key.
+    pub kek: &'a Kek,
+}
+
+/// Encrypts a plain disk under an existing KEK, as part of a VM (`vm_uuid`): the caller has
+/// already checked that the provider returns this KEK.
+///
+/// # Errors
+/// As [`encrypt_disk`].
+pub fn encrypt_disk_with(
+    path: &Path,
+    kek: &KekRef<'_>,
+    vm_uuid: Option<&str>,
+    opts: &EncryptOptions,
+    progress: &dyn Progress,
+    cancel: &AtomicBool,
+) -> Result<DiskReport> {
+    let (disk, out) = preflight_encrypt(path, opts)?;
+    encrypt_prepared(
+        path,
+        disk,
+        out,
+        kek,
+        random_uuid()?,
+        vm_uuid,
+        opts,
+        progress,
+        cancel,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn encrypt_prepared(
+    path: &Path,
+    disk: Disk,
+    out: Option<OutputPaths>,
+    kek: &KekRef<'_>,
+    disk_uuid: String,
+    vm_uuid: Option<&str>,
+    opts: &EncryptOptions,
+    progress: &dyn Progress,
+    cancel: &AtomicBool,
+) -> Result<DiskReport> {
     let unit = opts.sector_size;
     let len = disk.payload_len();
-
     let identity = DiskIdentity {
-        uuid: random_uuid()?,
+        uuid: disk_uuid,
         payload_size: len,
         sector_size: unit,
     };
-    let (key_id, kek) = provider.create_kek(&KeyPurpose::Disk(identity.uuid.clone()))?;
     let dek = Dek::generate_xts()?;
     let ctx = WrapContext {
-        provider: provider.name(),
-        key_id: key_id.as_str(),
-        vm_uuid: None,
+        provider: kek.provider,
+        key_id: kek.key_id,
+        vm_uuid,
         disk: &identity,
         generation: 1,
     };
-    let key_safe = KeyLocator::List(vec![wrap_dek(&kek, &dek, &ctx)?]);
-    drop(kek);
-    verify_round_trip(provider, &key_id, &key_safe, &ctx, &dek)?;
+    let key_safe = KeyLocator::List(vec![wrap_dek(kek.kek, &dek, &ctx)?]);
+    // The fresh keySafe must open before it protects data.
+    let locked = our_pairs(&key_safe)
+        .first()
+        .map(|p| p.2.to_vec())
+        .ok_or(Error::UnwrapFailed)?;
+    let back = unwrap_dek(kek.kek, &locked, &ctx)?;
+    if !bool::from(back.expose_secret().ct_eq(dek.expose_secret())) {
+        return Err(Error::UnwrapFailed);
+    }
     let meta = EncryptionMeta {
         identity: identity.clone(),
         generation: 1,
-        vm_uuid: None,
+        rekey_generation: None,
+        vm_uuid: vm_uuid.map(str::to_string),
         key_safe,
         state: DiskState::Encrypted,
     };
-
     let job = JobPlan {
         dek: &dek,
         dir: Direction::Encrypt,
@@ -177,15 +246,15 @@ pub fn encrypt_disk(
         progress,
         cancel,
     )?;
-    tracing::info!(disk = %result_disk.path().display(), provider = provider.name(), key_id = %key_id, "disk encrypted");
+    tracing::info!(disk = %result_disk.path().display(), provider = kek.provider, key_id = kek.key_id, "disk encrypted");
     Ok(DiskReport {
         disk: result_disk.path().to_path_buf(),
         payload: result_disk.payload_path().to_path_buf(),
         metadata: Some(result_disk.metadata_path().to_path_buf()),
         bytes: stats.bytes,
         elapsed: stats.elapsed,
-        provider: provider.name().to_string(),
-        key_id: key_id.to_string(),
+        provider: kek.provider.to_string(),
+        key_id: kek.key_id.to_string(),
         sector_size: unit,
     })
 }
@@ -320,6 +389,19 @@ fn unlock_with(disk: &Disk, lookup: &ProviderLookup<'_>) -> Result<(Dek, String,
             meta.state.as_str()
         )));
     }
+    unwrap_disk_key(disk, lookup)
+}
+
+/// Unwraps a disk's DEK whatever its job state, after checking the payload size. During a
+/// shallow rekey the keySafe holds the old and the new wrapping: each pair is tried with the
+/// current and the pending generation.
+pub(crate) fn unwrap_disk_key(
+    disk: &Disk,
+    lookup: &ProviderLookup<'_>,
+) -> Result<(Dek, String, String)> {
+    let meta = disk
+        .encryption()
+        .ok_or_else(|| Error::input(format!("{} is not encrypted", disk.path().display())))?;
     disk.check_payload()?;
     let pairs = our_pairs(&meta.key_safe);
     if pairs.is_empty() {
@@ -332,14 +414,21 @@ fn unlock_with(disk: &Disk, lookup: &ProviderLookup<'_>) -> Result<(Dek, String,
         let attempt = (|| {
             let provider = lookup(provider_name)?;
             let kek = provider.fetch_kek(&KeyId::new(key_id)?)?;
-            let ctx = WrapContext {
-                provider: provider_name,
-                key_id,
-                vm_uuid: meta.vm_uuid.as_deref(),
-                disk: &meta.identity,
-                generation: meta.generation,
-            };
-            unwrap_dek(&kek, locked, &ctx)
+            let mut result = Err(Error::UnwrapFailed);
+            for generation in std::iter::once(meta.generation).chain(meta.rekey_generation) {
+                let ctx = WrapContext {
+                    provider: provider_name,
+                    key_id,
+                    vm_uuid: meta.vm_uuid.as_deref(),
+                    disk: &meta.identity,
+                    generation,
+                };
+                result = unwrap_dek(&kek, locked, &ctx);
+                if result.is_ok() {
+                    break;
+                }
+            }
+            result
         })();
         match attempt {
             Ok(dek) => return Ok((dek, provider_name.to_string(), key_id.to_string())),
@@ -349,21 +438,17 @@ fn unlock_with(disk: &Disk, lookup: &ProviderLookup<'_>) -> Result<(Dek, String,
     Err(last)
 }
 
-fn verify_round_trip(
-    provider: &dyn KeyProvider,
-    id: &KeyId,
-    key_safe: &KeyLocator,
-    ctx: &WrapContext<'_>,
-    dek: &Dek,
-) -> Result<()> {
-    let kek = provider.fetch_kek(id)?;
-    let locked = our_pairs(key_safe)
-        .first()
-        .map(|p| p.2.to_vec())
-        .ok_or(Error::UnwrapFailed)?;
-    let back = unwrap_dek(&kek, &locked, ctx)?;
-    if !bool::from(back.expose_secret().ct_eq(dek.expose_secret())) {
-        return Err(Error::UnwrapFailed);
+/// Fetches a just-created KEK back from its provider and compares it.
+///
+/// # Errors
+/// The provider's error, or [`Error::KeyService`] if it returns another key.
+pub fn verify_kek(provider: &dyn KeyProvider, id: &KeyId, kek: &Kek) -> Result<()> {
+    let back = provider.fetch_kek(id)?;
+    if !bool::from(back.expose_secret().ct_eq(kek.expose_secret())) {
+        return Err(Error::KeyService {
+            provider: provider.name().to_string(),
+            reason: format!("key {id} came back different from the key just created"),
+        });
     }
     Ok(())
 }

@@ -1,0 +1,398 @@
+//! Whole VMs: a realistic VMX with three disks made by qemu-img; encrypt, inspect, shallow
+//! rekey (twice, once to another provider), decrypt; tamper cases; a crash at every step of a
+//! shallow rekey.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+const MIB: u64 = 1024 * 1024;
+
+const VMX: &str = "\
+.encoding = \"UTF-8\"\r
+config.version = \"8\"\r
+virtualHW.version = \"19\"\r
+displayName = \"web01\"\r
+guestOS = \"ubuntu-64\"\r
+memSize = \"4096\"\r
+numvcpus = \"2\"\r
+annotation = \"billing: team-blue|0Aowner: alice\"\r
+uuid.bios = \"56 4d 8a 3b 2c 11 2e 7a-0d 5e 29 7b 1c 9f 44 a0\"\r
+uuid.location = \"56 4d 8a 3b 2c 11 2e 7a-0d 5e 29 7b 1c 9f 44 a0\"\r
+scsi0.present = \"TRUE\"\r
+scsi0.virtualDev = \"pvscsi\"\r
+scsi0:0.present = \"TRUE\"\r
+scsi0:0.fileName = \"web01.vmdk\"\r
+sata0.present = \"TRUE\"\r
+sata0:1.present = \"TRUE\"\r
+sata0:1.fileName = \"web01_data.vmdk\"\r
+nvme0.present = \"TRUE\"\r
+nvme0:0.present = \"TRUE\"\r
+nvme0:0.fileName = \"web01_logs.vmdk\"\r
+ide1:0.present = \"TRUE\"\r
+ide1:0.deviceType = \"cdrom-image\"\r
+ide1:0.fileName = \"ubuntu-24.04.iso\"\r
+ethernet0.present = \"TRUE\"\r
+ethernet0.virtualDev = \"vmxnet3\"\r
+ethernet0.addressType = \"generated\"\r
+ethernet0.generatedAddress = \"00:0c:29:9f:44:a0\"\r
+guestinfo.metadata = \"c2VjcmV0LWNsb3VkLWluaXQ=\"\r
+tools.syncTime = \"FALSE\"\r
+# hand-written comment kept as is\r
+sched.mem.min = \"1024\"";
+
+const DISKS: [&str; 3] = ["web01.vmdk", "web01_data.vmdk", "web01_logs.vmdk"];
+
+fn flat(name: &str) -> String {
+    format!("{}-flat.vmdk", name.trim_end_matches(".vmdk"))
+}
+
+/// A VM directory: the VMX, three disks, pristine copies of the disks for comparison.
+fn vm_env() -> Env {
+    let e = Env::new();
+    std::fs::write(e.path("web01.vmx"), VMX).expect("vmx");
+    for (i, d) in DISKS.iter().enumerate() {
+        e.vmdk(d, (i as u64 + 1) * MIB);
+        std::fs::create_dir_all(e.path("orig")).expect("orig dir");
+        std::fs::copy(e.path(d), e.path(&format!("orig/{d}"))).expect("copy");
+        std::fs::copy(e.path(&flat(d)), e.path(&format!("orig/{}", flat(d)))).expect("copy");
+    }
+    e.ok(&["provider", "add-native", "native"]);
+    e
+}
+
+fn flats(e: &Env) -> Vec<Vec<u8>> {
+    DISKS
+        .iter()
+        .map(|d| std::fs::read(e.path(&flat(d))).expect("flat"))
+        .collect()
+}
+
+fn assert_restored(e: &Env) {
+    assert_eq!(
+        std::fs::read_to_string(e.path("web01.vmx")).expect("vmx"),
+        VMX,
+        "VMX not restored byte for byte"
+    );
+    for d in DISKS {
+        assert_identical(&e.path(&format!("orig/{d}")), &e.path(d));
+        assert_eq!(
+            std::fs::read_to_string(e.path(d)).expect("descriptor"),
+            std::fs::read_to_string(e.path(&format!("orig/{d}"))).expect("descriptor"),
+            "{d}: descriptor not restored"
+        );
+    }
+}
+
+fn inspect(e: &Env) -> serde_json::Value {
+    json(&e.ok(&["--json", "vm", "inspect", "web01.vmx"]))
+}
+
+#[test]
+fn encrypt_inspect_rekey_twice_decrypt() {
+    let e = vm_env();
+    let j = inspect(&e);
+    assert_eq!(j["encrypted"], false);
+    assert_eq!(
+        j["disks"].as_array().expect("disks").len(),
+        3,
+        "the CD image is not a disk: {j}"
+    );
+
+    e.ok(&["vm", "encrypt", "web01.vmx"]);
+    let vmx = std::fs::read_to_string(e.path("web01.vmx")).expect("vmx");
+    for secret in [
+        "team-blue",
+        "00:0c:29:9f:44:a0",
+        "c2VjcmV0LWNsb3VkLWluaXQ=",
+        "sched.mem.min",
+        "memSize",
+    ] {
+        assert!(!vmx.contains(secret), "{secret} left in clear:\n{vmx}");
+    }
+    for kept in [
+        "displayName = \"web01\"",
+        "scsi0:0.fileName = \"web01.vmdk\"",
+        "# hand-written comment kept as is",
+        "encryption.keySafe = \"vmware:key/list/(pair/(fqid/<VMWARE%2dNULL>/native/",
+    ] {
+        assert!(vmx.contains(kept), "{kept} missing:\n{vmx}");
+    }
+    let j = inspect(&e);
+    assert_eq!(
+        (
+            j["encrypted"].clone(),
+            j["state"].clone(),
+            j["key_generation"].clone(),
+            j["consistent"].clone()
+        ),
+        (true.into(), "encrypted".into(), 1.into(), true.into())
+    );
+    let vm_key = j["keys"][0]["key_id"].clone();
+    for d in j["disks"].as_array().expect("disks") {
+        assert_eq!(
+            (d["encrypted"].clone(), d["belongs_to_vm"].clone()),
+            (true.into(), true.into()),
+            "{d}"
+        );
+        assert_eq!(
+            d["keys"][0]["key_id"], vm_key,
+            "every disk under the VM's KEK"
+        );
+    }
+    let ciphertext = flats(&e);
+    for (c, d) in ciphertext.iter().zip(DISKS) {
+        assert_ne!(
+            c,
+            &std::fs::read(e.path(&format!("orig/{}", flat(d)))).expect("orig")
+        );
+    }
+
+    // Shallow rekey: new KEK, generation 2, not one data byte rewritten.
+    let out = json(&e.ok(&["--json", "vm", "rekey", "web01.vmx", "--shallow"]));
+    println!(
+        "shallow rekey of a VM with 3 disks: {:.4} s",
+        out["seconds"].as_f64().expect("seconds")
+    );
+    let j = inspect(&e);
+    assert_eq!(j["key_generation"], 2);
+    assert_ne!(j["keys"][0]["key_id"], vm_key);
+    assert_eq!(j["consistent"], true);
+    assert_eq!(flats(&e), ciphertext, "a shallow rekey rewrote data");
+
+    // Again, to another provider.
+    e.ok(&["provider", "add-native", "other"]);
+    let out = json(&e.ok(&[
+        "--json",
+        "vm",
+        "rekey",
+        "web01.vmx",
+        "--shallow",
+        "--provider",
+        "other",
+    ]));
+    println!(
+        "shallow rekey to another provider: {:.4} s",
+        out["seconds"].as_f64().expect("seconds")
+    );
+    let j = inspect(&e);
+    assert_eq!(
+        (
+            j["key_generation"].clone(),
+            j["keys"][0]["provider"].clone()
+        ),
+        (3.into(), "other".into())
+    );
+    for d in j["disks"].as_array().expect("disks") {
+        assert_eq!(d["keys"][0]["provider"], "other");
+        assert_eq!(d["key_generation"], 3);
+    }
+    assert_eq!(flats(&e), ciphertext);
+
+    e.ok(&["vm", "decrypt", "web01.vmx"]);
+    assert_restored(&e);
+    assert_eq!(inspect(&e)["encrypted"], false);
+}
+
+fn refused(e: &Env, args: &[&str], code: i32) -> String {
+    let before = snapshot(e.dir.path());
+    let o = e.run(args);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(code), "vmcrypt {args:?}: {err}");
+    assert_eq!(
+        snapshot(e.dir.path()),
+        before,
+        "vmcrypt {args:?} changed files"
+    );
+    err
+}
+
+fn edit(p: &Path, f: impl FnOnce(String) -> String) {
+    let t = std::fs::read_to_string(p).expect("read");
+    std::fs::write(p, f(t)).expect("write");
+}
+
+fn value_of(text: &str, key: &str) -> String {
+    text.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split('"').nth(1))
+        .unwrap_or_else(|| panic!("no {key}"))
+        .to_string()
+}
+
+#[test]
+fn tampering_is_refused_with_exit_4() {
+    let base = vm_env();
+    base.ok(&["vm", "encrypt", "web01.vmx"]);
+    // A second VM under the same provider, for cross-VM swaps.
+    let other = Env::copy_of(&base);
+    other.ok(&["vm", "decrypt", "web01.vmx"]);
+    other.ok(&["vm", "encrypt", "web01.vmx"]);
+
+    // Disk keySafes swapped between two disks of the VM.
+    let e = Env::copy_of(&base);
+    let a = value_of(
+        &std::fs::read_to_string(e.path(DISKS[0])).expect("read"),
+        "encryptionKeys",
+    );
+    let b = value_of(
+        &std::fs::read_to_string(e.path(DISKS[1])).expect("read"),
+        "encryptionKeys",
+    );
+    edit(&e.path(DISKS[0]), |t| t.replace(&a, &b));
+    refused(&e, &["vm", "decrypt", "web01.vmx"], 4);
+    refused(&e, &["vm", "rekey", "web01.vmx", "--shallow"], 4);
+
+    // The VM keySafe (and its uuid) taken from another VM.
+    let e = Env::copy_of(&base);
+    let theirs = std::fs::read_to_string(other.path("web01.vmx")).expect("read");
+    edit(&e.path("web01.vmx"), |t| {
+        let t = t.replace(
+            &value_of(&t, "encryption.keySafe"),
+            &value_of(&theirs, "encryption.keySafe"),
+        );
+        t.replace(
+            &value_of(&t, "vmcrypt.vmUuid"),
+            &value_of(&theirs, "vmcrypt.vmUuid"),
+        )
+    });
+    refused(&e, &["vm", "decrypt", "web01.vmx"], 4);
+
+    // A flipped bit in the VM keySafe.
+    let e = Env::copy_of(&base);
+    edit(&e.path("web01.vmx"), |t| {
+        let ks = value_of(&t, "encryption.keySafe");
+        let pos = ks.find("GCM,").expect("pair") + 12;
+        let mut b = ks.clone().into_bytes();
+        b[pos] = if b[pos] == b'A' { b'B' } else { b'A' };
+        t.replace(&ks, std::str::from_utf8(&b).expect("ascii"))
+    });
+    refused(&e, &["vm", "decrypt", "web01.vmx"], 4);
+
+    // An altered encryption.data.
+    let e = Env::copy_of(&base);
+    edit(&e.path("web01.vmx"), |t| {
+        let d = value_of(&t, "encryption.data");
+        let mut b = d.clone().into_bytes();
+        b[20] = if b[20] == b'A' { b'B' } else { b'A' };
+        t.replace(&d, std::str::from_utf8(&b).expect("ascii"))
+    });
+    refused(&e, &["vm", "decrypt", "web01.vmx"], 4);
+    refused(&e, &["vm", "rekey", "web01.vmx", "--shallow"], 4);
+
+    // A disk descriptor rolled back to before a rekey.
+    let e = Env::copy_of(&base);
+    let saved = std::fs::read(e.path(DISKS[2])).expect("read");
+    e.ok(&["vm", "rekey", "web01.vmx", "--shallow"]);
+    std::fs::write(e.path(DISKS[2]), &saved).expect("roll back");
+    let err = refused(&e, &["vm", "decrypt", "web01.vmx"], 4);
+    assert!(err.contains("key generation"), "{err}");
+    assert_eq!(
+        json(&e.ok(&["--json", "vm", "inspect", "web01.vmx"]))["consistent"],
+        false
+    );
+
+    // A disk of this VM swapped in from the other VM.
+    let e = Env::copy_of(&base);
+    for f in [DISKS[1].to_string(), flat(DISKS[1])] {
+        std::fs::copy(other.path(&f), e.path(&f)).expect("swap disk");
+    }
+    let err = refused(&e, &["vm", "decrypt", "web01.vmx"], 4);
+    assert!(err.contains("another VM"), "{err}");
+
+    // The untouched one still decrypts.
+    base.ok(&["vm", "decrypt", "web01.vmx"]);
+    assert_restored(&base);
+}
+
+#[test]
+fn crash_at_every_step_of_a_shallow_rekey() {
+    let base = vm_env();
+    base.ok(&["vm", "encrypt", "web01.vmx"]);
+    let ciphertext = flats(&base);
+    // 3 disks staged, the VMX staged, 3 disks committed: a crash after each of these 7 writes.
+    for step in 0..7 {
+        let e = Env::copy_of(&base);
+        let fp = format!("vm-rekey-{step}");
+        let o = e.run_env(
+            &["vm", "rekey", "web01.vmx", "--shallow"],
+            &[("VMCRYPT_FAILPOINT", &fp)],
+        );
+        assert_eq!(
+            o.status.code(),
+            None,
+            "step {step}: the failpoint did not crash the process: {}",
+            stderr(&o)
+        );
+        assert!(stderr(&o).contains(&fp), "step {step}: {}", stderr(&o));
+        assert_eq!(flats(&e), ciphertext, "step {step}: data rewritten");
+        // The VM still opens: decrypt a copy.
+        let copy = Env::copy_of(&e);
+        copy.ok(&["vm", "decrypt", "web01.vmx"]);
+        assert_restored(&copy);
+        // Running the rekey again completes it.
+        let out = json(&e.ok(&["--json", "vm", "rekey", "web01.vmx", "--shallow"]));
+        assert_eq!(out["resumed"], true, "step {step}: {out}");
+        let j = inspect(&e);
+        assert_eq!(
+            (
+                j["key_generation"].clone(),
+                j["rekey_generation"].clone(),
+                j["consistent"].clone()
+            ),
+            (2.into(), serde_json::Value::Null, true.into()),
+            "step {step}: {j}"
+        );
+        for d in j["disks"].as_array().expect("disks") {
+            assert_eq!(
+                (
+                    d["key_generation"].clone(),
+                    d["keys"].as_array().map(Vec::len)
+                ),
+                (2.into(), Some(1)),
+                "step {step}: {d}"
+            );
+        }
+        e.ok(&["vm", "decrypt", "web01.vmx"]);
+        assert_restored(&e);
+    }
+}
+
+#[test]
+fn disk_shallow_rekey_and_refusals() {
+    let e = Env::new();
+    e.raw_image("d.img", 2 * MIB);
+    std::fs::copy(e.path("d.img"), e.path("d.orig")).expect("copy");
+    e.ok(&["encrypt", "d.img", "--in-place"]);
+    let ct = std::fs::read(e.path("d.img")).expect("read");
+    let before = json(&e.ok(&["--json", "inspect", "d.img"]));
+    let r = json(&e.ok(&["--json", "rekey", "d.img", "--shallow"]));
+    assert_eq!(r["generation"], 2);
+    let after = json(&e.ok(&["--json", "inspect", "d.img"]));
+    assert_ne!(after["keys"][0]["key_id"], before["keys"][0]["key_id"]);
+    assert_eq!(after["key_generation"], 2);
+    assert_eq!(
+        std::fs::read(e.path("d.img")).expect("read"),
+        ct,
+        "shallow rekey rewrote data"
+    );
+    let o = e.run(&["rekey", "d.img", "--deep"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("deep rekey"), "{}", stderr(&o));
+    e.ok(&["decrypt", "d.img", "--in-place"]);
+    assert_eq!(
+        std::fs::read(e.path("d.img")).expect("read"),
+        std::fs::read(e.path("d.orig")).expect("read")
+    );
+
+    // A VM's disk is rekeyed with its VM, not alone.
+    let v = vm_env();
+    v.ok(&["vm", "encrypt", "web01.vmx"]);
+    let o = v.run(&["rekey", DISKS[0], "--shallow"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("belongs to a VM"), "{}", stderr(&o));
+    let o = v.run(&["vm", "encrypt", "web01.vmx"]);
+    assert_eq!(o.status.code(), Some(1), "encrypting twice");
+}
