@@ -283,3 +283,54 @@ fn closing_and_untrusted_servers_are_skipped_with_the_reason_logged() {
         "{err}"
     );
 }
+
+#[test]
+fn vm_encrypt_rekey_decrypt_with_kmip() {
+    let c = pykmip::shared();
+    let e = Env::new();
+    let vmx = "displayName = \"db01\"\nscsi0:0.fileName = \"db01.vmdk\"\nscsi0:1.fileName = \"db01_b.vmdk\"\nannotation = \"secret\"\n";
+    std::fs::write(e.path("db01.vmx"), vmx).expect("vmx");
+    for d in ["db01.vmdk", "db01_b.vmdk"] {
+        e.vmdk(d, MIB);
+        std::fs::copy(e.path(d), e.path(&format!("{d}.orig"))).expect("copy");
+        let flat = format!("{}-flat.vmdk", d.trim_end_matches(".vmdk"));
+        std::fs::copy(e.path(&flat), e.path(&format!("{flat}.orig"))).expect("copy");
+    }
+    add_kmip(
+        &e,
+        "kms",
+        &[&c.servers[0], &c.servers[1], &c.servers[2]],
+        10,
+    );
+    e.ok(&["vm", "encrypt", "db01.vmx", "--provider", "kms"]);
+    let before = json(&e.ok(&["--json", "vm", "inspect", "db01.vmx"]));
+    assert_eq!(before["keys"][0]["provider"], "kms");
+    let ct = std::fs::read(e.path("db01-flat.vmdk")).expect("read");
+    e.ok(&["vm", "rekey", "db01.vmx", "--shallow"]);
+    let after = json(&e.ok(&["--json", "vm", "inspect", "db01.vmx"]));
+    assert_eq!(after["key_generation"], 2);
+    assert_ne!(
+        after["keys"][0]["key_id"], before["keys"][0]["key_id"],
+        "a new KEK on the KMS"
+    );
+    assert_eq!(after["consistent"], true);
+    assert_eq!(std::fs::read(e.path("db01-flat.vmdk")).expect("read"), ct);
+    e.ok(&["vm", "decrypt", "db01.vmx"]);
+    assert_eq!(
+        std::fs::read_to_string(e.path("db01.vmx")).expect("vmx"),
+        vmx
+    );
+    for d in ["db01.vmdk", "db01_b.vmdk"] {
+        let flat = format!("{}-flat.vmdk", d.trim_end_matches(".vmdk"));
+        assert_eq!(
+            std::fs::read(e.path(&flat)).expect("read"),
+            std::fs::read(e.path(&format!("{flat}.orig"))).expect("read"),
+            "{flat}"
+        );
+        assert_eq!(
+            std::fs::read(e.path(d)).expect("read"),
+            std::fs::read(e.path(&format!("{d}.orig"))).expect("read"),
+            "{d}"
+        );
+    }
+}
