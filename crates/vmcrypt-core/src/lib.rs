@@ -44,6 +44,7 @@ mod failpoint;
 pub mod fsutil;
 pub mod locator;
 pub mod provider;
+pub mod reencrypt;
 pub mod secret;
 pub mod settings;
 pub mod vm;

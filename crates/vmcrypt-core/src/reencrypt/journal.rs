@@ -1,0 +1,273 @@
+//! The journal of an in-place job: a header, then two slots used alternately.
+//!
+//! ```text
+//! header (4096 B at 0):  "VMCJRNL1" | u32 version | u8 kind | u32 unit | u64 payload length
+//!                        | u64 chunk | job id [16] | fingerprint of chunk 0 before the job
+//!                        (nonce [12], tag [16]) | HMAC-SHA256 [32] over all of the above
+//! slot s (at 4096 + s * (4096 + chunk)):
+//!   header (4096 B):     "VMCSLOT1" | u64 seq (chunk index + 1) | u64 offset | u64 length
+//!                        | u8 holds (1 = the chunk's final bytes, 2 = its original bytes)
+//!                        | u8 has next | data fingerprint (nonce, tag) | fingerprint of the
+//!                        next chunk before the job (nonce, tag) | HMAC-SHA256 [32]
+//!   data (length bytes)
+//! ```
+//!
+//! Fingerprints are GMAC tags (AES-256-GCM over the bytes as associated data, random nonce) and
+//! the HMACs cover the job id: both keys come from the job's DEKs, so a journal cannot be forged
+//! or moved to another job without them, and a changed byte is detected.
+
+use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::secret::random_fill;
+use crate::{Error, Result};
+
+/// Bytes of the journal header and of each slot header.
+pub const BLOCK: usize = 4096;
+const HEADER_MAGIC: &[u8; 8] = b"VMCJRNL1";
+const SLOT_MAGIC: &[u8; 8] = b"VMCSLOT1";
+const VERSION: u32 = 1;
+const MAC_LEN: usize = 32;
+
+/// A keyed fingerprint: GMAC nonce and tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Fingerprint {
+    /// Nonce.
+    pub nonce: [u8; 12],
+    /// Tag.
+    pub tag: [u8; 16],
+}
+
+/// The keys of one job's journal.
+pub struct JournalKeys {
+    gmac: Aes256Gcm,
+    mac_key: zeroize::Zeroizing<[u8; 32]>,
+    job_id: [u8; 16],
+}
+
+impl JournalKeys {
+    /// Derives the keys from the job's key material (the DEKs, in a fixed order) and job id.
+    pub fn derive(ikm: &[u8], job_id: [u8; 16]) -> Result<Self> {
+        let hk = hkdf::Hkdf::<Sha256>::new(Some(&job_id), ikm);
+        let mut okm = zeroize::Zeroizing::new([0u8; 64]);
+        hk.expand(b"vmcrypt journal v1", okm.as_mut())
+            .map_err(|_| Error::input("HKDF length"))?;
+        let gmac = Aes256Gcm::new_from_slice(&okm[..32]).map_err(|_| Error::input("GMAC key"))?;
+        let mut mac_key = zeroize::Zeroizing::new([0u8; 32]);
+        mac_key.copy_from_slice(&okm[32..]);
+        Ok(JournalKeys {
+            gmac,
+            mac_key,
+            job_id,
+        })
+    }
+
+    /// The job id.
+    pub fn job_id(&self) -> [u8; 16] {
+        self.job_id
+    }
+
+    /// A fresh fingerprint of `data`.
+    pub fn fingerprint(&self, data: &[u8]) -> Result<Fingerprint> {
+        let mut fp = Fingerprint::default();
+        random_fill(&mut fp.nonce)?;
+        let tag = self
+            .gmac
+            .encrypt_in_place_detached(Nonce::from_slice(&fp.nonce), data, &mut [])
+            .map_err(|_| Error::input("fingerprint"))?;
+        fp.tag.copy_from_slice(&tag);
+        Ok(fp)
+    }
+
+    /// Whether `data` has fingerprint `fp`.
+    pub fn matches(&self, fp: &Fingerprint, data: &[u8]) -> bool {
+        self.gmac
+            .decrypt_in_place_detached(
+                Nonce::from_slice(&fp.nonce),
+                data,
+                &mut [],
+                (&fp.tag).into(),
+            )
+            .is_ok()
+    }
+
+    fn mac(&self, fields: &[u8]) -> [u8; MAC_LEN] {
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(self.mac_key.as_ref())
+            .expect("HMAC takes any key length");
+        m.update(&self.job_id);
+        m.update(fields);
+        m.finalize().into_bytes().into()
+    }
+
+    fn check(&self, fields: &[u8], mac: &[u8]) -> bool {
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(self.mac_key.as_ref())
+            .expect("HMAC takes any key length");
+        m.update(&self.job_id);
+        m.update(fields);
+        m.verify_slice(mac).is_ok()
+    }
+}
+
+/// The journal header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// 1 encrypt, 2 decrypt, 3 rekey.
+    pub kind: u8,
+    /// Data unit size.
+    pub unit: u32,
+    /// Payload length.
+    pub payload_len: u64,
+    /// Chunk size.
+    pub chunk: u64,
+    /// Fingerprint of chunk 0 before the job.
+    pub first: Fingerprint,
+}
+
+/// What a slot holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holds {
+    /// The chunk's bytes after the job (written back, then the job continues after it).
+    Final,
+    /// The chunk's bytes before the job (written back, then the job redoes the chunk).
+    Original,
+}
+
+/// A slot header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    /// Chunk index + 1.
+    pub seq: u64,
+    /// Payload offset of the chunk.
+    pub offset: u64,
+    /// Its length.
+    pub len: u64,
+    /// What the data is.
+    pub holds: Holds,
+    /// Fingerprint of the data.
+    pub data: Fingerprint,
+    /// Fingerprint of the next chunk before the job, if there is a next chunk.
+    pub next: Option<Fingerprint>,
+}
+
+fn put_fp(b: &mut Vec<u8>, fp: &Fingerprint) {
+    b.extend_from_slice(&fp.nonce);
+    b.extend_from_slice(&fp.tag);
+}
+
+fn get_fp(b: &[u8], at: &mut usize) -> Option<Fingerprint> {
+    let nonce = b.get(*at..*at + 12)?.try_into().ok()?;
+    let tag = b.get(*at + 12..*at + 28)?.try_into().ok()?;
+    *at += 28;
+    Some(Fingerprint { nonce, tag })
+}
+
+fn get_u64(b: &[u8], at: &mut usize) -> Option<u64> {
+    let v = u64::from_be_bytes(b.get(*at..*at + 8)?.try_into().ok()?);
+    *at += 8;
+    Some(v)
+}
+
+impl Header {
+    /// The 4096-byte block, MAC included.
+    pub fn encode(&self, keys: &JournalKeys) -> Vec<u8> {
+        let mut b = HEADER_MAGIC.to_vec();
+        b.extend_from_slice(&VERSION.to_be_bytes());
+        b.push(self.kind);
+        b.extend_from_slice(&self.unit.to_be_bytes());
+        b.extend_from_slice(&self.payload_len.to_be_bytes());
+        b.extend_from_slice(&self.chunk.to_be_bytes());
+        b.extend_from_slice(&keys.job_id);
+        put_fp(&mut b, &self.first);
+        let mac = keys.mac(&b);
+        b.extend_from_slice(&mac);
+        b.resize(BLOCK, 0);
+        b
+    }
+
+    /// Parses and authenticates a header block.
+    pub fn decode(b: &[u8], keys: &JournalKeys) -> Option<Header> {
+        if b.get(..8)? != HEADER_MAGIC {
+            return None;
+        }
+        let mut at = 8;
+        if u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?) != VERSION {
+            return None;
+        }
+        at += 4;
+        let kind = *b.get(at)?;
+        at += 1;
+        let unit = u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?);
+        at += 4;
+        let payload_len = get_u64(b, &mut at)?;
+        let chunk = get_u64(b, &mut at)?;
+        if b.get(at..at + 16)? != keys.job_id {
+            return None;
+        }
+        at += 16;
+        let first = get_fp(b, &mut at)?;
+        if !keys.check(&b[..at], b.get(at..at + MAC_LEN)?) {
+            return None;
+        }
+        Some(Header {
+            kind,
+            unit,
+            payload_len,
+            chunk,
+            first,
+        })
+    }
+}
+
+impl Slot {
+    /// The 4096-byte slot header, MAC included.
+    pub fn encode(&self, keys: &JournalKeys) -> Vec<u8> {
+        let mut b = SLOT_MAGIC.to_vec();
+        b.extend_from_slice(&self.seq.to_be_bytes());
+        b.extend_from_slice(&self.offset.to_be_bytes());
+        b.extend_from_slice(&self.len.to_be_bytes());
+        b.push(match self.holds {
+            Holds::Final => 1,
+            Holds::Original => 2,
+        });
+        b.push(u8::from(self.next.is_some()));
+        put_fp(&mut b, &self.data);
+        put_fp(&mut b, &self.next.unwrap_or_default());
+        let mac = keys.mac(&b);
+        b.extend_from_slice(&mac);
+        b.resize(BLOCK, 0);
+        b
+    }
+
+    /// Parses and authenticates a slot header; None if it is empty, torn or forged.
+    pub fn decode(b: &[u8], keys: &JournalKeys) -> Option<Slot> {
+        if b.get(..8)? != SLOT_MAGIC {
+            return None;
+        }
+        let mut at = 8;
+        let seq = get_u64(b, &mut at)?;
+        let offset = get_u64(b, &mut at)?;
+        let len = get_u64(b, &mut at)?;
+        let holds = match *b.get(at)? {
+            1 => Holds::Final,
+            2 => Holds::Original,
+            _ => return None,
+        };
+        let has_next = *b.get(at + 1)? == 1;
+        at += 2;
+        let data = get_fp(b, &mut at)?;
+        let next = get_fp(b, &mut at)?;
+        if !keys.check(&b[..at], b.get(at..at + MAC_LEN)?) {
+            return None;
+        }
+        Some(Slot {
+            seq,
+            offset,
+            len,
+            holds,
+            data,
+            next: has_next.then_some(next),
+        })
+    }
+}

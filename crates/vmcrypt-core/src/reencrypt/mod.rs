@@ -1,0 +1,10 @@
+//! Crash-safe in-place jobs: encryption, decryption and deep rekey of a payload that survive a
+//! crash or power loss at any instant with no byte lost (see [`engine`] for the protocol and
+//! docs/crash-safety.md for why every crash point is safe).
+
+pub mod engine;
+pub mod journal;
+pub mod storage;
+
+pub use engine::{Job, Transform};
+pub use storage::{FileStorage, Storage};

@@ -1,0 +1,103 @@
+//! The byte stores an in-place job works on: the payload and its journal. A trait, so that the
+//! crash tests can run the real engine on a simulated disk that loses, keeps or tears every
+//! write since the last sync.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::{Error, Result};
+
+/// Random-access storage with an explicit durability barrier.
+pub trait Storage {
+    /// Length in bytes.
+    ///
+    /// # Errors
+    /// I/O errors.
+    fn len(&self) -> Result<u64>;
+    /// Reads exactly `buf.len()` bytes at `off`.
+    ///
+    /// # Errors
+    /// I/O errors, including reading past the end.
+    fn read_at(&self, buf: &mut [u8], off: u64) -> Result<()>;
+    /// Writes all of `buf` at `off` (not durable until [`Storage::sync`]).
+    ///
+    /// # Errors
+    /// I/O errors.
+    fn write_at(&mut self, buf: &[u8], off: u64) -> Result<()>;
+    /// Makes every write so far durable. An error here is final: the job stops (it is never
+    /// retried and ignored), and `resume` continues from what is durable.
+    ///
+    /// # Errors
+    /// I/O errors.
+    fn sync(&mut self) -> Result<()>;
+}
+
+/// A file.
+pub struct FileStorage {
+    file: File,
+    path: PathBuf,
+}
+
+impl FileStorage {
+    /// Opens an existing file for reading and writing.
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(Error::io("open", path))?;
+        Ok(FileStorage {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Creates a new file (refusing to replace one).
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub fn create(path: &Path) -> Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(Error::io("create", path))?;
+        Ok(FileStorage {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+impl Storage for FileStorage {
+    fn len(&self) -> Result<u64> {
+        Ok(self
+            .file
+            .metadata()
+            .map_err(Error::io("stat", &self.path))?
+            .len())
+    }
+
+    fn read_at(&self, buf: &mut [u8], off: u64) -> Result<()> {
+        self.file
+            .read_exact_at(buf, off)
+            .map_err(Error::io("read", &self.path))
+    }
+
+    fn write_at(&mut self, buf: &[u8], off: u64) -> Result<()> {
+        self.file
+            .write_all_at(buf, off)
+            .map_err(Error::io("write", &self.path))
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        self.file.sync_all().map_err(Error::io("fsync", &self.path))
+    }
+}
