@@ -105,7 +105,7 @@ fn io_err(what: &str) -> Error {
 }
 
 impl Storage for Sim {
-    fn len(&self) -> Result<u64> {
+    fn size(&self) -> Result<u64> {
         Ok(self.m.borrow().stores[self.i].durable.len() as u64)
     }
 
@@ -291,7 +291,8 @@ fn crash_and_recover(
     )
     .expect("job");
     let mut hb = vec![0u8; 4096];
-    if journal.read_at(&mut hb, 0).is_err() || journal.len().expect("len") < job.journal_len() / 2 {
+    if journal.read_at(&mut hb, 0).is_err() || journal.size().expect("size") < job.journal_len() / 2
+    {
         // begin() did not complete durably: nothing may have changed.
         assert_eq!(
             m.borrow().stores[0].durable,

@@ -80,7 +80,7 @@ impl<'a> Job<'a> {
         chunk: u64,
         threads: usize,
     ) -> Result<Self> {
-        if len % unit.bytes() as u64 != 0 || chunk == 0 || chunk % 4096 != 0 {
+        if !len.is_multiple_of(unit.bytes() as u64) || chunk == 0 || !chunk.is_multiple_of(4096) {
             return Err(Error::input(
                 "job length or chunk size is not whole data units",
             ));

@@ -14,7 +14,7 @@ pub trait Storage {
     ///
     /// # Errors
     /// I/O errors.
-    fn len(&self) -> Result<u64>;
+    fn size(&self) -> Result<u64>;
     /// Reads exactly `buf.len()` bytes at `off`.
     ///
     /// # Errors
@@ -77,7 +77,7 @@ impl FileStorage {
 }
 
 impl Storage for FileStorage {
-    fn len(&self) -> Result<u64> {
+    fn size(&self) -> Result<u64> {
         Ok(self
             .file
             .metadata()
