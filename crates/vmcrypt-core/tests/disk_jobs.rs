@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use vmcrypt_core::disk::{
     DecryptOptions, Disk, DiskState, EncryptOptions, NoProgress, Progress, decrypt_disk,
-    encrypt_disk,
+    encrypt_disk, journal_path, rekey_disk_deep, resume_disk,
 };
 use vmcrypt_core::provider::KeyProvider;
 use vmcrypt_core::provider::native::NativeProvider;
@@ -43,9 +43,10 @@ fn lookup(ks: &Path) -> impl Fn(&str) -> Result<Box<dyn KeyProvider>> + '_ {
 }
 
 #[test]
-fn cancelled_in_place_encrypt_restores_the_plain_disk() {
+fn cancelled_in_place_encrypt_is_resumed() {
     let (dir, native) = setup();
     let (img, data) = image(dir.path());
+    let ks = dir.path().join("ks");
     let flag = AtomicBool::new(false);
     let err = encrypt_disk(
         &img,
@@ -56,16 +57,58 @@ fn cancelled_in_place_encrypt_restores_the_plain_disk() {
     )
     .expect_err("cancelled");
     assert!(
-        matches!(err, Error::Cancelled { done, restored: true } if done == 8 << 20),
+        matches!(err, Error::Cancelled { done, restored: false } if done == 8 << 20),
         "{err:?}"
     );
+    let disk = Disk::open(&img).expect("open");
+    assert_eq!(
+        disk.encryption().expect("metadata kept").state,
+        DiskState::Encrypting
+    );
+    assert!(journal_path(&img).exists());
+    // Every other job refuses the disk until it is resumed.
+    let never = AtomicBool::new(false);
+    assert!(
+        decrypt_disk(
+            &img,
+            &lookup(&ks),
+            &DecryptOptions::to_output(dir.path().join("x")),
+            &NoProgress,
+            &never
+        )
+        .is_err()
+    );
+    let r = resume_disk(&img, &lookup(&ks), 2, &NoProgress, &never).expect("resume");
+    assert_eq!(r.from, 8 << 20);
+    assert!(!journal_path(&img).exists());
+    assert_eq!(
+        Disk::open(&img)
+            .expect("open")
+            .encryption()
+            .expect("encrypted")
+            .state,
+        DiskState::Encrypted
+    );
+    // Resuming again is harmless.
+    assert_eq!(
+        resume_disk(&img, &lookup(&ks), 2, &NoProgress, &never)
+            .expect("again")
+            .bytes,
+        0
+    );
+    decrypt_disk(
+        &img,
+        &lookup(&ks),
+        &DecryptOptions::in_place(),
+        &NoProgress,
+        &never,
+    )
+    .expect("decrypt");
     assert_eq!(std::fs::read(&img).expect("read"), data);
-    assert!(Disk::open(&img).expect("open").encryption().is_none());
-    assert!(!dir.path().join("disk.img.vmcrypt").exists());
 }
 
 #[test]
-fn cancelled_in_place_decrypt_restores_the_encrypted_disk() {
+fn cancelled_in_place_decrypt_is_resumed() {
     let (dir, native) = setup();
     let (img, data) = image(dir.path());
     let never = AtomicBool::new(false);
@@ -77,7 +120,6 @@ fn cancelled_in_place_decrypt_restores_the_encrypted_disk() {
         &never,
     )
     .expect("encrypt");
-    let encrypted = std::fs::read(&img).expect("read");
     let ks = dir.path().join("ks");
     let flag = AtomicBool::new(false);
     let err = decrypt_disk(
@@ -89,17 +131,62 @@ fn cancelled_in_place_decrypt_restores_the_encrypted_disk() {
     )
     .expect_err("cancelled");
     assert!(
-        matches!(err, Error::Cancelled { restored: true, .. }),
+        matches!(
+            err,
+            Error::Cancelled {
+                restored: false,
+                ..
+            }
+        ),
         "{err:?}"
     );
-    assert_eq!(std::fs::read(&img).expect("read"), encrypted);
     assert_eq!(
         Disk::open(&img)
             .expect("open")
             .encryption()
-            .expect("encrypted")
+            .expect("meta")
             .state,
-        DiskState::Encrypted
+        DiskState::Decrypting
+    );
+    resume_disk(&img, &lookup(&ks), 2, &NoProgress, &never).expect("resume");
+    assert!(Disk::open(&img).expect("open").encryption().is_none());
+    assert_eq!(std::fs::read(&img).expect("read"), data);
+}
+
+#[test]
+fn deep_rekey_rewrites_every_sector_under_a_new_dek() {
+    let (dir, native) = setup();
+    let (img, data) = image(dir.path());
+    let never = AtomicBool::new(false);
+    let ks = dir.path().join("ks");
+    encrypt_disk(
+        &img,
+        &native,
+        &EncryptOptions::in_place(),
+        &NoProgress,
+        &never,
+    )
+    .expect("encrypt");
+    let before = std::fs::read(&img).expect("read");
+    let (_, generation) =
+        rekey_disk_deep(&img, &lookup(&ks), 2, &NoProgress, &never).expect("deep rekey");
+    assert_eq!(generation, 2);
+    let after = std::fs::read(&img).expect("read");
+    assert!(
+        before
+            .chunks(4096)
+            .zip(after.chunks(4096))
+            .all(|(a, b)| a != b),
+        "a sector kept its old ciphertext"
+    );
+    let meta = Disk::open(&img)
+        .expect("open")
+        .encryption()
+        .cloned()
+        .expect("meta");
+    assert_eq!(
+        (meta.generation, meta.state, meta.keys().len()),
+        (2, DiskState::Encrypted, 1)
     );
     decrypt_disk(
         &img,

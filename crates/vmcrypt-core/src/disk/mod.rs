@@ -7,6 +7,7 @@
 //! Both hold `encryptionKeys` (the keySafe locator) and, in clear, what the keySafe is bound to:
 //! format version, cipher, data unit size, payload size, disk uuid, key generation and job state.
 
+mod inplace;
 mod job;
 mod ops;
 mod rekey;
@@ -16,6 +17,9 @@ use std::path::{Path, PathBuf};
 
 use vmcrypt_xts::SectorSize;
 
+pub use inplace::{
+    JOURNAL_EXT, ResumeReport, chunk_size, journal_path, rekey_disk_deep, resume_disk,
+};
 pub use job::{DEFAULT_CHUNK, ImageJob, ImageJobBuilder, JobStats, NoProgress, Progress};
 pub(crate) use ops::unwrap_disk_key;
 pub use ops::{
@@ -68,6 +72,8 @@ pub enum DiskState {
     Encrypting,
     /// An in-place decryption was started and did not finish.
     Decrypting,
+    /// An in-place deep rekey was started and did not finish.
+    Rekeying,
 }
 
 impl DiskState {
@@ -77,6 +83,7 @@ impl DiskState {
             DiskState::Encrypted => "encrypted",
             DiskState::Encrypting => "encrypting",
             DiskState::Decrypting => "decrypting",
+            DiskState::Rekeying => "rekeying",
         }
     }
 
@@ -85,6 +92,7 @@ impl DiskState {
             "encrypted" => Some(DiskState::Encrypted),
             "encrypting" => Some(DiskState::Encrypting),
             "decrypting" => Some(DiskState::Decrypting),
+            "rekeying" => Some(DiskState::Rekeying),
             _ => None,
         }
     }
@@ -106,6 +114,8 @@ pub struct EncryptionMeta {
     pub key_safe: KeyLocator,
     /// Job state.
     pub state: DiskState,
+    /// Id of the in-place job under way (hex), which names its journal.
+    pub job: Option<String>,
 }
 
 impl EncryptionMeta {
@@ -385,6 +395,12 @@ fn apply_meta(s: &mut Settings, prefix: &str, m: &EncryptionMeta) -> Result<()> 
             s.remove(&format!("{prefix}vmUuid"));
         }
     }
+    match &m.job {
+        Some(j) => s.set(&format!("{prefix}job"), j)?,
+        None => {
+            s.remove(&format!("{prefix}job"));
+        }
+    }
     s.set(&format!("{prefix}state"), m.state.as_str())
 }
 
@@ -435,5 +451,6 @@ fn read_meta(s: &Settings, prefix: &str, path: &Path) -> Result<EncryptionMeta> 
         vm_uuid: s.get(&format!("{prefix}vmUuid")).map(str::to_string),
         key_safe,
         state,
+        job: s.get(&format!("{prefix}job")).map(str::to_string),
     })
 }

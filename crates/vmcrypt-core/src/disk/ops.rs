@@ -18,6 +18,7 @@ use vmcrypt_xts::{Direction, SectorSize};
 use super::{Disk, DiskFormat, DiskState, EncryptionMeta, ImageJob, Progress, sidecar_path};
 use crate::locator::KeyLocator;
 use crate::provider::{KeyId, KeyProvider, KeyPurpose, ProviderLookup};
+use crate::reencrypt::Transform;
 use crate::secret::{Dek, Kek, random_uuid};
 use crate::wrap::{DiskIdentity, WrapContext, our_pairs, unwrap_dek, wrap_dek};
 use crate::{Error, Result};
@@ -137,9 +138,7 @@ pub fn encrypt_disk(
     };
     // Prove the provider gives the key back before it protects any data.
     verify_kek(provider, &key_id, &kek)?;
-    encrypt_prepared(
-        path, disk, out, &kek_ref, disk_uuid, None, opts, progress, cancel,
-    )
+    encrypt_prepared(disk, out, &kek_ref, disk_uuid, None, opts, progress, cancel)
 }
 
 /// A KEK with the names it is filed under.
@@ -168,7 +167,6 @@ pub fn encrypt_disk_with(
 ) -> Result<DiskReport> {
     let (disk, out) = preflight_encrypt(path, opts)?;
     encrypt_prepared(
-        path,
         disk,
         out,
         kek,
@@ -182,7 +180,6 @@ pub fn encrypt_disk_with(
 
 #[allow(clippy::too_many_arguments)]
 fn encrypt_prepared(
-    path: &Path,
     disk: Disk,
     out: Option<OutputPaths>,
     kek: &KekRef<'_>,
@@ -224,6 +221,7 @@ fn encrypt_prepared(
         vm_uuid: vm_uuid.map(str::to_string),
         key_safe,
         state: DiskState::Encrypted,
+        job: None,
     };
     let job = JobPlan {
         dek: &dek,
@@ -236,16 +234,7 @@ fn encrypt_prepared(
         state: DiskState::Encrypting,
         ..meta.clone()
     };
-    let (stats, result_disk) = job.run(
-        path,
-        disk,
-        out,
-        None,
-        &running,
-        Some(&meta),
-        progress,
-        cancel,
-    )?;
+    let (stats, result_disk) = job.run(disk, out, &running, Some(&meta), progress, cancel)?;
     tracing::info!(disk = %result_disk.path().display(), provider = kek.provider, key_id = kek.key_id, "disk encrypted");
     Ok(DiskReport {
         disk: result_disk.path().to_path_buf(),
@@ -346,16 +335,7 @@ pub fn decrypt_disk(
         state: DiskState::Decrypting,
         ..meta.clone()
     };
-    let (stats, result_disk) = job.run(
-        path,
-        disk,
-        out,
-        Some(&meta),
-        &running,
-        None,
-        progress,
-        cancel,
-    )?;
+    let (stats, result_disk) = job.run(disk, out, &running, None, progress, cancel)?;
     tracing::info!(disk = %result_disk.path().display(), "disk decrypted");
     Ok(DiskReport {
         disk: result_disk.path().to_path_buf(),
@@ -471,15 +451,14 @@ impl JobPlan<'_> {
             .threads(self.threads)
     }
 
-    /// Runs the job in place (metadata `before` -> `running` -> `after`, undone back to
-    /// `before` on cancel) or into a new disk (which gets `after`; removed again on failure).
+    /// Runs the job in place, crash-safely (metadata `running` while it runs, then `after`;
+    /// resumable if it stops), or into a new disk (which gets `after`; removed again on
+    /// failure).
     #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
-        path: &Path,
         disk: Disk,
         out: Option<OutputPaths>,
-        before: Option<&EncryptionMeta>,
         running: &EncryptionMeta,
         after: Option<&EncryptionMeta>,
         progress: &dyn Progress,
@@ -488,25 +467,22 @@ impl JobPlan<'_> {
         match out {
             None => {
                 let mut disk = disk;
-                // Build (and so check) the job before the metadata changes state.
-                let job = self.builder(disk.payload_path()).build()?;
-                disk.write_meta(Some(running))?;
-                match job.run(progress, cancel) {
-                    Ok(stats) => {
-                        disk.write_meta(after)?;
-                        Ok((stats, disk))
-                    }
-                    Err(Error::Cancelled { done, .. }) => {
-                        self.undo_in_place(&disk, done)
-                            .map_err(|e| interrupted(path, e))?;
-                        disk.write_meta(before)?;
-                        Err(Error::Cancelled {
-                            done,
-                            restored: true,
-                        })
-                    }
-                    Err(e) => Err(interrupted(path, e)),
-                }
+                // Build (and so check) the job before anything changes.
+                self.builder(disk.payload_path()).build()?;
+                let transform = match self.dir {
+                    Direction::Encrypt => Transform::Encrypt(self.dek),
+                    _ => Transform::Decrypt(self.dek),
+                };
+                let stats = super::inplace::run_new(
+                    &mut disk,
+                    transform,
+                    running.clone(),
+                    after,
+                    self.threads,
+                    progress,
+                    cancel,
+                )?;
+                Ok((stats, disk))
             }
             Some(out) => {
                 let mut guard = Cleanup(out.created.clone());
@@ -522,27 +498,6 @@ impl JobPlan<'_> {
             }
         }
     }
-
-    /// Reverses the first `done` bytes of a cancelled in-place job (cancellation stops at a
-    /// chunk boundary, after an fsync, so exactly those bytes were rewritten).
-    fn undo_in_place(&self, disk: &Disk, done: u64) -> Result<()> {
-        if done == 0 {
-            return Ok(());
-        }
-        let back = match self.dir {
-            Direction::Encrypt => Direction::Decrypt,
-            _ => Direction::Encrypt,
-        };
-        ImageJob::builder(disk.payload_path(), self.dek)
-            .length(done)
-            .sector_size(self.unit)
-            .direction(back)
-            .threads(self.threads)
-            .build()?
-            .run(&super::NoProgress, &AtomicBool::new(false))?;
-        tracing::info!(disk = %disk.path().display(), bytes = done, "cancelled in-place job undone");
-        Ok(())
-    }
 }
 
 fn threads(t: Option<usize>) -> usize {
@@ -552,11 +507,6 @@ fn threads(t: Option<usize>) -> usize {
             .unwrap_or(1)
     })
     .max(1)
-}
-
-fn interrupted(path: &Path, e: Error) -> Error {
-    tracing::error!(disk = %path.display(), "in-place job stopped part way; the metadata keeps the key and the job state");
-    e
 }
 
 /// Where an output disk goes, planned and checked before any work.

@@ -262,7 +262,9 @@ impl<'a> Job<'a> {
     ) -> Result<JobStats> {
         let started = Instant::now();
         progress.start(self.len);
-        progress.advance(start);
+        if start > 0 {
+            progress.advance(start);
+        }
         let mut cur = Zeroizing::new(vec![0u8; self.chunk as usize]);
         let mut next = Zeroizing::new(vec![0u8; self.chunk as usize]);
         let mut off = start;
