@@ -47,8 +47,18 @@ pub enum Command {
     Decrypt(DecryptArgs),
     /// Show a disk's encryption metadata (no key material).
     Inspect(InspectArgs),
-    /// Rotate a disk's keys: --shallow re-wraps its DEK under a new KEK (metadata only).
+    /// Rotate a disk's keys: --shallow re-wraps its DEK under a new KEK (metadata only);
+    /// --deep re-encrypts every sector under a new DEK, in place and crash-safely.
     Rekey(RekeyArgs),
+    /// Finish an in-place job (encrypt, decrypt, deep rekey) that a crash, kill or Ctrl-C
+    /// interrupted. Harmless when nothing is under way.
+    Resume {
+        /// Raw image or VMDK descriptor.
+        disk: PathBuf,
+        /// Worker threads (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
     /// Whole VMs: the .vmx and every disk it references.
     #[command(subcommand)]
     Vm(VmCmd),
@@ -208,6 +218,9 @@ pub struct RekeyArgs {
     /// Provider of the new KEK (default: the configured default).
     #[arg(long)]
     pub provider: Option<String>,
+    /// Worker threads for --deep (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 /// Shallow or deep: exactly one.
@@ -217,7 +230,7 @@ pub struct RekeyDepth {
     /// New KEK, DEK re-wrapped: metadata only, seconds.
     #[arg(long)]
     pub shallow: bool,
-    /// New DEK, every sector re-encrypted (not available yet).
+    /// New DEK, every sector re-encrypted in place (crash-safe; `resume` finishes it).
     #[arg(long)]
     pub deep: bool,
 }

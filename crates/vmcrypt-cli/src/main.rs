@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => cmd::inspect::run(a, &out),
         Command::Recover(r) => cmd::recover::run(&cli, r, &out),
         Command::Rekey(a) => cmd::disk::rekey(&cli, a, &out),
+        Command::Resume { disk, threads } => cmd::disk::resume(&cli, disk, *threads, &out),
         Command::Vm(v) => cmd::vm::run(&cli, v, &out),
     };
     match result {

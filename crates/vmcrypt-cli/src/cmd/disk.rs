@@ -84,7 +84,29 @@ fn report(out: &Out, verb: &str, r: &DiskReport) {
 
 pub fn rekey(cli: &Cli, a: &RekeyArgs, out: &Out) -> Result<()> {
     if a.depth.deep {
-        return Err(deep_unsupported());
+        if a.provider.is_some() {
+            return Err(vmcrypt_core::Error::InvalidInput {
+                reason: "--deep keeps the disk's KEK; change provider with --shallow --provider"
+                    .into(),
+            });
+        }
+        let cfg = load_config(cli)?;
+        let lookup = |name: &str| -> Result<Box<dyn KeyProvider>> { cfg.open(name) };
+        let bar = Bar::new(out.quiet, out.json, "rekeying");
+        let threads = a.threads.unwrap_or_else(default_threads);
+        let (stats, generation) = vmcrypt_core::disk::rekey_disk_deep(
+            &a.disk,
+            &lookup,
+            threads,
+            &bar,
+            &cancel_on_signal(),
+        )?;
+        let secs = stats.elapsed.as_secs_f64();
+        out.result(
+            &format!("rekeyed {} (deep): new DEK, generation {generation}, {} re-encrypted in {secs:.2} s", a.disk.display(), human_bytes(stats.bytes)),
+            json!({"operation": "rekey", "depth": "deep", "disk": a.disk, "generation": generation, "bytes": stats.bytes, "seconds": secs}),
+        );
+        return Ok(());
     }
     let mut cfg = load_config(cli)?;
     let lookup_cfg = cfg.clone();
@@ -107,9 +129,41 @@ pub fn rekey(cli: &Cli, a: &RekeyArgs, out: &Out) -> Result<()> {
     Ok(())
 }
 
-/// Deep rekey needs crash-safe in-place jobs; until they land it is refused, not faked.
+/// Deep rekey of a whole VM is not available yet; refused, not faked.
 pub fn deep_unsupported() -> vmcrypt_core::Error {
     vmcrypt_core::Error::Unsupported {
-        what: "deep rekey (new DEK, every sector rewritten) comes with crash-safe in-place jobs; use --shallow, or decrypt and encrypt again with --output".into(),
+        what: "deep rekey of a VM (new DEK for every disk) is not available yet; use `vm rekey --shallow`".into(),
     }
+}
+
+pub fn resume(cli: &Cli, disk: &std::path::Path, threads: Option<usize>, out: &Out) -> Result<()> {
+    let cfg = load_config(cli)?;
+    let lookup = |name: &str| -> Result<Box<dyn KeyProvider>> { cfg.open(name) };
+    let bar = Bar::new(out.quiet, out.json, "resuming");
+    let r = vmcrypt_core::disk::resume_disk(
+        disk,
+        &lookup,
+        threads.unwrap_or_else(default_threads),
+        &bar,
+        &cancel_on_signal(),
+    )?;
+    let human = match r.was {
+        Some(s) if s != vmcrypt_core::disk::DiskState::Encrypted => {
+            format!(
+                "finished the interrupted job ({}) on {} from byte {}",
+                s.as_str(),
+                disk.display(),
+                r.from
+            )
+        }
+        _ => format!("{}: nothing to resume", disk.display()),
+    };
+    out.result(&human, json!({"operation": "resume", "disk": disk, "was": r.was.map(|s| s.as_str()), "from": r.from, "bytes": r.bytes}));
+    Ok(())
+}
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }

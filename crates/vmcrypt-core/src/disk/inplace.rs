@@ -20,7 +20,7 @@ use std::sync::atomic::AtomicBool;
 use super::{Disk, DiskState, EncryptionMeta, JobStats, Progress};
 use crate::locator::KeyLocator;
 use crate::provider::{KeyId, ProviderLookup};
-use crate::reencrypt::{FileStorage, Job, Transform};
+use crate::reencrypt::{FileStorage, Job, Storage, Transform};
 use crate::secret::{Dek, random_fill};
 use crate::wrap::{WrapContext, our_pairs, unwrap_dek, wrap_dek};
 use crate::{Error, Result};
@@ -214,19 +214,29 @@ pub fn resume_disk(
         (Some(o), Some(n)) => Transform::Rekey { old: o, new: n },
         (None, None) => return Err(Error::input("no key for the job")),
     };
-    let job = Job::new(
-        transform,
-        job_id,
-        meta.identity.payload_size,
-        meta.identity.sector_size,
-        chunk_size(),
-        threads,
-    )?;
     if !jpath.exists() {
         return Err(Error::Integrity { path: jpath, reason: "the journal of the job under way is missing; refusing to guess which sectors were rewritten".into() });
     }
     let mut payload = FileStorage::open(disk.payload_path())?;
     let mut journal = FileStorage::open(&jpath)?;
+    // The job continues with the chunk size it started with.
+    let mut head = vec![0u8; crate::reencrypt::journal::BLOCK];
+    let chunk = journal
+        .read_at(&mut head, 0)
+        .ok()
+        .and_then(|()| crate::reencrypt::journal::peek_chunk(&head))
+        .ok_or_else(|| Error::Integrity {
+            path: jpath.clone(),
+            reason: "the journal header is unreadable or altered".into(),
+        })?;
+    let job = Job::new(
+        transform,
+        job_id,
+        meta.identity.payload_size,
+        meta.identity.sector_size,
+        chunk,
+        threads,
+    )?;
     let from = job
         .recover(&mut payload, &mut journal)
         .map_err(|e| match e {

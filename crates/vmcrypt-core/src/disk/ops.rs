@@ -264,7 +264,7 @@ fn preflight_encrypt(path: &Path, opts: &EncryptOptions) -> Result<(Disk, Option
         return Err(Error::input(match e.state {
             DiskState::Encrypted => format!("{} is already encrypted", path.display()),
             s => format!(
-                "{} has an interrupted job (state {}); it cannot be encrypted again",
+                "{} has an interrupted job (state {}): run `vmcrypt resume` to finish it first",
                 path.display(),
                 s.as_str()
             ),
@@ -364,9 +364,10 @@ fn unlock_with(disk: &Disk, lookup: &ProviderLookup<'_>) -> Result<(Dek, String,
         .ok_or_else(|| Error::input(format!("{} is not encrypted", disk.path().display())))?;
     if meta.state != DiskState::Encrypted {
         return Err(Error::input(format!(
-            "{} has an interrupted in-place job (state {}); it must be finished before anything else touches it",
+            "{} has an interrupted in-place job (state {}): run `vmcrypt resume {}` to finish it",
             disk.path().display(),
-            meta.state.as_str()
+            meta.state.as_str(),
+            disk.path().display()
         )));
     }
     unwrap_disk_key(disk, lookup)

@@ -317,6 +317,7 @@ impl<'a> Job<'a> {
             // 4. The chunk, durable.
             payload.write_at(&cur[..n], off)?;
             payload.sync()?;
+            crate::failpoint::hit("reencrypt-chunk-synced");
             progress.advance(n as u64);
             std::mem::swap(&mut cur, &mut next);
             off = end;

@@ -169,6 +169,16 @@ fn get_u64(b: &[u8], at: &mut usize) -> Option<u64> {
     Some(v)
 }
 
+/// The chunk size a journal header claims, read before it can be authenticated (the job that
+/// authenticates it needs the chunk size; a lie there fails that authentication).
+pub fn peek_chunk(b: &[u8]) -> Option<u64> {
+    if b.get(..8)? != HEADER_MAGIC {
+        return None;
+    }
+    let mut at = 8 + 4 + 1 + 4 + 8;
+    get_u64(b, &mut at).filter(|c| *c >= 4096 && c.is_multiple_of(4096))
+}
+
 impl Header {
     /// The 4096-byte block, MAC included.
     pub fn encode(&self, keys: &JournalKeys) -> Vec<u8> {
