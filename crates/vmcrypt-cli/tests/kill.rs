@@ -74,12 +74,16 @@ fn kill_nine_at_random_points_then_resume() {
         );
         let encrypted = e.path("d.img.vmcrypt").exists();
         let (op, args): (usize, Vec<&str>) = if !encrypted {
-            let unit = if rng.next() % 2 == 0 { "512" } else { "4096" };
+            let unit = if rng.next().is_multiple_of(2) {
+                "512"
+            } else {
+                "4096"
+            };
             (
                 0,
                 vec!["encrypt", "d.img", "--in-place", "--sector-size", unit],
             )
-        } else if rng.next() % 2 == 0 {
+        } else if rng.next().is_multiple_of(2) {
             (1, vec!["decrypt", "d.img", "--in-place"])
         } else {
             (2, vec!["rekey", "d.img", "--deep"])

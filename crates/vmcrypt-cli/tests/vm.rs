@@ -378,9 +378,16 @@ fn disk_shallow_rekey_and_refusals() {
         ct,
         "shallow rekey rewrote data"
     );
-    let o = e.run(&["rekey", "d.img", "--deep"]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("deep rekey"), "{}", stderr(&o));
+    // Deep: a new DEK, every sector rewritten, generation 3.
+    let r = json(&e.ok(&["--json", "rekey", "d.img", "--deep"]));
+    assert_eq!(r["generation"], 3);
+    let deep = std::fs::read(e.path("d.img")).expect("read");
+    assert!(
+        deep.chunks(4096).zip(ct.chunks(4096)).all(|(a, b)| a != b),
+        "a sector kept its old ciphertext"
+    );
+    let o = e.run(&["rekey", "d.img", "--deep", "--provider", "native"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     e.ok(&["decrypt", "d.img", "--in-place"]);
     assert_eq!(
         std::fs::read(e.path("d.img")).expect("read"),
