@@ -22,3 +22,11 @@ bench:
 # XTS next to OpenSSL on this machine, in one run.
 compare:
     bash benches/compare.sh
+
+# Crash-safety slow suite: power loss at every sync point of 1 GiB jobs (~30 min).
+crash-slow:
+    cargo test --release -p vmcrypt-core --test reencrypt_powerloss -- --ignored --nocapture
+
+# Crash-safe in-place encryption next to cryptsetup reencrypt (checksum and none) on 1 GiB.
+compare-reencrypt:
+    bash benches/reencrypt-compare.sh

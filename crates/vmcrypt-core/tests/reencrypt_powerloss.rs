@@ -16,6 +16,10 @@ use vmcrypt_core::{Direction, Error, Result, SectorSize};
 
 const LEN: usize = 64 << 20;
 const CHUNK: u64 = 8 << 20;
+/// The slow suite (`just crash-slow`): a 1 GiB payload, 16 MiB chunks, every sync point of
+/// every job kind, each with several tear patterns.
+const SLOW_LEN: usize = 1 << 30;
+const SLOW_CHUNK: u64 = 16 << 20;
 
 struct Store {
     durable: Vec<u8>,
@@ -179,11 +183,17 @@ struct Case {
     old: Dek,
     new: Dek,
     unit: SectorSize,
+    /// (initial, expected) payloads per job kind, computed once.
+    cache: [std::cell::OnceCell<(Vec<u8>, Vec<u8>)>; 3],
 }
 
 impl Case {
     fn new(unit: SectorSize, seed: u8) -> Case {
-        let plain = (0..LEN)
+        Case::sized(LEN, unit, seed)
+    }
+
+    fn sized(len: usize, unit: SectorSize, seed: u8) -> Case {
+        let plain = (0..len)
             .map(|i| ((i / 512) as u8).wrapping_mul(13) ^ (i as u8) ^ seed)
             .collect();
         Case {
@@ -191,6 +201,7 @@ impl Case {
             old: Dek::generate_xts().expect("rng"),
             new: Dek::generate_xts().expect("rng"),
             unit,
+            cache: Default::default(),
         }
     }
 
@@ -205,11 +216,13 @@ impl Case {
 
     /// (initial payload, expected payload) for a transform kind.
     fn states(&self, kind: u8) -> (Vec<u8>, Vec<u8>) {
-        match kind {
-            1 => (self.plain.clone(), self.encrypted(&self.new)),
-            2 => (self.encrypted(&self.old), self.plain.clone()),
-            _ => (self.encrypted(&self.old), self.encrypted(&self.new)),
-        }
+        self.cache[kind as usize - 1]
+            .get_or_init(|| match kind {
+                1 => (self.plain.clone(), self.encrypted(&self.new)),
+                2 => (self.encrypted(&self.old), self.plain.clone()),
+                _ => (self.encrypted(&self.old), self.encrypted(&self.new)),
+            })
+            .clone()
     }
 
     fn transform(&self, kind: u8) -> Transform<'_> {
@@ -251,15 +264,25 @@ fn crash_and_recover(
     setup: impl FnOnce(&mut Machine),
     seed: u64,
 ) -> (Vec<u8>, bool) {
+    crash_and_recover_sized(case, kind, setup, seed, CHUNK)
+}
+
+fn crash_and_recover_sized(
+    case: &Case,
+    kind: u8,
+    setup: impl FnOnce(&mut Machine),
+    seed: u64,
+    chunk: u64,
+) -> (Vec<u8>, bool) {
     let (initial, _) = case.states(kind);
     let m = machine(initial.clone(), seed);
     setup(&mut m.borrow_mut());
     let job = Job::new(
         case.transform(kind),
         JOB_ID,
-        LEN as u64,
+        case.plain.len() as u64,
         case.unit,
-        CHUNK,
+        chunk,
         2,
     )
     .expect("job");
@@ -284,9 +307,9 @@ fn crash_and_recover(
     let job = Job::new(
         case.transform(kind),
         JOB_ID,
-        LEN as u64,
+        case.plain.len() as u64,
         case.unit,
-        CHUNK,
+        chunk,
         2,
     )
     .expect("job");
@@ -469,4 +492,45 @@ fn altered_journals_are_refused_before_any_write() {
     // The genuine one recovers.
     let start = job.recover(&mut payload, &mut journal).expect("recover");
     assert_eq!(start, 4 * CHUNK);
+}
+
+#[test]
+#[ignore = "slow suite (tens of minutes): run with `just crash-slow`"]
+fn power_loss_slow_suite_1gib() {
+    let case = Case::sized(SLOW_LEN, SectorSize::S4096, 42);
+    let syncs = 1 + 2 * (SLOW_LEN as u64 / SLOW_CHUNK) as usize;
+    let mut points = 0;
+    let started = std::time::Instant::now();
+    for kind in 1..=3u8 {
+        let (initial, expected) = case.states(kind);
+        for k in 1..=syncs {
+            for pattern in 0..3u64 {
+                let seed = (k as u64) * 1_000_003 + pattern * 7 + kind as u64;
+                let (got, began) = crash_and_recover_sized(
+                    &case,
+                    kind,
+                    |m| m.crash_at_sync = Some(k),
+                    seed,
+                    SLOW_CHUNK,
+                );
+                assert!(
+                    if began {
+                        got == expected
+                    } else {
+                        got == initial
+                    },
+                    "kind {kind}, sync {k}, pattern {pattern}"
+                );
+                points += 1;
+            }
+        }
+        println!(
+            "slow suite: kind {kind} done, {points} points so far, {:.0} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    println!(
+        "slow suite: {points} power-loss points on 1 GiB, 0 bytes lost, {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
 }
