@@ -280,20 +280,32 @@ impl<'a> Job<'a> {
             }
             let n = self.chunk_at(off) as usize;
             let end = off + n as u64;
-            // 1. The next chunk, untouched, and its fingerprint.
-            let next_fp: Option<Fingerprint> = if end < self.len {
-                let m = self.chunk_at(end) as usize;
-                payload.read_at(&mut next[..m], end)?;
-                Some(self.keys.fingerprint(&next[..m])?)
+            // 1. The next chunk, untouched; 2. its fingerprint and the transform of this
+            // chunk, side by side (keeping the encrypted form of this chunk for the journal).
+            let m = if end < self.len {
+                self.chunk_at(end) as usize
             } else {
-                None
+                0
             };
-            // 2. Transform; keep the encrypted form for the journal.
+            if m > 0 {
+                payload.read_at(&mut next[..m], end)?;
+            }
             let (journal_bytes, holds): (Zeroizing<Vec<u8>>, Holds) = match self.transform {
                 Transform::Decrypt(_) => (Zeroizing::new(cur[..n].to_vec()), Holds::Original),
                 _ => (Zeroizing::new(Vec::new()), Holds::Final),
             };
-            self.apply(&mut cur[..n], off)?;
+            let (fp, applied) = self.pool.install(|| {
+                rayon::join(
+                    || {
+                        (m > 0)
+                            .then(|| self.keys.fingerprint(&next[..m]))
+                            .transpose()
+                    },
+                    || self.apply_here(&mut cur[..n], off),
+                )
+            });
+            applied?;
+            let next_fp: Option<Fingerprint> = fp?;
             let data: &[u8] = if holds == Holds::Final {
                 &cur[..n]
             } else {
@@ -329,15 +341,14 @@ impl<'a> Job<'a> {
         })
     }
 
-    fn apply(&self, buf: &mut [u8], off: u64) -> Result<()> {
-        self.pool.install(|| -> Result<()> {
-            if let Some(from) = &self.from {
-                from.par_sectors(buf, off, self.unit, Direction::Decrypt)?;
-            }
-            if let Some(to) = &self.to {
-                to.par_sectors(buf, off, self.unit, Direction::Encrypt)?;
-            }
-            Ok(())
-        })
+    /// The transform, on the current rayon pool.
+    fn apply_here(&self, buf: &mut [u8], off: u64) -> Result<()> {
+        if let Some(from) = &self.from {
+            from.par_sectors(buf, off, self.unit, Direction::Decrypt)?;
+        }
+        if let Some(to) = &self.to {
+            to.par_sectors(buf, off, self.unit, Direction::Encrypt)?;
+        }
+        Ok(())
     }
 }
