@@ -403,3 +403,46 @@ fn disk_shallow_rekey_and_refusals() {
     let o = v.run(&["vm", "encrypt", "web01.vmx"]);
     assert_eq!(o.status.code(), Some(1), "encrypting twice");
 }
+
+#[test]
+fn deep_rekey_of_a_vm_with_a_crash_in_the_middle() {
+    let e = vm_env();
+    e.ok(&["vm", "encrypt", "web01.vmx"]);
+    let before = flats(&e);
+    // Crash once the first chunk of the first disk is rewritten.
+    let o = e.run_env(
+        &["vm", "rekey", "web01.vmx", "--deep"],
+        &[
+            ("VMCRYPT_FAILPOINT", "reencrypt-chunk-synced"),
+            ("VMCRYPT_CHUNK_BYTES", "262144"),
+        ],
+    );
+    assert_eq!(o.status.code(), None, "{}", stderr(&o));
+    let j = inspect(&e);
+    assert_eq!(j["rekey_generation"], 2, "{j}");
+    assert_eq!(
+        j["consistent"], true,
+        "mid-rekey the VM stays consistent: {j}"
+    );
+    // Running it again finishes the interrupted disk job and the rest.
+    let r = json(&e.ok(&["--json", "vm", "rekey", "web01.vmx", "--deep"]));
+    assert_eq!(r["resumed"], true);
+    let j = inspect(&e);
+    assert_eq!(
+        (
+            j["key_generation"].clone(),
+            j["rekey_generation"].clone(),
+            j["consistent"].clone()
+        ),
+        (2.into(), serde_json::Value::Null, true.into()),
+        "{j}"
+    );
+    for (b, a) in before.iter().zip(flats(&e)) {
+        assert!(
+            b.chunks(4096).zip(a.chunks(4096)).all(|(x, y)| x != y),
+            "a sector kept its old ciphertext"
+        );
+    }
+    e.ok(&["vm", "decrypt", "web01.vmx"]);
+    assert_restored(&e);
+}

@@ -129,13 +129,6 @@ pub fn rekey(cli: &Cli, a: &RekeyArgs, out: &Out) -> Result<()> {
     Ok(())
 }
 
-/// Deep rekey of a whole VM is not available yet; refused, not faked.
-pub fn deep_unsupported() -> vmcrypt_core::Error {
-    vmcrypt_core::Error::Unsupported {
-        what: "deep rekey of a VM (new DEK for every disk) is not available yet; use `vm rekey --shallow`".into(),
-    }
-}
-
 pub fn resume(cli: &Cli, disk: &std::path::Path, threads: Option<usize>, out: &Out) -> Result<()> {
     let cfg = load_config(cli)?;
     let lookup = |name: &str| -> Result<Box<dyn KeyProvider>> { cfg.open(name) };

@@ -50,7 +50,23 @@ pub fn run(cli: &Cli, cmd: &VmCmd, out: &Out) -> Result<()> {
             provider,
         } => {
             if depth.deep {
-                return Err(super::disk::deep_unsupported());
+                if provider.is_some() {
+                    return Err(vmcrypt_core::Error::InvalidInput {
+                        reason:
+                            "--deep keeps the VM's KEK; change provider with --shallow --provider"
+                                .into(),
+                    });
+                }
+                let bar = Bar::new(out.quiet, out.json, "rekeying VM");
+                let r = vmcrypt_core::vm::ops::vm_rekey_deep(
+                    vmx,
+                    &lookup,
+                    &VmOptions::default(),
+                    &bar,
+                    &cancel_on_signal(),
+                )?;
+                report(out, "rekeyed (deep)", &r);
+                return Ok(());
             }
             let new_provider = match provider {
                 Some(p) => Some(cfg.open(p)?),

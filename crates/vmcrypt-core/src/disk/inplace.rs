@@ -280,6 +280,18 @@ pub fn rekey_disk_deep(
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<(JobStats, u64)> {
+    rekey_deep(path, lookup, threads, progress, cancel, false)
+}
+
+/// Deep rekey; `vm_disk` allows a disk of a VM (the VM job keeps the generations in step).
+pub(crate) fn rekey_deep(
+    path: &Path,
+    lookup: &ProviderLookup<'_>,
+    threads: usize,
+    progress: &dyn Progress,
+    cancel: &AtomicBool,
+    vm_disk: bool,
+) -> Result<(JobStats, u64)> {
     let mut disk = Disk::open(path)?;
     let meta = disk
         .encryption()
@@ -291,9 +303,9 @@ pub fn rekey_disk_deep(
             path.display()
         )));
     }
-    if meta.vm_uuid.is_some() {
+    if meta.vm_uuid.is_some() && !vm_disk {
         return Err(Error::input(format!(
-            "{} belongs to a VM: deep rekey of VM disks is not available yet",
+            "{} belongs to a VM: rekey the VM (`vmcrypt vm rekey VMX --deep`)",
             path.display()
         )));
     }
@@ -304,7 +316,7 @@ pub fn rekey_disk_deep(
     let ctx = WrapContext {
         provider: &prov,
         key_id: &key_id,
-        vm_uuid: None,
+        vm_uuid: meta.vm_uuid.as_deref(),
         disk: &meta.identity,
         generation: target,
     };

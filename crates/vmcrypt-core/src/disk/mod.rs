@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use vmcrypt_xts::SectorSize;
 
+pub(crate) use inplace::rekey_deep;
 pub use inplace::{
     JOURNAL_EXT, ResumeReport, chunk_size, journal_path, rekey_disk_deep, resume_disk,
 };

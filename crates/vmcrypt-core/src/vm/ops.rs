@@ -441,6 +441,95 @@ pub fn vm_rekey_shallow(
     ))
 }
 
+/// Deep rekey of a VM: every disk gets a new DEK and is re-encrypted in place (crash-safely,
+/// each with its journal), under the VM's current KEK, and the VM moves to the next key
+/// generation. The VMX is staged for the new generation first, so the VM stays consistent at
+/// every instant; running it again after an interruption finishes it.
+///
+/// # Errors
+/// As [`vm_decrypt`] for the checks; provider and I/O errors; [`Error::Cancelled`] (resumable).
+pub fn vm_rekey_deep(
+    vmx: &Path,
+    lookup: &ProviderLookup<'_>,
+    opts: &VmOptions,
+    progress: &dyn Progress,
+    cancel: &AtomicBool,
+) -> Result<VmReport> {
+    let started = Instant::now();
+    let mut vm = Vm::open(vmx)?;
+    let meta = vm
+        .meta()
+        .cloned()
+        .ok_or_else(|| Error::input(format!("{} is not encrypted", vmx.display())))?;
+    if meta.state != VmState::Encrypted {
+        return Err(Error::input(format!(
+            "{} has an interrupted VM job (state {}); run it again first",
+            vmx.display(),
+            meta.state.as_str()
+        )));
+    }
+    let (config_key, prov, key_id, kek) = unwrap_vm_key(&vm, &meta, lookup)?;
+    vm.open_config(&config_key, &meta.vm_uuid)?;
+    let threads = opts.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    // Finish any disk job a crash interrupted, then check the whole VM.
+    for d in vm.disks() {
+        if Disk::open(&d.path)?
+            .encryption()
+            .is_some_and(|e| e.state == DiskState::Rekeying)
+        {
+            crate::disk::resume_disk(&d.path, lookup, threads, progress, cancel)?;
+        }
+    }
+    let disks = open_vm_disks(&vm, &meta, lookup, false)?;
+    let resumed = meta.rekey_generation.is_some();
+    let target = meta.rekey_generation.unwrap_or(meta.generation + 1);
+    let same = KekRef {
+        provider: &prov,
+        key_id: &key_id,
+        kek: &kek,
+    };
+    if meta.rekey_generation.is_none() {
+        let staged = stage_vm(&meta, &config_key, &same, target)?;
+        vm.write_meta(&staged)?;
+    }
+    let mut bytes = 0;
+    for (disk, _) in &disks {
+        let at = disk.encryption().map(|e| e.generation).unwrap_or(target);
+        if at < target {
+            bytes += crate::disk::rekey_deep(disk.path(), lookup, threads, progress, cancel, true)?
+                .0
+                .bytes;
+        }
+    }
+    let staged = vm
+        .meta()
+        .cloned()
+        .ok_or_else(|| Error::input("metadata vanished"))?;
+    let items = match &staged.key_safe {
+        KeyLocator::List(items) => items.clone(),
+        other => vec![other.clone()],
+    };
+    let last = items
+        .last()
+        .cloned()
+        .ok_or_else(|| Error::input("empty keySafe"))?;
+    let committed = VmMeta {
+        key_safe: KeyLocator::List(vec![last]),
+        generation: target,
+        rekey_generation: None,
+        ..staged
+    };
+    vm.write_meta(&committed)?;
+    tracing::info!(vmx = %vmx.display(), generation = target, "VM rekeyed (deep)");
+    Ok(report(
+        &vm, &committed, prov, key_id, bytes, resumed, started,
+    ))
+}
+
 /// The VM keySafe staged with the new wrapping (idempotent).
 fn stage_vm(
     meta: &VmMeta,
