@@ -50,10 +50,10 @@ pub enum Command {
     /// Rotate a disk's keys: --shallow re-wraps its DEK under a new KEK (metadata only);
     /// --deep re-encrypts every sector under a new DEK, in place and crash-safely.
     Rekey(RekeyArgs),
-    /// Finish an in-place job (encrypt, decrypt, deep rekey) that a crash, kill or Ctrl-C
-    /// interrupted. Harmless when nothing is under way.
+    /// Finish an in-place job (encrypt, decrypt, deep rekey; of a disk or, given a .vmx, of a
+    /// VM) that a crash, kill or Ctrl-C interrupted. Harmless when nothing is under way.
     Resume {
-        /// Raw image or VMDK descriptor.
+        /// Raw image, VMDK descriptor, or .vmx.
         disk: PathBuf,
         /// Worker threads (default: all cores).
         #[arg(long)]

@@ -446,3 +446,37 @@ fn deep_rekey_of_a_vm_with_a_crash_in_the_middle() {
     e.ok(&["vm", "decrypt", "web01.vmx"]);
     assert_restored(&e);
 }
+
+#[test]
+fn vm_encrypt_and_decrypt_killed_mid_disk_are_resumed() {
+    let e = vm_env();
+    let crash = [
+        ("VMCRYPT_FAILPOINT", "reencrypt-chunk-synced"),
+        ("VMCRYPT_CHUNK_BYTES", "262144"),
+    ];
+    let o = e.run_env(&["vm", "encrypt", "web01.vmx"], &crash);
+    assert_eq!(o.status.code(), None, "{}", stderr(&o));
+    assert_eq!(inspect(&e)["state"], "encrypting");
+    let o = e.run(&["vm", "decrypt", "web01.vmx"]);
+    assert_ne!(
+        o.status.code(),
+        Some(0),
+        "a VM with a disk mid-job must not be decrypted blindly"
+    );
+    e.ok(&["resume", "web01.vmx"]);
+    let j = inspect(&e);
+    assert_eq!(
+        (j["state"].clone(), j["consistent"].clone()),
+        ("encrypted".into(), true.into()),
+        "{j}"
+    );
+    for d in j["disks"].as_array().expect("disks") {
+        assert_eq!(d["state"], "encrypted", "{d}");
+    }
+    let o = e.run_env(&["vm", "decrypt", "web01.vmx"], &crash);
+    assert_eq!(o.status.code(), None, "{}", stderr(&o));
+    assert_eq!(inspect(&e)["state"], "decrypting");
+    e.ok(&["resume", "web01.vmx"]);
+    assert_restored(&e);
+    assert!(e.ok(&["resume", "web01.vmx"]).contains("nothing to resume"));
+}

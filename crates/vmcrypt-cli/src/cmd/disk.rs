@@ -133,6 +133,26 @@ pub fn resume(cli: &Cli, disk: &std::path::Path, threads: Option<usize>, out: &O
     let cfg = load_config(cli)?;
     let lookup = |name: &str| -> Result<Box<dyn KeyProvider>> { cfg.open(name) };
     let bar = Bar::new(out.quiet, out.json, "resuming");
+    if disk
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("vmx"))
+    {
+        let opts = vmcrypt_core::vm::ops::VmOptions::default().threads(threads);
+        let r = vmcrypt_core::vm::ops::vm_resume(disk, &lookup, &opts, &bar, &cancel_on_signal())?;
+        let human = match &r {
+            Some(r) => format!(
+                "finished the interrupted VM job on {} (generation {})",
+                disk.display(),
+                r.generation
+            ),
+            None => format!("{}: nothing to resume", disk.display()),
+        };
+        out.result(
+            &human,
+            json!({"operation": "resume", "vmx": disk, "resumed": r.is_some()}),
+        );
+        return Ok(());
+    }
     let r = vmcrypt_core::disk::resume_disk(
         disk,
         &lookup,

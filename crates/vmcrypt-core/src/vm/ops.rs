@@ -211,7 +211,7 @@ pub fn vm_encrypt(
             Some(e)
                 if resumed
                     && e.vm_uuid.as_deref() == vm.meta().map(|m| m.vm_uuid.as_str())
-                    && e.state == DiskState::Encrypted => {}
+                    && matches!(e.state, DiskState::Encrypted | DiskState::Encrypting) => {}
             Some(_) => {
                 return Err(Error::input(format!(
                     "{} is already encrypted on its own; decrypt it first",
@@ -262,16 +262,28 @@ pub fn vm_encrypt(
     };
     let mut bytes = 0;
     for d in vm.disks().to_vec() {
-        if Disk::open(&d.path)?.encryption().is_none() {
-            bytes += encrypt_disk_with(
-                &d.path,
-                &kek_ref,
-                Some(&meta.vm_uuid),
-                &disk_opts,
-                progress,
-                cancel,
-            )?
-            .bytes;
+        match Disk::open(&d.path)?.encryption().map(|e| e.state) {
+            None => {
+                bytes += encrypt_disk_with(
+                    &d.path,
+                    &kek_ref,
+                    Some(&meta.vm_uuid),
+                    &disk_opts,
+                    progress,
+                    cancel,
+                )?
+                .bytes;
+            }
+            Some(DiskState::Encrypting) => {
+                let threads = opts.threads.unwrap_or_else(|| {
+                    std::thread::available_parallelism()
+                        .map(|n| n.get())
+                        .unwrap_or(1)
+                });
+                bytes +=
+                    crate::disk::resume_disk(&d.path, lookup, threads, progress, cancel)?.bytes;
+            }
+            Some(_) => {}
         }
     }
     let done = VmMeta {
@@ -312,6 +324,22 @@ pub fn vm_decrypt(
         .ok_or_else(|| Error::input(format!("{} is not encrypted", vmx.display())))?;
     let (config_key, provider_name, key_id, _) = unwrap_vm_key(&vm, &meta, lookup)?;
     let sealed = vm.open_config(&config_key, &meta.vm_uuid)?;
+    if meta.state == VmState::Decrypting {
+        // A disk whose decryption was cut short is finished first.
+        let threads = opts.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        });
+        for d in vm.disks() {
+            if Disk::open(&d.path)?
+                .encryption()
+                .is_some_and(|e| e.state == DiskState::Decrypting)
+            {
+                crate::disk::resume_disk(&d.path, lookup, threads, progress, cancel)?;
+            }
+        }
+    }
     let disks = open_vm_disks(&vm, &meta, lookup, meta.state != VmState::Encrypted)?;
     vm.write_meta(&VmMeta {
         state: VmState::Decrypting,
@@ -528,6 +556,61 @@ pub fn vm_rekey_deep(
     Ok(report(
         &vm, &committed, prov, key_id, bytes, resumed, started,
     ))
+}
+
+/// Finishes whatever VM job was interrupted: `vm encrypt`, `vm decrypt`, or a shallow or deep
+/// `vm rekey`. Harmless when nothing is under way.
+///
+/// # Errors
+/// As the job being finished.
+pub fn vm_resume(
+    vmx: &Path,
+    lookup: &ProviderLookup<'_>,
+    opts: &VmOptions,
+    progress: &dyn Progress,
+    cancel: &AtomicBool,
+) -> Result<Option<VmReport>> {
+    let vm = Vm::open(vmx)?;
+    let Some(meta) = vm.meta().cloned() else {
+        return Ok(None);
+    };
+    let keys = pairs(&meta.key_safe);
+    let provider_name = keys
+        .first()
+        .map(|(p, _)| p.clone())
+        .ok_or_else(|| Error::input("empty VM keySafe"))?;
+    match meta.state {
+        VmState::Encrypting => {
+            let provider = lookup(&provider_name)?;
+            vm_encrypt(vmx, provider.as_ref(), lookup, opts, progress, cancel).map(Some)
+        }
+        VmState::Decrypting => vm_decrypt(vmx, lookup, opts, progress, cancel).map(Some),
+        _ => {
+            let disk_mid_job = vm.disks().iter().any(|d| {
+                Disk::open(&d.path)
+                    .ok()
+                    .and_then(|x| x.encryption().map(|e| e.state))
+                    == Some(DiskState::Rekeying)
+            });
+            let same_key = keys.len() > 1 && keys.first() == keys.last();
+            if disk_mid_job || (meta.rekey_generation.is_some() && same_key) {
+                vm_rekey_deep(vmx, lookup, opts, progress, cancel).map(Some)
+            } else {
+                let staged = meta.rekey_generation.is_some()
+                    || vm.disks().iter().any(|d| {
+                        Disk::open(&d.path)
+                            .ok()
+                            .and_then(|x| x.encryption().and_then(|e| e.rekey_generation))
+                            .is_some()
+                    });
+                if staged {
+                    vm_rekey_shallow(vmx, None, lookup).map(Some)
+                } else {
+                    Ok(None)
+                }
+            }
+        }
+    }
 }
 
 /// The VM keySafe staged with the new wrapping (idempotent).
