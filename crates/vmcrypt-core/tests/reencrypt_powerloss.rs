@@ -525,8 +525,7 @@ fn record_syncs(case: &Case, kind: u8, chunk: u64) -> Vec<Vec<(usize, u64, Vec<u
         &AtomicBool::new(false),
     )
     .expect("run");
-    let log = payload.log.borrow().clone();
-    log
+    payload.log.borrow().clone()
 }
 
 /// A simulated store that logs, at every sync, the writes of every store still pending.
