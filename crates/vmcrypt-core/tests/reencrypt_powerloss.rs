@@ -496,7 +496,10 @@ fn altered_journals_are_refused_before_any_write() {
 
 /// The writes pending at each sync of one complete job: what a crash at that sync could
 /// keep, drop or tear.
-fn record_syncs(case: &Case, kind: u8, chunk: u64) -> Vec<Vec<(usize, u64, Vec<u8>)>> {
+/// The writes pending at one sync: (store, offset, bytes).
+type Pending = Vec<(usize, u64, Vec<u8>)>;
+
+fn record_syncs(case: &Case, kind: u8, chunk: u64) -> Vec<Pending> {
     let (initial, _) = case.states(kind);
     let m = machine(initial, 1);
     let job = Job::new(
@@ -531,7 +534,7 @@ fn record_syncs(case: &Case, kind: u8, chunk: u64) -> Vec<Vec<(usize, u64, Vec<u
 /// A simulated store that logs, at every sync, the writes of every store still pending.
 struct Recorder {
     sim: Sim,
-    log: Rc<RefCell<Vec<Vec<(usize, u64, Vec<u8>)>>>>,
+    log: Rc<RefCell<Vec<Pending>>>,
 }
 
 impl Storage for Recorder {
@@ -545,7 +548,7 @@ impl Storage for Recorder {
         self.sim.write_at(buf, off)
     }
     fn sync(&mut self) -> Result<()> {
-        let pending: Vec<(usize, u64, Vec<u8>)> = {
+        let pending: Pending = {
             let m = self.sim.m.borrow();
             m.stores
                 .iter()
