@@ -240,6 +240,19 @@ fn open_key(kek: &Kek, locked: &[u8], cipher: &str, aad: &[u8]) -> Result<Zeroiz
     }
 }
 
+/// A keySafe reduced to its last (newest) entry: how a rekey commits.
+///
+/// # Errors
+/// [`Error::InvalidInput`] for an empty keySafe.
+pub fn newest_only(ks: &KeyLocator) -> Result<KeyLocator> {
+    let last = match ks {
+        KeyLocator::List(items) => items.last().cloned(),
+        other => Some(other.clone()),
+    };
+    last.map(|l| KeyLocator::List(vec![l]))
+        .ok_or_else(|| Error::input("empty keySafe"))
+}
+
 /// The `pair` entries of a keySafe that vmcrypt can unwrap: (provider, key id, locked data).
 /// A single pair or a list of pairs is accepted; other entries are skipped.
 pub fn our_pairs(kl: &KeyLocator) -> Vec<(&str, &str, &[u8])> {

@@ -349,19 +349,12 @@ pub(crate) fn rekey_deep(
 
 /// The metadata after a deep rekey: only the new pair, at the new generation.
 fn rekey_result(meta: &EncryptionMeta) -> Result<EncryptionMeta> {
-    let items = match &meta.key_safe {
-        KeyLocator::List(items) => items.clone(),
-        other => vec![other.clone()],
-    };
-    let last = items
-        .last()
-        .cloned()
-        .ok_or_else(|| Error::input("empty keySafe"))?;
+    let newest = crate::wrap::newest_only(&meta.key_safe)?;
     let target = meta
         .rekey_generation
         .ok_or_else(|| Error::input("deep rekey without a target generation"))?;
     Ok(EncryptionMeta {
-        key_safe: KeyLocator::List(vec![last]),
+        key_safe: newest,
         generation: target,
         rekey_generation: None,
         state: DiskState::Encrypted,

@@ -99,16 +99,9 @@ pub(crate) fn commit(disk: &mut Disk) -> Result<()> {
     let Some(target) = meta.rekey_generation else {
         return Ok(());
     };
-    let items = match &meta.key_safe {
-        KeyLocator::List(items) => items.clone(),
-        other => vec![other.clone()],
-    };
-    let last = items
-        .last()
-        .cloned()
-        .ok_or_else(|| Error::input("empty keySafe"))?;
+    let newest = crate::wrap::newest_only(&meta.key_safe)?;
     let committed = super::EncryptionMeta {
-        key_safe: KeyLocator::List(vec![last]),
+        key_safe: newest,
         generation: target,
         rekey_generation: None,
         ..meta

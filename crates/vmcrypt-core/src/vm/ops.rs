@@ -380,20 +380,7 @@ pub fn vm_rekey_shallow(
     lookup: &ProviderLookup<'_>,
 ) -> Result<VmReport> {
     let started = Instant::now();
-    let mut vm = Vm::open(vmx)?;
-    let meta = vm
-        .meta()
-        .cloned()
-        .ok_or_else(|| Error::input(format!("{} is not encrypted", vmx.display())))?;
-    if meta.state != VmState::Encrypted {
-        return Err(Error::input(format!(
-            "{} has an interrupted VM job (state {}); run it again first",
-            vmx.display(),
-            meta.state.as_str()
-        )));
-    }
-    let (config_key, _, _, _) = unwrap_vm_key(&vm, &meta, lookup)?;
-    vm.open_config(&config_key, &meta.vm_uuid)?;
+    let (mut vm, meta, config_key, _, _, _) = open_encrypted_vm(vmx, lookup)?;
     let mut disks = open_vm_disks(&vm, &meta, lookup, false)?;
     // A rekey under way (in the VMX or any disk) is finished with its own target.
     let pending = std::iter::once((meta.rekey_generation, meta.key_safe.clone()))
@@ -448,16 +435,9 @@ pub fn vm_rekey_shallow(
         crate::failpoint::hit(&format!("vm-rekey-{step}"));
         step += 1;
     }
-    let items = match &staged.key_safe {
-        KeyLocator::List(items) => items.clone(),
-        other => vec![other.clone()],
-    };
-    let last = items
-        .last()
-        .cloned()
-        .ok_or_else(|| Error::input("empty keySafe"))?;
+    let newest = crate::wrap::newest_only(&staged.key_safe)?;
     let committed = VmMeta {
-        key_safe: KeyLocator::List(vec![last]),
+        key_safe: newest,
         generation: target,
         rekey_generation: None,
         ..staged
@@ -484,20 +464,7 @@ pub fn vm_rekey_deep(
     cancel: &AtomicBool,
 ) -> Result<VmReport> {
     let started = Instant::now();
-    let mut vm = Vm::open(vmx)?;
-    let meta = vm
-        .meta()
-        .cloned()
-        .ok_or_else(|| Error::input(format!("{} is not encrypted", vmx.display())))?;
-    if meta.state != VmState::Encrypted {
-        return Err(Error::input(format!(
-            "{} has an interrupted VM job (state {}); run it again first",
-            vmx.display(),
-            meta.state.as_str()
-        )));
-    }
-    let (config_key, prov, key_id, kek) = unwrap_vm_key(&vm, &meta, lookup)?;
-    vm.open_config(&config_key, &meta.vm_uuid)?;
+    let (mut vm, meta, config_key, prov, key_id, kek) = open_encrypted_vm(vmx, lookup)?;
     let threads = opts.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -537,16 +504,9 @@ pub fn vm_rekey_deep(
         .meta()
         .cloned()
         .ok_or_else(|| Error::input("metadata vanished"))?;
-    let items = match &staged.key_safe {
-        KeyLocator::List(items) => items.clone(),
-        other => vec![other.clone()],
-    };
-    let last = items
-        .last()
-        .cloned()
-        .ok_or_else(|| Error::input("empty keySafe"))?;
+    let newest = crate::wrap::newest_only(&staged.key_safe)?;
     let committed = VmMeta {
-        key_safe: KeyLocator::List(vec![last]),
+        key_safe: newest,
         generation: target,
         rekey_generation: None,
         ..staged
@@ -645,6 +605,31 @@ fn stage_vm(
         rekey_generation: Some(target),
         ..meta.clone()
     })
+}
+
+/// Opens an encrypted VM with no VM job under way, unwraps its configuration key and checks
+/// `encryption.data`: (VM, metadata, config key, provider, key id, KEK).
+#[allow(clippy::type_complexity)]
+fn open_encrypted_vm(
+    vmx: &Path,
+    lookup: &ProviderLookup<'_>,
+) -> Result<(Vm, VmMeta, ConfigKey, String, String, Kek)> {
+    let vm = Vm::open(vmx)?;
+    let meta = vm
+        .meta()
+        .cloned()
+        .ok_or_else(|| Error::input(format!("{} is not encrypted", vmx.display())))?;
+    if meta.state != VmState::Encrypted {
+        return Err(Error::input(format!(
+            "{} has an interrupted VM job (state {}): run `vmcrypt resume {}`",
+            vmx.display(),
+            meta.state.as_str(),
+            vmx.display()
+        )));
+    }
+    let (config_key, prov, key_id, kek) = unwrap_vm_key(&vm, &meta, lookup)?;
+    vm.open_config(&config_key, &meta.vm_uuid)?;
+    Ok((vm, meta, config_key, prov, key_id, kek))
 }
 
 /// Unwraps the VM configuration key: (key, provider, key id, KEK).
