@@ -300,3 +300,42 @@ fn wrong_state_and_outputs() {
     });
     refused(&e, &["decrypt", "b.img", "--in-place"], 1, "interrupted");
 }
+
+#[test]
+fn a_full_or_capped_output_is_a_clear_error_and_leaves_nothing_behind() {
+    // RLIMIT_FSIZE (`ulimit -f`, with SIGXFSZ ignored) makes writes past 2 MiB fail, as a full
+    // file system would: the job stops with a clear error, the partial output is removed, and
+    // an in-place job fails before its journal exists, with the disk untouched.
+    let e = Env::new();
+    e.raw_image("big.img", 8 * MIB);
+    e.ok(&["provider", "add-native", "native"]);
+    let capped = |args: &str| {
+        std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "ulimit -f 2048; trap '' XFSZ; exec {} --config {} {args}",
+                env!("CARGO_BIN_EXE_vmcrypt"),
+                e.config().display()
+            ))
+            .current_dir(e.dir.path())
+            .output()
+            .expect("bash is needed for this test")
+    };
+    let before = snapshot(e.dir.path());
+    let o = capped("encrypt big.img --output out.img");
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot write out.img"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(snapshot(e.dir.path()), before, "partial output left behind");
+    let o = capped("encrypt big.img --in-place");
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("vmcrypt-journal"), "{}", stderr(&o));
+    assert_eq!(
+        snapshot(e.dir.path()),
+        before,
+        "an in-place job that could not start changed files"
+    );
+}
