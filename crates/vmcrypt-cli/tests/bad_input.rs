@@ -59,9 +59,7 @@ fn flipped_bit_in_keysafe_exit_4() {
     edit(&e, "a.img.vmcrypt", |t| {
         let ks = keysafe_value(&t);
         let pos = ks.rfind("GCM,").expect("pair") + 10;
-        let mut b = ks.clone().into_bytes();
-        b[pos] = if b[pos] == b'A' { b'B' } else { b'A' };
-        t.replace(&ks, std::str::from_utf8(&b).expect("ascii"))
+        t.replace(&ks, &flip_base64_char(&ks, pos))
     });
     refused(&e, &["decrypt", "a.img", "--in-place"], 4, "did not unwrap");
     refused(

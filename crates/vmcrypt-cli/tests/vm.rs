@@ -265,9 +265,7 @@ fn tampering_is_refused_with_exit_4() {
     edit(&e.path("web01.vmx"), |t| {
         let ks = value_of(&t, "encryption.keySafe");
         let pos = ks.find("GCM,").expect("pair") + 12;
-        let mut b = ks.clone().into_bytes();
-        b[pos] = if b[pos] == b'A' { b'B' } else { b'A' };
-        t.replace(&ks, std::str::from_utf8(&b).expect("ascii"))
+        t.replace(&ks, &flip_base64_char(&ks, pos))
     });
     refused(&e, &["vm", "decrypt", "web01.vmx"], 4);
 

@@ -204,3 +204,15 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Changes one base64 character of a locator's pair data, at or after `from`, skipping `%xx`
+/// escapes, so the data stays valid base64 and only the wrapped bytes change.
+pub fn flip_base64_char(locator: &str, from: usize) -> String {
+    let b = locator.as_bytes();
+    let pos = (from..b.len())
+        .find(|&i| b[i].is_ascii_alphanumeric() && b[i - 1] != b'%' && b[i - 2] != b'%')
+        .expect("a base64 character to change");
+    let mut out = b.to_vec();
+    out[pos] = if out[pos] == b'A' { b'B' } else { b'A' };
+    String::from_utf8(out).expect("ascii")
+}
