@@ -294,17 +294,25 @@ impl<'a> Job<'a> {
                 Transform::Decrypt(_) => (Zeroizing::new(cur[..n].to_vec()), Holds::Original),
                 _ => (Zeroizing::new(Vec::new()), Holds::Final),
             };
-            let (fp, applied) = self.pool.install(|| {
+            // Transform and fingerprint the journaled form piece by piece (cache-hot), beside
+            // the fingerprint of the untouched next chunk.
+            let (fp, data_fp) = self.pool.install(|| {
                 rayon::join(
                     || {
                         (m > 0)
                             .then(|| self.keys.fingerprint(&next[..m]))
                             .transpose()
                     },
-                    || self.apply_here(&mut cur[..n], off),
+                    || {
+                        self.keys.transform_and_fingerprint(
+                            &mut cur[..n],
+                            holds == Holds::Final,
+                            |piece, at| self.apply_here(piece, off + at),
+                        )
+                    },
                 )
             });
-            applied?;
+            let data_fp = data_fp?;
             let next_fp: Option<Fingerprint> = fp?;
             let data: &[u8] = if holds == Holds::Final {
                 &cur[..n]
@@ -318,7 +326,7 @@ impl<'a> Job<'a> {
                 offset: off,
                 len: n as u64,
                 holds,
-                data: self.keys.fingerprint(data)?,
+                data: data_fp,
                 next: next_fp,
             };
             let pos = self.slot_pos((seq - 1) % 2);

@@ -40,6 +40,17 @@ pub struct Fingerprint {
     pub tag: [u8; 16],
 }
 
+/// Fingerprints are computed over pieces of this size, in parallel.
+const PIECE: usize = 1 << 20;
+
+/// The nonce of piece `i` (and of the final combination, `u32::MAX`).
+fn nonce_for(base: &[u8; 12], i: u32) -> [u8; 12] {
+    let mut n = *base;
+    let c = u32::from_be_bytes([n[8], n[9], n[10], n[11]]) ^ i;
+    n[8..].copy_from_slice(&c.to_be_bytes());
+    n
+}
+
 /// The keys of one job's journal.
 pub struct JournalKeys {
     gmac: Aes256Gcm,
@@ -87,27 +98,58 @@ impl JournalKeys {
 
     fn combined(&self, base: &[u8; 12], data: &[u8]) -> Result<[u8; 16]> {
         use rayon::prelude::*;
-        const PIECE: usize = 1 << 20;
-        let nonce_for = |i: u32| {
-            let mut n = *base;
-            let c = u32::from_be_bytes([n[8], n[9], n[10], n[11]]) ^ i;
-            n[8..].copy_from_slice(&c.to_be_bytes());
-            n
-        };
         let pieces: Vec<[u8; 16]> = data
             .par_chunks(PIECE)
             .enumerate()
-            .map(|(i, piece)| -> Result<[u8; 16]> {
-                let n = nonce_for(i as u32);
-                let tag = self
-                    .gmac
-                    .encrypt_in_place_detached(Nonce::from_slice(&n), piece, &mut [])
-                    .map_err(|_| Error::input("fingerprint"))?;
-                Ok(tag.into())
+            .map(|(i, piece)| self.piece_tag(base, i, piece))
+            .collect::<Result<_>>()?;
+        self.finish(base, &pieces)
+    }
+
+    /// Transforms `data` in place, 1 MiB piece by piece in parallel, and fingerprints each piece
+    /// while it is still in cache: before the transform (`after` false) or after it. The
+    /// result equals [`JournalKeys::fingerprint`] of the bytes fingerprinted. `transform` gets
+    /// each piece and its offset within `data`.
+    pub fn transform_and_fingerprint(
+        &self,
+        data: &mut [u8],
+        after: bool,
+        transform: impl Fn(&mut [u8], u64) -> Result<()> + Sync,
+    ) -> Result<Fingerprint> {
+        use rayon::prelude::*;
+        let mut fp = Fingerprint::default();
+        random_fill(&mut fp.nonce)?;
+        let base = fp.nonce;
+        let pieces: Vec<[u8; 16]> = data
+            .par_chunks_mut(PIECE)
+            .enumerate()
+            .map(|(i, piece)| {
+                if after {
+                    transform(piece, (i * PIECE) as u64)?;
+                    self.piece_tag(&base, i, piece)
+                } else {
+                    let t = self.piece_tag(&base, i, piece)?;
+                    transform(piece, (i * PIECE) as u64)?;
+                    Ok(t)
+                }
             })
             .collect::<Result<_>>()?;
+        fp.tag = self.finish(&base, &pieces)?;
+        Ok(fp)
+    }
+
+    fn piece_tag(&self, base: &[u8; 12], i: usize, piece: &[u8]) -> Result<[u8; 16]> {
+        let n = nonce_for(base, i as u32);
+        let tag = self
+            .gmac
+            .encrypt_in_place_detached(Nonce::from_slice(&n), piece, &mut [])
+            .map_err(|_| Error::input("fingerprint"))?;
+        Ok(tag.into())
+    }
+
+    fn finish(&self, base: &[u8; 12], pieces: &[[u8; 16]]) -> Result<[u8; 16]> {
         let all: Vec<u8> = pieces.concat();
-        let n = nonce_for(u32::MAX);
+        let n = nonce_for(base, u32::MAX);
         let tag = self
             .gmac
             .encrypt_in_place_detached(Nonce::from_slice(&n), &all, &mut [])
