@@ -47,6 +47,37 @@ impl VmOptions {
     }
 }
 
+impl VmOptions {
+    /// The thread count to use: the one set, else every core.
+    fn worker_threads(&self) -> usize {
+        self.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+    }
+}
+
+/// Resumes every disk of the VM whose in-place job stopped in `state`.
+fn resume_disks_in(
+    vm: &Vm,
+    state: DiskState,
+    lookup: &ProviderLookup<'_>,
+    threads: usize,
+    progress: &dyn Progress,
+    cancel: &AtomicBool,
+) -> Result<()> {
+    for d in vm.disks() {
+        if Disk::open(&d.path)?
+            .encryption()
+            .is_some_and(|e| e.state == state)
+        {
+            crate::disk::resume_disk(&d.path, lookup, threads, progress, cancel)?;
+        }
+    }
+    Ok(())
+}
+
 /// What a VM job did.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -275,13 +306,14 @@ pub fn vm_encrypt(
                 .bytes;
             }
             Some(DiskState::Encrypting) => {
-                let threads = opts.threads.unwrap_or_else(|| {
-                    std::thread::available_parallelism()
-                        .map(|n| n.get())
-                        .unwrap_or(1)
-                });
-                bytes +=
-                    crate::disk::resume_disk(&d.path, lookup, threads, progress, cancel)?.bytes;
+                bytes += crate::disk::resume_disk(
+                    &d.path,
+                    lookup,
+                    opts.worker_threads(),
+                    progress,
+                    cancel,
+                )?
+                .bytes;
             }
             Some(_) => {}
         }
@@ -326,19 +358,14 @@ pub fn vm_decrypt(
     let sealed = vm.open_config(&config_key, &meta.vm_uuid)?;
     if meta.state == VmState::Decrypting {
         // A disk whose decryption was cut short is finished first.
-        let threads = opts.threads.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        });
-        for d in vm.disks() {
-            if Disk::open(&d.path)?
-                .encryption()
-                .is_some_and(|e| e.state == DiskState::Decrypting)
-            {
-                crate::disk::resume_disk(&d.path, lookup, threads, progress, cancel)?;
-            }
-        }
+        resume_disks_in(
+            &vm,
+            DiskState::Decrypting,
+            lookup,
+            opts.worker_threads(),
+            progress,
+            cancel,
+        )?;
     }
     let disks = open_vm_disks(&vm, &meta, lookup, meta.state != VmState::Encrypted)?;
     vm.write_meta(&VmMeta {
@@ -465,20 +492,9 @@ pub fn vm_rekey_deep(
 ) -> Result<VmReport> {
     let started = Instant::now();
     let (mut vm, meta, config_key, prov, key_id, kek) = open_encrypted_vm(vmx, lookup)?;
-    let threads = opts.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
+    let threads = opts.worker_threads();
     // Finish any disk job a crash interrupted, then check the whole VM.
-    for d in vm.disks() {
-        if Disk::open(&d.path)?
-            .encryption()
-            .is_some_and(|e| e.state == DiskState::Rekeying)
-        {
-            crate::disk::resume_disk(&d.path, lookup, threads, progress, cancel)?;
-        }
-    }
+    resume_disks_in(&vm, DiskState::Rekeying, lookup, threads, progress, cancel)?;
     let disks = open_vm_disks(&vm, &meta, lookup, false)?;
     let resumed = meta.rekey_generation.is_some();
     let target = meta.rekey_generation.unwrap_or(meta.generation + 1);
