@@ -36,6 +36,10 @@ pub struct DiskIdentity {
     pub payload_size: u64,
     /// The XTS data unit size.
     pub sector_size: SectorSize,
+    /// Where the payload starts in its file (non-zero after an in-place job moved it; see
+    /// docs/crash-safety.md). Bound into the keySafe so that an edited offset is refused, not
+    /// decrypted as garbage.
+    pub payload_offset: u64,
 }
 
 /// Everything a wrapped DEK is bound to.
@@ -72,6 +76,12 @@ impl WrapContext<'_> {
         a.extend_from_slice(&self.disk.payload_size.to_be_bytes());
         a.extend_from_slice(&(self.disk.sector_size.bytes() as u64).to_be_bytes());
         a.extend_from_slice(&self.generation.to_be_bytes());
+        // Appended only when non-zero, so keySafes written before payloads could move still
+        // open: every field before it has a fixed length or a length prefix.
+        if self.disk.payload_offset != 0 {
+            a.extend_from_slice(b"payloadOffset");
+            a.extend_from_slice(&self.disk.payload_offset.to_be_bytes());
+        }
         a
     }
 }
@@ -283,6 +293,7 @@ mod tests {
             uuid: "d1".into(),
             payload_size: 1 << 20,
             sector_size: SectorSize::S4096,
+            payload_offset: 0,
         }
     }
 
@@ -322,6 +333,10 @@ mod tests {
             sector_size: SectorSize::S512,
             ..disk()
         };
+        let moved = DiskIdentity {
+            payload_offset: 64 << 20,
+            ..disk()
+        };
         let cases: Vec<WrapContext<'_>> = vec![
             WrapContext {
                 provider: "other",
@@ -342,6 +357,7 @@ mod tests {
             ctx(&other_disk),
             ctx(&bigger),
             ctx(&small_units),
+            ctx(&moved),
         ];
         for c in &cases {
             assert!(

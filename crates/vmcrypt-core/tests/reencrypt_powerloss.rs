@@ -5,254 +5,22 @@
 //! bytes. Write and fsync errors are injected at every step too, and altered journals must be
 //! refused before any write.
 
-use std::cell::RefCell;
-use std::rc::Rc;
 use std::sync::atomic::AtomicBool;
 
+use std::sync::{Arc, Mutex};
 use vmcrypt_core::disk::NoProgress;
 use vmcrypt_core::reencrypt::{Job, Storage, Transform};
-use vmcrypt_core::secret::Dek;
-use vmcrypt_core::{Direction, Error, Result, SectorSize};
+use vmcrypt_core::{Error, SectorSize};
 
-const LEN: usize = 64 << 20;
+mod sim;
+use sim::*;
+
 const CHUNK: u64 = 8 << 20;
+
 /// The slow suite (`just crash-slow`): a 1 GiB payload, 16 MiB chunks, every sync point of
 /// every job kind, each with several tear patterns.
 const SLOW_LEN: usize = 1 << 30;
 const SLOW_CHUNK: u64 = 16 << 20;
-
-struct Store {
-    durable: Vec<u8>,
-    pending: Vec<(u64, Vec<u8>)>,
-}
-
-#[derive(Default)]
-struct Machine {
-    stores: Vec<Store>,
-    syncs: usize,
-    writes: usize,
-    crash_at_sync: Option<usize>,
-    fail_write_at: Option<usize>,
-    fail_sync_at: Option<usize>,
-    down: bool,
-    rng: u64,
-}
-
-impl Machine {
-    fn rand(&mut self) -> u64 {
-        // xorshift64*: reproducible from the seed.
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Power loss: each pending write is kept, dropped or torn sector by sector.
-    fn crash(&mut self) {
-        self.down = true;
-        for i in 0..self.stores.len() {
-            let pending = std::mem::take(&mut self.stores[i].pending);
-            for (off, data) in pending {
-                match self.rand() % 3 {
-                    0 => apply(&mut self.stores[i].durable, off, &data),
-                    1 => {}
-                    _ => {
-                        for (s, sector) in data.chunks(512).enumerate() {
-                            let at = off + (s * 512) as u64;
-                            match self.rand() % 3 {
-                                0 => {}
-                                1 => apply(&mut self.stores[i].durable, at, sector),
-                                _ => {
-                                    let junk: Vec<u8> =
-                                        (0..sector.len()).map(|_| self.rand() as u8).collect();
-                                    apply(&mut self.stores[i].durable, at, &junk);
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// A fresh boot: only durable bytes remain.
-    fn reboot(&mut self) {
-        for s in &mut self.stores {
-            s.pending.clear();
-        }
-        self.down = false;
-        self.crash_at_sync = None;
-        self.fail_write_at = None;
-        self.fail_sync_at = None;
-    }
-}
-
-fn apply(buf: &mut Vec<u8>, off: u64, data: &[u8]) {
-    let end = off as usize + data.len();
-    if buf.len() < end {
-        buf.resize(end, 0);
-    }
-    buf[off as usize..end].copy_from_slice(data);
-}
-
-struct Sim {
-    m: Rc<RefCell<Machine>>,
-    i: usize,
-}
-
-fn io_err(what: &str) -> Error {
-    Error::Io {
-        op: "simulate",
-        path: what.into(),
-        source: std::io::Error::other(what.to_string()),
-    }
-}
-
-impl Storage for Sim {
-    fn size(&self) -> Result<u64> {
-        Ok(self.m.borrow().stores[self.i].durable.len() as u64)
-    }
-
-    fn read_at(&self, buf: &mut [u8], off: u64) -> Result<()> {
-        let m = self.m.borrow();
-        if m.down {
-            return Err(io_err("machine is down"));
-        }
-        let st = &m.stores[self.i];
-        // What the page cache shows: durable bytes with the pending writes laid over them.
-        let (start, end) = (off as usize, off as usize + buf.len());
-        let len = st
-            .pending
-            .iter()
-            .map(|(o, d)| *o as usize + d.len())
-            .fold(st.durable.len(), usize::max);
-        if end > len {
-            return Err(io_err("read past the end"));
-        }
-        buf.fill(0);
-        let have = st.durable.len().min(end);
-        if have > start {
-            buf[..have - start].copy_from_slice(&st.durable[start..have]);
-        }
-        for (o, d) in &st.pending {
-            let (ws, we) = (*o as usize, *o as usize + d.len());
-            let (a, b) = (ws.max(start), we.min(end));
-            if a < b {
-                buf[a - start..b - start].copy_from_slice(&d[a - ws..b - ws]);
-            }
-        }
-        Ok(())
-    }
-
-    fn write_at(&mut self, buf: &[u8], off: u64) -> Result<()> {
-        let mut m = self.m.borrow_mut();
-        if m.down {
-            return Err(io_err("machine is down"));
-        }
-        m.writes += 1;
-        if m.fail_write_at == Some(m.writes) {
-            return Err(io_err("injected write error"));
-        }
-        m.stores[self.i].pending.push((off, buf.to_vec()));
-        Ok(())
-    }
-
-    fn sync(&mut self) -> Result<()> {
-        let mut m = self.m.borrow_mut();
-        if m.down {
-            return Err(io_err("machine is down"));
-        }
-        m.syncs += 1;
-        if m.crash_at_sync == Some(m.syncs) {
-            m.crash();
-            return Err(io_err("power loss"));
-        }
-        if m.fail_sync_at == Some(m.syncs) {
-            return Err(io_err("injected fsync error"));
-        }
-        let pending = std::mem::take(&mut m.stores[self.i].pending);
-        for (o, d) in pending {
-            apply(&mut m.stores[self.i].durable, o, &d);
-        }
-        Ok(())
-    }
-}
-
-struct Case {
-    plain: Vec<u8>,
-    old: Dek,
-    new: Dek,
-    unit: SectorSize,
-    /// (initial, expected) payloads per job kind, computed once.
-    cache: [std::cell::OnceCell<(Vec<u8>, Vec<u8>)>; 3],
-}
-
-impl Case {
-    fn new(unit: SectorSize, seed: u8) -> Case {
-        Case::sized(LEN, unit, seed)
-    }
-
-    fn sized(len: usize, unit: SectorSize, seed: u8) -> Case {
-        let plain = (0..len)
-            .map(|i| ((i / 512) as u8).wrapping_mul(13) ^ (i as u8) ^ seed)
-            .collect();
-        Case {
-            plain,
-            old: Dek::generate_xts().expect("rng"),
-            new: Dek::generate_xts().expect("rng"),
-            unit,
-            cache: Default::default(),
-        }
-    }
-
-    fn encrypted(&self, dek: &Dek) -> Vec<u8> {
-        let mut b = self.plain.clone();
-        dek.xts()
-            .expect("xts")
-            .par_sectors(&mut b, 0, self.unit, Direction::Encrypt)
-            .expect("encrypt");
-        b
-    }
-
-    /// (initial payload, expected payload) for a transform kind.
-    fn states(&self, kind: u8) -> (Vec<u8>, Vec<u8>) {
-        self.cache[kind as usize - 1]
-            .get_or_init(|| match kind {
-                1 => (self.plain.clone(), self.encrypted(&self.new)),
-                2 => (self.encrypted(&self.old), self.plain.clone()),
-                _ => (self.encrypted(&self.old), self.encrypted(&self.new)),
-            })
-            .clone()
-    }
-
-    fn transform(&self, kind: u8) -> Transform<'_> {
-        match kind {
-            1 => Transform::Encrypt(&self.new),
-            2 => Transform::Decrypt(&self.old),
-            _ => Transform::Rekey {
-                old: &self.old,
-                new: &self.new,
-            },
-        }
-    }
-}
-
-fn machine(payload: Vec<u8>, seed: u64) -> Rc<RefCell<Machine>> {
-    Rc::new(RefCell::new(Machine {
-        stores: vec![
-            Store {
-                durable: payload,
-                pending: vec![],
-            },
-            Store {
-                durable: vec![],
-                pending: vec![],
-            },
-        ],
-        rng: seed | 1,
-        ..Machine::default()
-    }))
-}
 
 const JOB_ID: [u8; 16] = *b"powerloss-test-1";
 
@@ -276,7 +44,7 @@ fn crash_and_recover_sized(
 ) -> (Vec<u8>, bool) {
     let (initial, _) = case.states(kind);
     let m = machine(initial.clone(), seed);
-    setup(&mut m.borrow_mut());
+    setup(&mut lock(&m));
     let job = Job::new(
         case.transform(kind),
         JOB_ID,
@@ -286,17 +54,17 @@ fn crash_and_recover_sized(
         2,
     )
     .expect("job");
-    let mut payload = Sim { m: m.clone(), i: 0 };
-    let mut journal = Sim { m: m.clone(), i: 1 };
+    let payload = Sim { m: m.clone(), i: 0 };
+    let journal = Sim { m: m.clone(), i: 1 };
     let cancel = AtomicBool::new(false);
-    let began = job.begin(&payload, &mut journal);
-    let first = began.and_then(|()| job.run(&mut payload, &mut journal, 0, &NoProgress, &cancel));
+    let began = job.begin(&payload, &journal);
+    let first = began.and_then(|()| job.run(&payload, &journal, 0, &NoProgress, &cancel));
     if first.is_ok() {
-        return (m.borrow().stores[0].durable.clone(), true);
+        return (lock(&m).stores[0].durable.clone(), true);
     }
     // An I/O error is followed by a crash of whatever was not synced.
     {
-        let mut mm = m.borrow_mut();
+        let mut mm = lock(&m);
         if !mm.down {
             mm.crash();
         }
@@ -318,27 +86,27 @@ fn crash_and_recover_sized(
     {
         // begin() did not complete durably: nothing may have changed.
         assert_eq!(
-            m.borrow().stores[0].durable,
+            lock(&m).stores[0].durable,
             initial,
             "payload changed before the journal existed"
         );
         return (initial, false);
     }
-    let start = match job.recover(&mut payload, &mut journal) {
+    let start = match job.recover(&payload, &journal) {
         Ok(s) => s,
         Err(e) => {
             // Only a begin() whose header never became durable may fail here.
             assert_eq!(
-                m.borrow().stores[0].durable,
+                lock(&m).stores[0].durable,
                 initial,
                 "recovery refused after the payload changed: {e}"
             );
             return (initial, false);
         }
     };
-    job.run(&mut payload, &mut journal, start, &NoProgress, &cancel)
+    job.run(&payload, &journal, start, &NoProgress, &cancel)
         .expect("resume");
-    (m.borrow().stores[0].durable.clone(), true)
+    (lock(&m).stores[0].durable.clone(), true)
 }
 
 #[test]
@@ -435,14 +203,14 @@ fn altered_journals_are_refused_before_any_write() {
         2,
     )
     .expect("job");
-    let mut payload = Sim { m: m.clone(), i: 0 };
-    let mut journal = Sim { m: m.clone(), i: 1 };
-    job.begin(&payload, &mut journal).expect("begin");
+    let payload = Sim { m: m.clone(), i: 0 };
+    let journal = Sim { m: m.clone(), i: 1 };
+    job.begin(&payload, &journal).expect("begin");
     let stop = AtomicBool::new(false);
     let e = job
         .run(
-            &mut payload,
-            &mut journal,
+            &payload,
+            &journal,
             0,
             &StopAfter(&stop, std::sync::atomic::AtomicU64::new(0)),
             &stop,
@@ -452,11 +220,10 @@ fn altered_journals_are_refused_before_any_write() {
         matches!(e, Error::Cancelled { done, .. } if done == 4 * CHUNK),
         "{e}"
     );
-    m.borrow_mut().reboot();
-    let pristine = (
-        m.borrow().stores[0].durable.clone(),
-        m.borrow().stores[1].durable.clone(),
-    );
+    lock(&m).reboot();
+    let pristine_payload = lock(&m).stores[0].durable.clone();
+    let pristine_journal = lock(&m).stores[1].durable.clone();
+    let pristine = (pristine_payload, pristine_journal);
     let slot1 = 4096 + 4096 + CHUNK as usize;
     for (what, at) in [
         ("header", 40usize),
@@ -465,12 +232,12 @@ fn altered_journals_are_refused_before_any_write() {
     ] {
         let mut j = pristine.1.clone();
         j[at] ^= 0x01;
-        m.borrow_mut().stores[0].durable = pristine.0.clone();
-        m.borrow_mut().stores[1].durable = j;
-        let e = job.recover(&mut payload, &mut journal).expect_err(what);
+        lock(&m).stores[0].durable = pristine.0.clone();
+        lock(&m).stores[1].durable = j;
+        let e = job.recover(&payload, &journal).expect_err(what);
         assert!(matches!(e, Error::Integrity { .. }), "{what}: {e}");
         assert!(
-            m.borrow().stores[0].durable == pristine.0,
+            lock(&m).stores[0].durable == pristine.0,
             "{what}: payload written"
         );
     }
@@ -484,20 +251,15 @@ fn altered_journals_are_refused_before_any_write() {
         2,
     )
     .expect("job");
-    m.borrow_mut().stores[1].durable = pristine.1.clone();
+    lock(&m).stores[1].durable = pristine.1.clone();
     assert!(matches!(
-        other.recover(&mut payload, &mut journal),
+        other.recover(&payload, &journal),
         Err(Error::Integrity { .. })
     ));
     // The genuine one recovers.
-    let start = job.recover(&mut payload, &mut journal).expect("recover");
+    let start = job.recover(&payload, &journal).expect("recover");
     assert_eq!(start, 4 * CHUNK);
 }
-
-/// The writes pending at each sync of one complete job: what a crash at that sync could
-/// keep, drop or tear.
-/// The writes pending at one sync: (store, offset, bytes).
-type Pending = Vec<(usize, u64, Vec<u8>)>;
 
 fn record_syncs(case: &Case, kind: u8, chunk: u64) -> Vec<Pending> {
     let (initial, _) = case.states(kind);
@@ -511,54 +273,18 @@ fn record_syncs(case: &Case, kind: u8, chunk: u64) -> Vec<Pending> {
         2,
     )
     .expect("job");
-    let mut payload = Recorder {
+    let payload = Recorder {
         sim: Sim { m: m.clone(), i: 0 },
-        log: Rc::new(RefCell::new(Vec::new())),
+        log: Arc::new(Mutex::new(Vec::new())),
     };
-    let mut journal = Recorder {
+    let journal = Recorder {
         sim: Sim { m: m.clone(), i: 1 },
         log: payload.log.clone(),
     };
-    job.begin(&payload, &mut journal).expect("begin");
-    job.run(
-        &mut payload,
-        &mut journal,
-        0,
-        &NoProgress,
-        &AtomicBool::new(false),
-    )
-    .expect("run");
-    payload.log.borrow().clone()
-}
-
-/// A simulated store that logs, at every sync, the writes of every store still pending.
-struct Recorder {
-    sim: Sim,
-    log: Rc<RefCell<Vec<Pending>>>,
-}
-
-impl Storage for Recorder {
-    fn size(&self) -> Result<u64> {
-        self.sim.size()
-    }
-    fn read_at(&self, buf: &mut [u8], off: u64) -> Result<()> {
-        self.sim.read_at(buf, off)
-    }
-    fn write_at(&mut self, buf: &[u8], off: u64) -> Result<()> {
-        self.sim.write_at(buf, off)
-    }
-    fn sync(&mut self) -> Result<()> {
-        let pending: Pending = {
-            let m = self.sim.m.borrow();
-            m.stores
-                .iter()
-                .enumerate()
-                .flat_map(|(i, st)| st.pending.iter().map(move |(o, d)| (i, *o, d.clone())))
-                .collect()
-        };
-        self.log.borrow_mut().push(pending);
-        self.sim.sync()
-    }
+    job.begin(&payload, &journal).expect("begin");
+    job.run(&payload, &journal, 0, &NoProgress, &AtomicBool::new(false))
+        .expect("run");
+    payload.log.lock().expect("log").clone()
 }
 
 #[test]
@@ -584,7 +310,7 @@ fn power_loss_slow_suite_1gib() {
         for (k, pending) in syncs.iter().enumerate() {
             for pattern in 0..3u64 {
                 let seed = (k as u64) * 1_000_003 + pattern * 7 + kind as u64;
-                let m = Rc::new(RefCell::new(Machine {
+                let m = Arc::new(Mutex::new(Machine {
                     stores: durable
                         .iter()
                         .map(|d| Store {
@@ -596,7 +322,7 @@ fn power_loss_slow_suite_1gib() {
                     ..Machine::default()
                 }));
                 {
-                    let mut mm = m.borrow_mut();
+                    let mut mm = lock(&m);
                     for (i, o, d) in pending {
                         mm.stores[*i].pending.push((*o, d.clone()));
                     }
@@ -612,20 +338,20 @@ fn power_loss_slow_suite_1gib() {
                     2,
                 )
                 .expect("job");
-                let mut payload = Sim { m: m.clone(), i: 0 };
-                let mut journal = Sim { m: m.clone(), i: 1 };
+                let payload = Sim { m: m.clone(), i: 0 };
+                let journal = Sim { m: m.clone(), i: 1 };
                 if k == 0 {
                     // Crash inside begin(): no job was recorded, nothing may have changed.
                     assert!(
-                        m.borrow().stores[0].durable == initial,
+                        lock(&m).stores[0].durable == initial,
                         "payload changed before the journal was durable"
                     );
                 } else {
                     let start = job
-                        .recover(&mut payload, &mut journal)
+                        .recover(&payload, &journal)
                         .unwrap_or_else(|e| panic!("kind {kind}, sync {k}, pattern {pattern}: {e}"))
                         as usize;
-                    let got = &m.borrow().stores[0].durable;
+                    let got = lock(&m).stores[0].durable.clone();
                     // Everything before the resume point is done, everything after untouched:
                     // the rest of the job (tested above on 64 MiB) then completes it.
                     assert!(

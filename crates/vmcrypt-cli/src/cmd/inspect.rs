@@ -10,18 +10,19 @@ use crate::output::Out;
 pub fn run(a: &InspectArgs, out: &Out) -> Result<()> {
     let d = Disk::open(&a.disk)?;
     let mut human = format!(
-        "disk:         {}\nformat:       {}\npayload:      {} ({} bytes)\n",
+        "disk:         {}\nformat:       {}\npayload:      {} ({} bytes at offset {})\n",
         d.path().display(),
         d.format().as_str(),
         d.payload_path().display(),
-        d.payload_len()
+        d.payload_len(),
+        d.payload_offset()
     );
     let doc = match d.encryption() {
         None => {
             human.push_str("encrypted:    no");
             json!({
                 "disk": d.path(), "format": d.format().as_str(), "payload": d.payload_path(),
-                "payload_size": d.payload_len(), "encrypted": false,
+                "payload_size": d.payload_len(), "payload_offset": 0, "encrypted": false,
             })
         }
         Some(e) => {
@@ -44,7 +45,8 @@ pub fn run(a: &InspectArgs, out: &Out) -> Result<()> {
             human = human_trim;
             json!({
                 "disk": d.path(), "format": d.format().as_str(), "payload": d.payload_path(),
-                "payload_size": d.payload_len(), "encrypted": true, "state": e.state.as_str(),
+                "payload_size": d.payload_len(), "payload_offset": d.payload_offset(),
+                "encrypted": true, "state": e.state.as_str(),
                 "cipher": "XTS-AES-256", "sector_size": e.identity.sector_size.bytes(),
                 "disk_uuid": e.identity.uuid, "key_generation": e.generation, "vm_uuid": e.vm_uuid,
                 "metadata": d.metadata_path(),

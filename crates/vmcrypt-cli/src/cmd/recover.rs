@@ -41,11 +41,14 @@ pub fn run(cli: &Cli, r: &RecoverCmd, out: &Out) -> Result<()> {
     } else {
         format!(" 1 sector_size:{unit}")
     };
+    // dm-crypt's fields: start, sectors, target, cipher, key, iv_offset (0: the tweak is the
+    // data unit number within the payload), device, the payload's offset in 512-byte sectors.
     let line = Zeroizing::new(format!(
-        "0 {} crypt aes-xts-plain64 {} 0 {} 0{}",
+        "0 {} crypt aes-xts-plain64 {} 0 {} {}{}",
         meta.identity.payload_size / 512,
         hex.as_str(),
         device.display(),
+        meta.identity.payload_offset / 512,
         opt
     ));
     if !out.json {
@@ -55,7 +58,10 @@ pub fn run(cli: &Cli, r: &RecoverCmd, out: &Out) -> Result<()> {
     }
     out.result(
         line.as_str(),
-        json!({ "dm_table": line.as_str(), "device": device, "sector_size": unit }),
+        json!({
+            "dm_table": line.as_str(), "device": device, "sector_size": unit,
+            "offset_sectors": meta.identity.payload_offset / 512,
+        }),
     );
     Ok(())
 }

@@ -49,6 +49,7 @@ pub struct JobStats {
 /// A configured job; see the module docs.
 pub struct ImageJob {
     src: PathBuf,
+    src_offset: u64,
     dst: Option<PathBuf>,
     len: u64,
     xts: Xts,
@@ -61,6 +62,7 @@ pub struct ImageJob {
 /// Builder for [`ImageJob`].
 pub struct ImageJobBuilder<'a> {
     src: PathBuf,
+    src_offset: u64,
     dek: &'a Dek,
     dst: Option<PathBuf>,
     len: Option<u64>,
@@ -75,6 +77,7 @@ impl ImageJob {
     pub fn builder<'a>(src: &Path, dek: &'a Dek) -> ImageJobBuilder<'a> {
         ImageJobBuilder {
             src: src.to_path_buf(),
+            src_offset: 0,
             dek,
             dst: None,
             len: None,
@@ -133,7 +136,7 @@ impl ImageJob {
                 }
                 let n = (self.len - off).min(buf.len() as u64) as usize;
                 let part = &mut buf[..n];
-                src.read_exact_at(part, off)
+                src.read_exact_at(part, self.src_offset + off)
                     .map_err(Error::io("read", &self.src))?;
                 pool.install(|| self.xts.par_sectors(part, off, self.unit, self.dir))?;
                 dst.write_all_at(part, off)
@@ -165,6 +168,13 @@ impl ImageJobBuilder<'_> {
     /// Writes the result into a new file instead of in place.
     pub fn output(mut self, dst: &Path) -> Self {
         self.dst = Some(dst.to_path_buf());
+        self
+    }
+
+    /// Where the payload starts in the source file (default 0). Only with an output: in
+    /// place the payload stays where it is.
+    pub fn source_offset(mut self, offset: u64) -> Self {
+        self.src_offset = offset;
         self
     }
 
@@ -207,12 +217,24 @@ impl ImageJobBuilder<'_> {
         let file_len = std::fs::metadata(&self.src)
             .map_err(Error::io("read", &self.src))?
             .len();
-        let len = self.len.unwrap_or(file_len);
-        if len > file_len {
+        let len = self.len.unwrap_or(file_len.saturating_sub(self.src_offset));
+        if self
+            .src_offset
+            .checked_add(len)
+            .is_none_or(|end| end > file_len)
+        {
             return Err(Error::Integrity {
                 path: self.src.clone(),
-                reason: format!("payload should be {len} bytes but the file has {file_len}"),
+                reason: format!(
+                    "payload should be {len} bytes at offset {} but the file has {file_len}",
+                    self.src_offset
+                ),
             });
+        }
+        if self.src_offset != 0 && self.dst.is_none() {
+            return Err(Error::input(
+                "an in-place image job works on a payload at offset 0",
+            ));
         }
         if !len.is_multiple_of(self.unit.bytes() as u64) {
             return Err(Error::input(format!(
@@ -236,6 +258,7 @@ impl ImageJobBuilder<'_> {
         Ok(ImageJob {
             xts: self.dek.xts()?,
             src: self.src,
+            src_offset: self.src_offset,
             dst: self.dst,
             len,
             unit: self.unit,

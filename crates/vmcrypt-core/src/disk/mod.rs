@@ -117,6 +117,9 @@ pub struct EncryptionMeta {
     pub state: DiskState,
     /// Id of the in-place job under way (hex), which names its journal.
     pub job: Option<String>,
+    /// During a deep rekey that moves the payload: where the payload goes (the new DEK is
+    /// bound to this offset; `identity.payload_offset` is where it comes from).
+    pub rekey_payload_offset: Option<u64>,
 }
 
 impl EncryptionMeta {
@@ -205,11 +208,14 @@ impl Disk {
             Some(s) => Some(read_meta(s, "vmcrypt.", &meta_path)?),
             None => None,
         };
+        // An encrypted image's payload may not fill the file (it moved, or a job is moving
+        // it): the metadata says how long it is, and check_payload compares it with the file.
+        let payload_len = encryption.as_ref().map_or(len, |e| e.identity.payload_size);
         Ok(Disk {
             path: path.to_path_buf(),
             format: DiskFormat::Raw,
             payload: path.to_path_buf(),
-            payload_len: len,
+            payload_len,
             meta_path,
             settings,
             extent: None,
@@ -280,25 +286,43 @@ impl Disk {
         let actual = std::fs::metadata(&self.payload)
             .map_err(Error::io("open payload", &self.payload))?
             .len();
-        let want = self
-            .encryption
-            .as_ref()
-            .map(|e| e.identity.payload_size)
-            .unwrap_or(self.payload_len);
-        let ok = match self.format {
-            DiskFormat::Raw => actual == want,
-            DiskFormat::VmdkFlat => actual >= want,
+        let (want, offset, settled) = match &self.encryption {
+            Some(e) => (
+                e.identity.payload_size,
+                e.identity.payload_offset,
+                e.state == DiskState::Encrypted,
+            ),
+            None => (self.payload_len, 0, true),
+        };
+        let end = want.saturating_add(offset);
+        // While a job moves the payload the file also holds the room it moves into; the job's
+        // own checks (its journal) cover that state.
+        let ok = match (self.format, settled) {
+            (DiskFormat::Raw, true) => actual == end,
+            _ => actual >= end,
         };
         if !ok || want != self.payload_len {
+            let why = if actual > end {
+                "swapped, or an in-place job was interrupted before it started: `vmcrypt resume` cleans that up"
+            } else {
+                "truncated or swapped?"
+            };
             return Err(Error::Integrity {
                 path: self.payload.clone(),
                 reason: format!(
-                    "the metadata records {want} bytes of payload, the container {} and the file holds {actual} (truncated or swapped?)",
+                    "the metadata records {want} bytes of payload at offset {offset}, the container {} and the file holds {actual} ({why})",
                     self.payload_len
                 ),
             });
         }
         Ok(())
+    }
+
+    /// Where the payload starts in its file (0 unless an in-place job moved it).
+    pub fn payload_offset(&self) -> u64 {
+        self.encryption
+            .as_ref()
+            .map_or(0, |e| e.identity.payload_offset)
     }
 
     /// Writes (or with `None` removes) the encryption metadata, atomically and durably.
@@ -402,6 +426,18 @@ fn apply_meta(s: &mut Settings, prefix: &str, m: &EncryptionMeta) -> Result<()> 
             s.remove(&format!("{prefix}job"));
         }
     }
+    match m.identity.payload_offset {
+        0 => {
+            s.remove(&format!("{prefix}payloadOffset"));
+        }
+        o => s.set(&format!("{prefix}payloadOffset"), &o.to_string())?,
+    }
+    match m.rekey_payload_offset {
+        Some(o) => s.set(&format!("{prefix}rekeyPayloadOffset"), &o.to_string())?,
+        None => {
+            s.remove(&format!("{prefix}rekeyPayloadOffset"));
+        }
+    }
     s.set(&format!("{prefix}state"), m.state.as_str())
 }
 
@@ -429,6 +465,17 @@ fn read_meta(s: &Settings, prefix: &str, path: &Path) -> Result<EncryptionMeta> 
             what: format!("disk cipher {:?} in {}", get("cipher")?, path.display()),
         });
     }
+    let offset = |o: u64| -> Result<u64> {
+        if o.is_multiple_of(4096) {
+            Ok(o)
+        } else {
+            Err(Error::settings(
+                path,
+                None,
+                format!("{prefix}payloadOffset is not a multiple of 4096"),
+            ))
+        }
+    };
     let sector_size = SectorSize::from_bytes(num("sectorSize")?)
         .map_err(|e| Error::settings(path, None, e.to_string()))?;
     let key_safe = KeyLocator::parse(
@@ -443,6 +490,10 @@ fn read_meta(s: &Settings, prefix: &str, path: &Path) -> Result<EncryptionMeta> 
             uuid,
             payload_size: num("payloadSize")?,
             sector_size,
+            payload_offset: match s.get(&format!("{prefix}payloadOffset")) {
+                Some(_) => offset(num("payloadOffset")?)?,
+                None => 0,
+            },
         },
         generation: num("keyGeneration")?,
         rekey_generation: match s.get(&format!("{prefix}rekeyGeneration")) {
@@ -453,5 +504,9 @@ fn read_meta(s: &Settings, prefix: &str, path: &Path) -> Result<EncryptionMeta> 
         key_safe,
         state,
         job: s.get(&format!("{prefix}job")).map(str::to_string),
+        rekey_payload_offset: match s.get(&format!("{prefix}rekeyPayloadOffset")) {
+            Some(_) => Some(offset(num("rekeyPayloadOffset")?)?),
+            None => None,
+        },
     })
 }

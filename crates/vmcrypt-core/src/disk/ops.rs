@@ -191,10 +191,17 @@ fn encrypt_prepared(
 ) -> Result<DiskReport> {
     let unit = opts.sector_size;
     let len = disk.payload_len();
+    // In place, the payload moves up by one window while it is encrypted, so that each byte
+    // is written once (docs/crash-safety.md); into a new file it stays at 0.
+    let payload_offset = match out {
+        None => super::inplace::shift_for_encrypt(&disk)?,
+        Some(_) => 0,
+    };
     let identity = DiskIdentity {
         uuid: disk_uuid,
         payload_size: len,
         sector_size: unit,
+        payload_offset,
     };
     let dek = Dek::generate_xts()?;
     let ctx = WrapContext {
@@ -222,10 +229,12 @@ fn encrypt_prepared(
         key_safe,
         state: DiskState::Encrypted,
         job: None,
+        rekey_payload_offset: None,
     };
     let job = JobPlan {
         dek: &dek,
         dir: Direction::Encrypt,
+        src_offset: 0,
         len,
         unit,
         threads: threads(opts.threads),
@@ -259,6 +268,9 @@ pub fn check_encrypt(path: &Path, opts: &EncryptOptions) -> Result<()> {
 }
 
 fn preflight_encrypt(path: &Path, opts: &EncryptOptions) -> Result<(Disk, Option<OutputPaths>)> {
+    if opts.output.is_none() {
+        super::inplace::clear_unrecorded_job(path)?;
+    }
     let disk = Disk::open(path)?;
     if let Some(e) = disk.encryption() {
         return Err(Error::input(match e.state {
@@ -311,6 +323,9 @@ pub fn decrypt_disk(
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<DiskReport> {
+    if opts.output.is_none() {
+        super::inplace::clear_unrecorded_job(path)?;
+    }
     let disk = Disk::open(path)?;
     let meta = disk
         .encryption()
@@ -327,6 +342,7 @@ pub fn decrypt_disk(
     let job = JobPlan {
         dek: &dek,
         dir: Direction::Decrypt,
+        src_offset: meta.identity.payload_offset,
         len,
         unit,
         threads: threads(opts.threads),
@@ -438,6 +454,8 @@ pub fn verify_kek(provider: &dyn KeyProvider, id: &KeyId, kek: &Kek) -> Result<(
 struct JobPlan<'a> {
     dek: &'a Dek,
     dir: Direction,
+    /// Where the payload starts in the source file.
+    src_offset: u64,
     len: u64,
     unit: SectorSize,
     threads: usize,
@@ -468,8 +486,10 @@ impl JobPlan<'_> {
         match out {
             None => {
                 let mut disk = disk;
-                // Build (and so check) the job before anything changes.
-                self.builder(disk.payload_path()).build()?;
+                // Check the job before anything changes.
+                self.builder(disk.payload_path())
+                    .length(self.len + self.src_offset)
+                    .build()?;
                 let transform = match self.dir {
                     Direction::Encrypt => Transform::Encrypt(self.dek),
                     _ => Transform::Decrypt(self.dek),
@@ -490,6 +510,7 @@ impl JobPlan<'_> {
                 let mut out_disk = out.disk;
                 let stats = self
                     .builder(disk.payload_path())
+                    .source_offset(self.src_offset)
                     .output(out_disk.payload_path())
                     .build()?
                     .run(progress, cancel)?;

@@ -45,7 +45,29 @@ pub enum Transform<'a> {
 }
 
 impl Transform<'_> {
-    fn kind(&self) -> u8 {
+    /// The XTS engines to decrypt with and to encrypt with, and the journal keys derived from
+    /// the DEKs (old, then new) and the job id.
+    pub(crate) fn keys(&self, job_id: [u8; 16]) -> Result<(Option<Xts>, Option<Xts>, JournalKeys)> {
+        let mut ikm = Zeroizing::new(Vec::new());
+        let (from, to) = match self {
+            Transform::Encrypt(d) => {
+                ikm.extend_from_slice(d.expose_secret());
+                (None, Some(d.xts()?))
+            }
+            Transform::Decrypt(d) => {
+                ikm.extend_from_slice(d.expose_secret());
+                (Some(d.xts()?), None)
+            }
+            Transform::Rekey { old, new } => {
+                ikm.extend_from_slice(old.expose_secret());
+                ikm.extend_from_slice(new.expose_secret());
+                (Some(old.xts()?), Some(new.xts()?))
+            }
+        };
+        Ok((from, to, JournalKeys::derive(&ikm, job_id)?))
+    }
+
+    pub(crate) fn kind(&self) -> u8 {
         match self {
             Transform::Encrypt(_) => 1,
             Transform::Decrypt(_) => 2,
@@ -85,23 +107,7 @@ impl<'a> Job<'a> {
                 "job length or chunk size is not whole data units",
             ));
         }
-        let mut ikm = Zeroizing::new(Vec::new());
-        let (from, to) = match &transform {
-            Transform::Encrypt(d) => {
-                ikm.extend_from_slice(d.expose_secret());
-                (None, Some(d.xts()?))
-            }
-            Transform::Decrypt(d) => {
-                ikm.extend_from_slice(d.expose_secret());
-                (Some(d.xts()?), None)
-            }
-            Transform::Rekey { old, new } => {
-                ikm.extend_from_slice(old.expose_secret());
-                ikm.extend_from_slice(new.expose_secret());
-                (Some(old.xts()?), Some(new.xts()?))
-            }
-        };
-        let keys = JournalKeys::derive(&ikm, job_id)?;
+        let (from, to, keys) = transform.keys(job_id)?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads.max(1))
             .build()
@@ -133,7 +139,7 @@ impl<'a> Job<'a> {
     ///
     /// # Errors
     /// I/O errors.
-    pub fn begin(&self, payload: &dyn Storage, journal: &mut dyn Storage) -> Result<()> {
+    pub fn begin(&self, payload: &dyn Storage, journal: &dyn Storage) -> Result<()> {
         let mut first = vec![0u8; self.chunk_at(0) as usize];
         payload.read_at(&mut first, 0)?;
         let header = Header {
@@ -163,7 +169,7 @@ impl<'a> Job<'a> {
     /// # Errors
     /// [`Error::Integrity`] (exit 4) for a journal that fails authentication or does not match
     /// the image; I/O errors.
-    pub fn recover(&self, payload: &mut dyn Storage, journal: &mut dyn Storage) -> Result<u64> {
+    pub fn recover(&self, payload: &dyn Storage, journal: &dyn Storage) -> Result<u64> {
         let bad = |what: &str| Error::Integrity {
             path: "journal".into(),
             reason: what.to_string(),
@@ -254,8 +260,8 @@ impl<'a> Job<'a> {
     /// I/O errors (an fsync error stops the job; resume continues it); [`Error::Cancelled`].
     pub fn run(
         &self,
-        payload: &mut dyn Storage,
-        journal: &mut dyn Storage,
+        payload: &dyn Storage,
+        journal: &dyn Storage,
         start: u64,
         progress: &dyn Progress,
         cancel: &AtomicBool,

@@ -29,7 +29,7 @@ pub const BLOCK: usize = 4096;
 const HEADER_MAGIC: &[u8; 8] = b"VMCJRNL1";
 const SLOT_MAGIC: &[u8; 8] = b"VMCSLOT1";
 const VERSION: u32 = 1;
-const MAC_LEN: usize = 32;
+pub(crate) const MAC_LEN: usize = 32;
 
 /// A keyed fingerprint: GMAC nonce and tag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -157,7 +157,7 @@ impl JournalKeys {
         Ok(tag.into())
     }
 
-    fn mac(&self, fields: &[u8]) -> [u8; MAC_LEN] {
+    pub(crate) fn mac(&self, fields: &[u8]) -> [u8; MAC_LEN] {
         let mut m = <Hmac<Sha256> as Mac>::new_from_slice(self.mac_key.as_ref())
             .expect("HMAC takes any key length");
         m.update(&self.job_id);
@@ -165,7 +165,7 @@ impl JournalKeys {
         m.finalize().into_bytes().into()
     }
 
-    fn check(&self, fields: &[u8], mac: &[u8]) -> bool {
+    pub(crate) fn check(&self, fields: &[u8], mac: &[u8]) -> bool {
         let mut m = <Hmac<Sha256> as Mac>::new_from_slice(self.mac_key.as_ref())
             .expect("HMAC takes any key length");
         m.update(&self.job_id);
@@ -215,19 +215,19 @@ pub struct Slot {
     pub next: Option<Fingerprint>,
 }
 
-fn put_fp(b: &mut Vec<u8>, fp: &Fingerprint) {
+pub(crate) fn put_fp(b: &mut Vec<u8>, fp: &Fingerprint) {
     b.extend_from_slice(&fp.nonce);
     b.extend_from_slice(&fp.tag);
 }
 
-fn get_fp(b: &[u8], at: &mut usize) -> Option<Fingerprint> {
+pub(crate) fn get_fp(b: &[u8], at: &mut usize) -> Option<Fingerprint> {
     let nonce = b.get(*at..*at + 12)?.try_into().ok()?;
     let tag = b.get(*at + 12..*at + 28)?.try_into().ok()?;
     *at += 28;
     Some(Fingerprint { nonce, tag })
 }
 
-fn get_u64(b: &[u8], at: &mut usize) -> Option<u64> {
+pub(crate) fn get_u64(b: &[u8], at: &mut usize) -> Option<u64> {
     let v = u64::from_be_bytes(b.get(*at..*at + 8)?.try_into().ok()?);
     *at += 8;
     Some(v)

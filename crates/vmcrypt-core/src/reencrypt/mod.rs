@@ -4,7 +4,10 @@
 
 pub mod engine;
 pub mod journal;
+pub mod pieces;
+pub mod shift;
 pub mod storage;
 
 pub use engine::{Job, Transform};
+pub use shift::ShiftJob;
 pub use storage::{FileStorage, Storage};

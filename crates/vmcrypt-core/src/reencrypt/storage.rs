@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::{Error, Result};
 
 /// Random-access storage with an explicit durability barrier.
-pub trait Storage {
+pub trait Storage: Sync {
     /// Length in bytes.
     ///
     /// # Errors
@@ -24,13 +24,19 @@ pub trait Storage {
     ///
     /// # Errors
     /// I/O errors.
-    fn write_at(&mut self, buf: &[u8], off: u64) -> Result<()>;
+    fn write_at(&self, buf: &[u8], off: u64) -> Result<()>;
     /// Makes every write so far durable. An error here is final: the job stops (it is never
     /// retried and ignored), and `resume` continues from what is durable.
     ///
     /// # Errors
     /// I/O errors.
-    fn sync(&mut self) -> Result<()>;
+    fn sync(&self) -> Result<()>;
+    /// Cuts (or extends with zeros) the store to `len` bytes (not durable until
+    /// [`Storage::sync`]).
+    ///
+    /// # Errors
+    /// I/O errors.
+    fn set_len(&self, len: u64) -> Result<()>;
 }
 
 /// A file.
@@ -91,13 +97,19 @@ impl Storage for FileStorage {
             .map_err(Error::io("read", &self.path))
     }
 
-    fn write_at(&mut self, buf: &[u8], off: u64) -> Result<()> {
+    fn write_at(&self, buf: &[u8], off: u64) -> Result<()> {
         self.file
             .write_all_at(buf, off)
             .map_err(Error::io("write", &self.path))
     }
 
-    fn sync(&mut self) -> Result<()> {
+    fn sync(&self) -> Result<()> {
         self.file.sync_all().map_err(Error::io("fsync", &self.path))
+    }
+
+    fn set_len(&self, len: u64) -> Result<()> {
+        self.file
+            .set_len(len)
+            .map_err(Error::io("resize", &self.path))
     }
 }

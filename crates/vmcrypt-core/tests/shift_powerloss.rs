@@ -1,0 +1,385 @@
+//! The data-shift engine on a simulated machine that loses power (see `sim`): a crash at every
+//! sync point of encrypt (moving up), decrypt (moving down) and deep rekey (both ways) jobs on
+//! 64 MiB payloads with 512- and 4096-byte units, write and fsync errors at every step, and
+//! altered, foreign or rolled-back progress files, which must be refused before any write.
+
+use std::sync::atomic::AtomicBool;
+
+use vmcrypt_core::disk::NoProgress;
+use vmcrypt_core::reencrypt::{ShiftJob, Transform};
+use vmcrypt_core::{Error, SectorSize};
+
+mod sim;
+use sim::*;
+
+const SHIFT: u64 = 8 << 20;
+const JOB_ID: [u8; 16] = *b"shift-powerloss1";
+
+/// A job kind: the transform (1 encrypt, 2 decrypt, 3 rekey) and the direction.
+#[derive(Clone, Copy, Debug)]
+struct Kind {
+    transform: u8,
+    up: bool,
+}
+
+const KINDS: [Kind; 4] = [
+    Kind {
+        transform: 1,
+        up: true,
+    },
+    Kind {
+        transform: 2,
+        up: false,
+    },
+    Kind {
+        transform: 3,
+        up: true,
+    },
+    Kind {
+        transform: 3,
+        up: false,
+    },
+];
+
+impl Kind {
+    fn offsets(self) -> (u64, u64) {
+        if self.up { (0, SHIFT) } else { (SHIFT, 0) }
+    }
+}
+
+/// The payload file before and after the job: the payload at its offset, zeros below it.
+fn files(case: &Case, kind: Kind) -> (Vec<u8>, Vec<u8>) {
+    let (before, after) = case.states(kind.transform);
+    let (src, dst) = kind.offsets();
+    let place = |at: u64, bytes: Vec<u8>| {
+        let mut f = vec![0u8; at as usize];
+        f.extend_from_slice(&bytes);
+        f
+    };
+    (place(src, before), place(dst, after))
+}
+
+fn job<'a>(case: &'a Case, kind: Kind) -> ShiftJob<'a> {
+    let (src, dst) = kind.offsets();
+    ShiftJob::new(
+        case.transform(kind.transform),
+        JOB_ID,
+        case.plain.len() as u64,
+        case.unit,
+        src,
+        dst,
+        2,
+    )
+    .expect("job")
+}
+
+/// Runs the whole job (room, progress file, windows, last step) on a machine that misbehaves
+/// as configured; after it stops, reboots and, if the job had been recorded (its progress
+/// file was durable), recovers and finishes. Returns the final payload file and whether the
+/// job had been recorded.
+fn crash_and_recover(
+    case: &Case,
+    kind: Kind,
+    setup: impl FnOnce(&mut Machine),
+    seed: u64,
+) -> (Vec<u8>, bool) {
+    let (initial, _) = files(case, kind);
+    let m = machine(initial.clone(), seed);
+    setup(&mut lock(&m));
+    let j = job(case, kind);
+    let payload = Sim { m: m.clone(), i: 0 };
+    let journal = Sim { m: m.clone(), i: 1 };
+    let cancel = AtomicBool::new(false);
+    let recorded = j
+        .reserve(&payload)
+        .and_then(|()| j.begin(&payload, &journal))
+        .is_ok();
+    let first = if recorded {
+        j.run(&payload, &journal, 0, &NoProgress, &cancel)
+            .and_then(|_| j.finish(&payload))
+    } else {
+        Err(Error::InvalidInput {
+            reason: "not started".into(),
+        })
+    };
+    if first.is_ok() {
+        return (lock(&m).stores[0].durable.clone(), true);
+    }
+    {
+        let mut mm = lock(&m);
+        if !mm.down {
+            mm.crash();
+        }
+        mm.reboot();
+    }
+    let (src, _) = kind.offsets();
+    let region = |f: &[u8]| f[src as usize..src as usize + case.plain.len()].to_vec();
+    if !recorded {
+        // The metadata records the job only after begin() returned: the payload must be
+        // untouched (the room below or after it may have grown).
+        assert!(
+            region(&lock(&m).stores[0].durable) == region(&initial),
+            "payload changed before the job was recorded"
+        );
+        return (initial, false);
+    }
+    let j = job(case, kind);
+    let done = j
+        .recover(&payload, &journal)
+        .unwrap_or_else(|e| panic!("{kind:?}: recovery refused after a crash: {e}"));
+    j.run(&payload, &journal, done, &NoProgress, &cancel)
+        .expect("resume");
+    j.finish(&payload).expect("finish");
+    (lock(&m).stores[0].durable.clone(), true)
+}
+
+/// Syncs and writes of one clean run of a job.
+fn count(case: &Case, kind: Kind) -> (usize, usize) {
+    let (initial, _) = files(case, kind);
+    let m = machine(initial, 1);
+    let j = job(case, kind);
+    let payload = Sim { m: m.clone(), i: 0 };
+    let journal = Sim { m: m.clone(), i: 1 };
+    j.reserve(&payload).expect("reserve");
+    j.begin(&payload, &journal).expect("begin");
+    j.run(&payload, &journal, 0, &NoProgress, &AtomicBool::new(false))
+        .expect("run");
+    j.finish(&payload).expect("finish");
+    let mm = lock(&m);
+    (mm.syncs, mm.writes)
+}
+
+#[test]
+fn power_loss_at_every_sync_point() {
+    let mut points = 0;
+    for (u, unit) in [SectorSize::S512, SectorSize::S4096]
+        .into_iter()
+        .enumerate()
+    {
+        let case = Case::new(unit, 0x40 + u as u8);
+        for kind in KINDS {
+            let (initial, expected) = files(&case, kind);
+            let (syncs, _) = count(&case, kind);
+            // begin, 2 per window, finish, and reserve when moving up.
+            let windows = (LEN as u64 / SHIFT) as usize;
+            assert_eq!(syncs, 2 + 2 * windows + usize::from(kind.up), "{kind:?}");
+            for k in 1..=syncs {
+                let (got, started) = crash_and_recover(
+                    &case,
+                    kind,
+                    |m| m.crash_at_sync = Some(k),
+                    (k as u64) * 7919 + kind.transform as u64 + u64::from(kind.up),
+                );
+                if started {
+                    assert!(
+                        got == expected,
+                        "{kind:?}, unit {unit}, crash at sync {k}: recovered bytes differ"
+                    );
+                } else {
+                    assert!(got == initial);
+                }
+                points += 1;
+            }
+        }
+    }
+    assert_eq!(points, 2 * (4 * 18 + 2));
+    println!("data-shift power-loss points: {points}, 0 bytes lost");
+}
+
+#[test]
+fn write_and_fsync_errors_at_every_step() {
+    // 16 MiB (two windows) keeps every write of every job kind affordable: each of the
+    // pieces, the room, the progress file and the last step's zeros.
+    let case = Case::sized(16 << 20, SectorSize::S4096, 0x51);
+    let mut injected = 0;
+    let mut expected_injections = 0;
+    for kind in KINDS {
+        let (_, expected) = files(&case, kind);
+        let (syncs, writes) = count(&case, kind);
+        expected_injections += syncs + writes;
+        for w in 1..=writes {
+            let (got, started) = crash_and_recover(
+                &case,
+                kind,
+                |m| m.fail_write_at = Some(w),
+                w as u64 * 31 + 1,
+            );
+            assert!(!started || got == expected, "{kind:?}: write error at {w}");
+            injected += 1;
+        }
+        for s in 1..=syncs {
+            let (got, started) =
+                crash_and_recover(&case, kind, |m| m.fail_sync_at = Some(s), s as u64 * 37 + 5);
+            assert!(!started || got == expected, "{kind:?}: fsync error at {s}");
+            injected += 1;
+        }
+    }
+    assert_eq!(injected, expected_injections);
+    println!("data-shift injected I/O errors: {injected}, 0 bytes lost");
+}
+
+/// Stops a job cleanly once `windows` windows are durable.
+struct StopAfter<'a>(&'a AtomicBool, std::sync::atomic::AtomicU64, u64);
+impl vmcrypt_core::disk::Progress for StopAfter<'_> {
+    fn advance(&self, bytes: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.1.fetch_add(bytes, Relaxed) + bytes >= self.2 * SHIFT {
+            self.0.store(true, Relaxed);
+        }
+    }
+}
+
+#[test]
+fn altered_foreign_and_rolled_back_progress_is_refused_before_any_write() {
+    let case = Case::new(SectorSize::S4096, 0x62);
+    let kind = KINDS[0];
+    let (initial, _) = files(&case, kind);
+    let m = machine(initial, 77);
+    let j = job(&case, kind);
+    let payload = Sim { m: m.clone(), i: 0 };
+    let journal = Sim { m: m.clone(), i: 1 };
+    j.reserve(&payload).expect("reserve");
+    j.begin(&payload, &journal).expect("begin");
+    // Two windows done: keep that progress file to roll back to later.
+    let stop = AtomicBool::new(false);
+    let e = j
+        .run(
+            &payload,
+            &journal,
+            0,
+            &StopAfter(&stop, Default::default(), 2),
+            &stop,
+        )
+        .expect_err("stopped");
+    assert!(matches!(e, Error::Cancelled { .. }), "{e}");
+    lock(&m).reboot();
+    assert_eq!(j.recover(&payload, &journal).expect("recover"), 2);
+    let old_journal = lock(&m).stores[1].durable.clone();
+    // Five windows done.
+    let stop = AtomicBool::new(false);
+    let _ = j.run(
+        &payload,
+        &journal,
+        2,
+        &StopAfter(&stop, Default::default(), 5),
+        &stop,
+    );
+    lock(&m).reboot();
+    assert_eq!(j.recover(&payload, &journal).expect("recover"), 5);
+    let pristine_payload = lock(&m).stores[0].durable.clone();
+    let pristine_journal = lock(&m).stores[1].durable.clone();
+    let pristine = (pristine_payload, pristine_journal);
+    // Slot s holds `done` with (done - 1) % 2 == s: done = 5 is in slot 0 (block 1).
+    for (what, at) in [("header", 30usize), ("header MAC", 90)] {
+        let mut jb = pristine.1.clone();
+        jb[at] ^= 0x01;
+        lock(&m).stores[1].durable = jb;
+        let e = j.recover(&payload, &journal).expect_err(what);
+        assert!(matches!(e, Error::Integrity { .. }), "{what}: {e}");
+        assert!(
+            lock(&m).stores[0].durable == pristine.0,
+            "{what}: payload written"
+        );
+    }
+    // An altered newest slot looks like one torn by a crash: the older slot rules, which is
+    // safe (its next window's source is only overwritten by the window after it).
+    for (what, at) in [("newest slot", 4096 + 10), ("newest slot MAC", 4096 + 60)] {
+        let mut jb = pristine.1.clone();
+        jb[at] ^= 0x01;
+        lock(&m).stores[1].durable = jb;
+        assert_eq!(j.recover(&payload, &journal).expect(what), 4, "{what}");
+    }
+    // Both slots altered: the header's fingerprint of the first window no longer matches.
+    let mut jb = pristine.1.clone();
+    jb[4096 + 10] ^= 1;
+    jb[2 * 4096 + 10] ^= 1;
+    lock(&m).stores[1].durable = jb;
+    assert!(matches!(
+        j.recover(&payload, &journal),
+        Err(Error::Integrity { .. })
+    ));
+    // Rolled back to the progress of two windows ago: its next window was overwritten since.
+    lock(&m).stores[1].durable = old_journal;
+    let e = j.recover(&payload, &journal).expect_err("rolled back");
+    assert!(
+        matches!(&e, Error::Integrity { reason, .. } if reason.contains("older than the image")),
+        "{e}"
+    );
+    // A truncated or missing progress file.
+    lock(&m).stores[1].durable = pristine.1[..100].to_vec();
+    assert!(matches!(
+        j.recover(&payload, &journal),
+        Err(Error::Integrity { .. })
+    ));
+    // Another job's keys, or another job's parameters.
+    lock(&m).stores[1].durable = pristine.1.clone();
+    let other = ShiftJob::new(
+        Transform::Encrypt(&case.old),
+        JOB_ID,
+        LEN as u64,
+        case.unit,
+        0,
+        SHIFT,
+        2,
+    )
+    .expect("job");
+    assert!(matches!(
+        other.recover(&payload, &journal),
+        Err(Error::Integrity { .. })
+    ));
+    let wider = ShiftJob::new(
+        case.transform(1),
+        JOB_ID,
+        LEN as u64,
+        case.unit,
+        0,
+        2 * SHIFT,
+        2,
+    )
+    .expect("job");
+    assert!(matches!(
+        wider.recover(&payload, &journal),
+        Err(Error::Integrity { .. })
+    ));
+    assert!(lock(&m).stores[0].durable == pristine.0);
+    // The genuine one recovers and finishes.
+    let done = j.recover(&payload, &journal).expect("recover");
+    assert_eq!(done, 5);
+    j.run(
+        &payload,
+        &journal,
+        done,
+        &NoProgress,
+        &AtomicBool::new(false),
+    )
+    .expect("run");
+    j.finish(&payload).expect("finish");
+    assert!(lock(&m).stores[0].durable == files(&case, kind).1);
+}
+
+#[test]
+fn small_and_ragged_payloads_move_intact() {
+    // Payloads shorter than a window and not a whole number of windows, both directions.
+    for len in [4096usize, 3 << 20, (8 << 20) + 4096, (20 << 20) + 512 * 3] {
+        let case = Case::sized(len, SectorSize::S512, len as u8);
+        for kind in KINDS {
+            let (initial, expected) = files(&case, kind);
+            let m = machine(initial, 5);
+            let j = job(&case, kind);
+            let payload = Sim { m: m.clone(), i: 0 };
+            let journal = Sim { m: m.clone(), i: 1 };
+            j.reserve(&payload).expect("reserve");
+            j.begin(&payload, &journal).expect("begin");
+            j.run(&payload, &journal, 0, &NoProgress, &AtomicBool::new(false))
+                .expect("run");
+            j.finish(&payload).expect("finish");
+            assert!(
+                lock(&m).stores[0].durable == expected,
+                "{len} bytes, {kind:?}"
+            );
+            // Finishing again is harmless.
+            j.finish(&payload).expect("finish again");
+            assert!(lock(&m).stores[0].durable == expected);
+        }
+    }
+}
