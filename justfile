@@ -25,7 +25,7 @@ compare:
 
 # Crash-safety slow suite: power loss at every sync point of 1 GiB jobs (~30 min).
 crash-slow:
-    cargo test --release -p vmcrypt-core --test reencrypt_powerloss -- --ignored --nocapture
+    cargo test --release -p vmcrypt-core --test reencrypt_powerloss --test shift_powerloss -- --ignored --nocapture --test-threads 1
 
 # Crash-safe in-place encryption next to cryptsetup reencrypt (checksum and none) on 1 GiB.
 compare-reencrypt:
