@@ -472,7 +472,7 @@ fn power_loss_slow_suite_1gib() {
                 }
                 let payload = Sim { m: m.clone(), i: 0 };
                 let journal = Sim { m: m.clone(), i: 1 };
-                let recorded = k >= usize::from(kind.up) + 1;
+                let recorded = k > usize::from(kind.up);
                 let got_src = |m: &Machine, w: u64| {
                     let (a, b) = range(w);
                     m.stores[0].durable[src as usize + a..src as usize + b] == before[a..b]

@@ -25,27 +25,100 @@ pub enum Direction {
     Decrypt,
 }
 
+/// Which kernel runs the cipher. Both produce the same bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Backend {
+    /// x86-64 with VAES, AVX2 and VPCLMULQDQ: 16 blocks in flight, tweaks in registers.
+    Vaes,
+    /// Any CPU: batches of 512 blocks through the `aes` crate (AES-NI when present).
+    Portable,
+}
+
+impl Backend {
+    /// The fastest backend this CPU runs, unless `VMCRYPT_XTS_BACKEND=portable` asks for the
+    /// portable one (how CI runs the suite on the portable path too).
+    pub fn best() -> Backend {
+        if std::env::var("VMCRYPT_XTS_BACKEND").is_ok_and(|v| v == "portable") {
+            return Backend::Portable;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if crate::vaes::Vaes::detect() {
+            return Backend::Vaes;
+        }
+        Backend::Portable
+    }
+
+    /// A short name for reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Vaes => "vaes",
+            Backend::Portable => "portable",
+        }
+    }
+}
+
 /// An XTS-AES-256 key schedule. Round keys are zeroized on drop (the `aes` crate's `zeroize`
-/// feature); the type is deliberately neither `Clone` nor `Debug`.
+/// feature, and the fast path's own schedules); the type is deliberately neither `Clone` nor
+/// `Debug`.
 pub struct Xts {
     data: Aes256,
     tweak: Aes256,
+    #[cfg(target_arch = "x86_64")]
+    fast: Option<crate::vaes::Vaes>,
 }
 
 impl Xts {
-    /// Builds the key schedule from a 64-byte XTS key (data key, then tweak key).
+    /// Builds the key schedule from a 64-byte XTS key (data key, then tweak key), for the
+    /// fastest backend of this CPU ([`Backend::best`]).
     ///
     /// # Errors
     /// [`Error::EqualKeyHalves`] when the two halves are equal.
     pub fn new(key: &[u8; 64]) -> Result<Self, Error> {
+        Xts::with_backend(key, Backend::best())
+    }
+
+    /// Builds the key schedule for a given backend; a backend this CPU cannot run falls back
+    /// to the portable one (see [`Xts::backend`]).
+    ///
+    /// # Errors
+    /// [`Error::EqualKeyHalves`] when the two halves are equal.
+    pub fn with_backend(key: &[u8; 64], backend: Backend) -> Result<Self, Error> {
         let (k1, k2) = key.split_at(32);
         if subtle_eq(k1, k2) {
             return Err(Error::EqualKeyHalves);
         }
+        #[cfg(target_arch = "x86_64")]
+        let fast = match backend {
+            Backend::Vaes => {
+                let mut a = [0u8; 32];
+                let mut b = [0u8; 32];
+                a.copy_from_slice(k1);
+                b.copy_from_slice(k2);
+                let v = crate::vaes::Vaes::new(&a, &b);
+                a.zeroize();
+                b.zeroize();
+                v
+            }
+            Backend::Portable => None,
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = backend;
         Ok(Xts {
             data: Aes256::new(GenericArray::from_slice(k1)),
             tweak: Aes256::new(GenericArray::from_slice(k2)),
+            #[cfg(target_arch = "x86_64")]
+            fast,
         })
+    }
+
+    /// The backend this key schedule runs on.
+    pub fn backend(&self) -> Backend {
+        #[cfg(target_arch = "x86_64")]
+        if self.fast.is_some() {
+            return Backend::Vaes;
+        }
+        Backend::Portable
     }
 
     /// Encrypts one data unit of any whole number of 16-byte blocks under a raw 128-bit tweak
@@ -178,6 +251,13 @@ impl Xts {
         tweak_of: impl Fn(usize) -> u128,
         dir: Direction,
     ) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(v) = &self.fast
+            && crate::vaes::Vaes::handles(unit_len)
+        {
+            v.crypt(data, unit_len, tweak_of, dir == Direction::Encrypt);
+            return;
+        }
         let mut blocks = [Block::default(); BATCH_BLOCKS];
         let mut tweaks = [0u128; BATCH_BLOCKS];
         let blocks_per_unit = unit_len / 16;
