@@ -23,6 +23,11 @@ bench:
 compare:
     bash benches/compare.sh
 
+# Speed issue table: XTS vs OpenSSL per backend, 2 GiB image jobs vs qemu-img luks and cp,
+# on tmpfs and ext4, peak memory, seconds per GiB at three sizes.
+speed:
+    bash benches/speed-compare.sh
+
 # Crash-safety slow suite: power loss at every sync point of 1 GiB jobs (~30 min).
 crash-slow:
     cargo test --release -p vmcrypt-core --test reencrypt_powerloss --test shift_powerloss -- --ignored --nocapture --test-threads 1

@@ -17,9 +17,10 @@ o512=$(openssl_gbps 512)
 o4096=$(openssl_gbps 4096)
 
 cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
-echo "CPU: $cpu ($(nproc) cores); OpenSSL: $(openssl version | cut -d' ' -f1-2)"
+echo "CPU: $cpu ($(nproc) cores); OpenSSL: $(openssl version | cut -d' ' -f1-2); vmcrypt $(echo "$ours" | head -1)"
 printf '%-8s %-8s %-14s %-16s %s\n' unit threads "vmcrypt GB/s" "openssl GB/s*" ratio
-while read -r _ u t g; do
+while read -r label u t g; do
+    [ "$label" = xts ] || continue
     u=${u#unit=}; t=${t#threads=}; g=${g#gbps=}
     if [ "$u" = 512 ]; then o=$o512; else o=$o4096; fi
     ratio=$(awk -v a="$g" -v b="$o" 'BEGIN { printf "%.2f", a / b }')

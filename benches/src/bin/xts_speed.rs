@@ -1,7 +1,8 @@
 //! Prints the XTS engine's throughput for the comparison script (benches/compare.sh), in the
 //! same shape as `openssl speed`: each (unit, threads) case encrypts a buffer of whole units
 //! repeatedly for about `XTS_SPEED_SECONDS` seconds (default 2) and reports GB/s (10^9 bytes/s).
-//! Output lines: `xts unit=<bytes> threads=<n> gbps=<x>`.
+//! Output: `backend <vaes|portable>` (`VMCRYPT_XTS_BACKEND=portable` picks the portable one), then
+//! lines `xts unit=<bytes> threads=<n> gbps=<x>`.
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,7 @@ fn main() {
         *b = i as u8;
     }
     let xts = Xts::new(&key).expect("halves differ");
+    println!("backend {}", xts.backend().as_str());
     // 1 MiB buffers: like openssl speed, this measures the cipher, not memory bandwidth.
     let mut buf = vec![0x42u8; 1 << 20];
     for unit in [SectorSize::S512, SectorSize::S4096] {
