@@ -104,7 +104,11 @@ impl Storage for FileStorage {
     }
 
     fn sync(&self) -> Result<()> {
-        self.file.sync_all().map_err(Error::io("fsync", &self.path))
+        // fdatasync: the data and what is needed to read it back (the file size included),
+        // without the timestamps a full fsync would also commit.
+        self.file
+            .sync_data()
+            .map_err(Error::io("fsync", &self.path))
     }
 
     fn set_len(&self, len: u64) -> Result<()> {
