@@ -310,25 +310,7 @@ fn power_loss_slow_suite_1gib() {
         for (k, pending) in syncs.iter().enumerate() {
             for pattern in 0..3u64 {
                 let seed = (k as u64) * 1_000_003 + pattern * 7 + kind as u64;
-                let m = Arc::new(Mutex::new(Machine {
-                    stores: durable
-                        .iter()
-                        .map(|d| Store {
-                            durable: d.clone(),
-                            pending: vec![],
-                        })
-                        .collect(),
-                    rng: seed | 1,
-                    ..Machine::default()
-                }));
-                {
-                    let mut mm = lock(&m);
-                    for (i, o, d) in pending {
-                        mm.stores[*i].pending.push((*o, d.clone()));
-                    }
-                    mm.crash();
-                    mm.reboot();
-                }
+                let m = crashed_with(&durable, pending, seed);
                 let job = Job::new(
                     case.transform(kind),
                     JOB_ID,

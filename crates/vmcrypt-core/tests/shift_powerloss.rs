@@ -4,7 +4,6 @@
 //! altered, foreign or rolled-back progress files, which must be refused before any write.
 
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
 
 use vmcrypt_core::disk::NoProgress;
 use vmcrypt_core::reencrypt::{ShiftJob, Transform};
@@ -451,25 +450,7 @@ fn power_loss_slow_suite_1gib() {
         for (k, pending) in syncs.iter().enumerate() {
             for pattern in 0..3u64 {
                 let seed = (k as u64) * 1_000_003 + pattern * 7 + kind.transform as u64;
-                let m = Arc::new(Mutex::new(Machine {
-                    stores: durable
-                        .iter()
-                        .map(|d| Store {
-                            durable: d.clone(),
-                            pending: vec![],
-                        })
-                        .collect(),
-                    rng: seed | 1,
-                    ..Machine::default()
-                }));
-                {
-                    let mut mm = lock(&m);
-                    for (i, o, d) in pending {
-                        mm.stores[*i].pending.push((*o, d.clone()));
-                    }
-                    mm.crash();
-                    mm.reboot();
-                }
+                let m = crashed_with(&durable, pending, seed);
                 let payload = Sim { m: m.clone(), i: 0 };
                 let journal = Sim { m: m.clone(), i: 1 };
                 let recorded = k > usize::from(kind.up);

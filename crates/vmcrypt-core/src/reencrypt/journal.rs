@@ -31,6 +31,23 @@ const SLOT_MAGIC: &[u8; 8] = b"VMCSLOT1";
 const VERSION: u32 = 1;
 pub(crate) const MAC_LEN: usize = 32;
 
+/// The refusal of a journal that fails a check (exit 4; the caller names the file).
+pub(crate) fn refused(what: &str) -> Error {
+    Error::Integrity {
+        path: "journal".into(),
+        reason: what.to_string(),
+    }
+}
+
+/// The first block of a journal, which holds its header.
+pub(crate) fn header_block(journal: &dyn super::Storage) -> Result<Vec<u8>> {
+    let mut hb = vec![0u8; BLOCK];
+    journal
+        .read_at(&mut hb, 0)
+        .map_err(|_| refused("the journal is missing or truncated"))?;
+    Ok(hb)
+}
+
 /// A keyed fingerprint: GMAC nonce and tag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Fingerprint {

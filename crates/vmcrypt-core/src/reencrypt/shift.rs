@@ -288,14 +288,8 @@ impl<'a> ShiftJob<'a> {
     /// [`Error::Integrity`] (exit 4) for a progress file that fails authentication or does not
     /// match the image; I/O errors.
     pub fn recover(&self, payload: &dyn Storage, journal: &dyn Storage) -> Result<u64> {
-        let bad = |what: &str| Error::Integrity {
-            path: "journal".into(),
-            reason: what.to_string(),
-        };
-        let mut hb = vec![0u8; BLOCK];
-        journal
-            .read_at(&mut hb, 0)
-            .map_err(|_| bad("the journal is missing or truncated"))?;
+        let bad = super::journal::refused;
+        let hb = super::journal::header_block(journal)?;
         let header = Header::decode(&hb, &self.keys).ok_or_else(|| {
             bad("the journal header fails authentication (altered, or another job's)")
         })?;

@@ -302,3 +302,28 @@ impl Storage for Recorder {
         self.sim.sync()
     }
 }
+
+/// A machine whose stores hold `durable`, with the writes `pending` at one sync, crashed there
+/// (each pending write kept, dropped or torn, as the seed decides) and rebooted.
+pub fn crashed_with(durable: &[Vec<u8>], pending: &Pending, seed: u64) -> Arc<Mutex<Machine>> {
+    let m = Arc::new(Mutex::new(Machine {
+        stores: durable
+            .iter()
+            .map(|d| Store {
+                durable: d.clone(),
+                pending: vec![],
+            })
+            .collect(),
+        rng: seed | 1,
+        ..Machine::default()
+    }));
+    {
+        let mut mm = lock(&m);
+        for (i, o, d) in pending {
+            mm.stores[*i].pending.push((*o, d.clone()));
+        }
+        mm.crash();
+        mm.reboot();
+    }
+    m
+}
