@@ -101,7 +101,9 @@ fn kill_nine_at_random_points_then_resume() {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn");
-        std::thread::sleep(Duration::from_micros(rng.next() % 350_000));
+        // A 64 MiB job takes some tens of milliseconds (process start included): kills spread
+        // over that, with some landing before the job starts or after it ends.
+        std::thread::sleep(Duration::from_micros(rng.next() % 80_000));
         let _ = child.kill(); // SIGKILL
         let status = child.wait().expect("wait");
         if status.code().is_none() {
@@ -219,6 +221,17 @@ fn a_job_killed_before_it_was_recorded_gives_its_room_back() {
     e.ok(&["resume", "d.img"]);
     assert!(std::fs::read(e.path("d.img")).expect("read") == original);
     assert!(!e.path("d.img.vmcrypt-journal").exists());
+    // Killed while the room was being made: only part of the zeros were written.
+    let o = e.run_env(&["encrypt", "d.img", "--in-place"], &crash);
+    assert_eq!(o.status.code(), None, "{}", stderr(&o));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(e.path("d.img"))
+        .and_then(|f| f.set_len(LEN + 300 * 1024))
+        .expect("cut the room short");
+    e.ok(&["resume", "d.img"]);
+    assert!(std::fs::read(e.path("d.img")).expect("read") == original);
+    assert!(!e.path("d.img.vmcrypt-journal").exists());
     // The same during a deep rekey of a disk whose payload is at 0 (moving up): any other
     // command says to resume; the next in-place job cleans up by itself.
     e.ok(&["encrypt", "d.img", "--output", "c.img"]);
@@ -230,4 +243,32 @@ fn a_job_killed_before_it_was_recorded_gives_its_room_back() {
     e.ok(&["rekey", "c.img", "--deep"]);
     e.ok(&["decrypt", "c.img", "--output", "p.img"]);
     assert!(std::fs::read(e.path("p.img")).expect("read") == original);
+}
+
+#[test]
+fn a_job_killed_after_its_last_step_resumes() {
+    // Killed after the payload moved and the file was cut or zeroed, before the metadata
+    // recorded the result: resume finishes, for each direction.
+    let e = Env::new();
+    e.raw_image("d.img", LEN);
+    let original = std::fs::read(e.path("d.img")).expect("read");
+    e.ok(&["provider", "add-native", "native"]);
+    let crash = [
+        ("VMCRYPT_FAILPOINT", "inplace-moved"),
+        ("VMCRYPT_CHUNK_BYTES", CHUNK),
+    ];
+    for args in [
+        vec!["encrypt", "d.img", "--in-place"],
+        vec!["rekey", "d.img", "--deep"],
+        vec!["rekey", "d.img", "--deep"],
+        vec!["decrypt", "d.img", "--in-place"],
+    ] {
+        let o = e.run_env(&args, &crash);
+        assert_eq!(o.status.code(), None, "{args:?}: {}", stderr(&o));
+        let o = e.run(&["resume", "d.img"]);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+        assert!(!e.path("d.img.vmcrypt-journal").exists(), "{args:?}");
+        assert_eq!(sha(&plaintext(&e)), sha(&original), "{args:?}");
+    }
+    assert!(std::fs::read(e.path("d.img")).expect("read") == original);
 }

@@ -234,6 +234,7 @@ impl Engine<'_> {
             Engine::Shift(job) => {
                 let stats = job.run(payload, journal, from, progress, cancel)?;
                 job.finish(payload)?;
+                crate::failpoint::hit("inplace-moved");
                 Ok(stats)
             }
             Engine::Journal(job) => job.run(payload, journal, from, progress, cancel),
@@ -277,8 +278,8 @@ fn resumable(path: &Path, e: Error) -> Error {
 /// Cleans up after an in-place job that was never recorded: a crash after its journal was
 /// created (and, moving up, after the payload file was extended with zeros) but before the
 /// metadata recorded it. The journal is removed, and the zeros are cut off again, but only
-/// if the file is exactly as long as that job would have made it and everything past the
-/// payload is zeros: no byte that could be data is ever cut. Does nothing when a job is
+/// if the file is no longer than that job would have made it and everything past the payload
+/// is zeros: no byte that could be data is ever cut. Does nothing when a job is
 /// recorded (`resume` finishes that) or no journal exists.
 pub(crate) fn clear_unrecorded_job(path: &Path) -> Result<()> {
     let disk = Disk::open(path)?;
@@ -304,10 +305,13 @@ pub(crate) fn clear_unrecorded_job(path: &Path) -> Result<()> {
         };
         let payload = FileStorage::open(disk.payload_path())?;
         let size = payload.size()?;
+        // The room may be whole or, after a crash while it was made, partly written: any size
+        // between the payload's end and the full room, with only zeros past the payload.
         let matches = dst > src
             && src == offset
             && recorded_len.is_none_or(|l| l == len)
-            && dst.checked_add(len) == Some(size);
+            && src.checked_add(len).is_some_and(|end| end < size)
+            && dst.checked_add(len).is_some_and(|full| size <= full);
         if matches && zeros_from(&payload, src + len, size)? {
             payload.set_len(src + len)?;
             payload.sync()?;
