@@ -12,9 +12,14 @@ use common::*;
 
 const CRYPTOGRAPHY: &str = "cryptography==44.0.3";
 
-/// Installs the pinned `cryptography` into target/tmp/oracle-py once; fails loudly without
-/// python3 or pip.
+/// Installs the pinned `cryptography` into target/tmp/oracle-py once (the tests of this file
+/// run in parallel: one installs, the others wait); fails loudly without python3 or pip.
 fn python_deps() -> PathBuf {
+    static DEPS: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DEPS.get_or_init(install_python_deps).clone()
+}
+
+fn install_python_deps() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("oracle-py");
     let marker = dir.join(format!(".installed-{CRYPTOGRAPHY}"));
     if marker.exists() {
