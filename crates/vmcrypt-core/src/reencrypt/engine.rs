@@ -45,9 +45,9 @@ pub enum Transform<'a> {
 }
 
 impl Transform<'_> {
-    /// The XTS engines to decrypt with and to encrypt with, and the journal keys derived from
-    /// the DEKs (old, then new) and the job id.
-    pub(crate) fn keys(&self, job_id: [u8; 16]) -> Result<(Option<Xts>, Option<Xts>, JournalKeys)> {
+    /// The cipher of the job, and the journal keys derived from the DEKs (old, then new) and
+    /// the job id.
+    pub(crate) fn keys(&self, job_id: [u8; 16]) -> Result<(Recrypt, JournalKeys)> {
         let mut ikm = Zeroizing::new(Vec::new());
         let (from, to) = match self {
             Transform::Encrypt(d) => {
@@ -64,7 +64,7 @@ impl Transform<'_> {
                 (Some(old.xts()?), Some(new.xts()?))
             }
         };
-        Ok((from, to, JournalKeys::derive(&ikm, job_id)?))
+        Ok((Recrypt { from, to }, JournalKeys::derive(&ikm, job_id)?))
     }
 
     pub(crate) fn kind(&self) -> u8 {
@@ -76,11 +76,41 @@ impl Transform<'_> {
     }
 }
 
+/// What a job does to each data unit: decrypt under the old DEK (if any), then encrypt under
+/// the new one (if any). Shared by both engines.
+pub(crate) struct Recrypt {
+    from: Option<Xts>,
+    to: Option<Xts>,
+}
+
+impl Recrypt {
+    /// Transforms whole units at payload offset `off`, on the calling thread.
+    pub(crate) fn apply(&self, buf: &mut [u8], off: u64, unit: SectorSize) -> Result<()> {
+        if let Some(from) = &self.from {
+            from.decrypt_sectors(buf, off, unit)?;
+        }
+        if let Some(to) = &self.to {
+            to.encrypt_sectors(buf, off, unit)?;
+        }
+        Ok(())
+    }
+
+    /// The same, spread over the current rayon pool.
+    fn par_apply(&self, buf: &mut [u8], off: u64, unit: SectorSize) -> Result<()> {
+        if let Some(from) = &self.from {
+            from.par_sectors(buf, off, unit, Direction::Decrypt)?;
+        }
+        if let Some(to) = &self.to {
+            to.par_sectors(buf, off, unit, Direction::Encrypt)?;
+        }
+        Ok(())
+    }
+}
+
 /// One in-place job.
 pub struct Job<'a> {
     transform: Transform<'a>,
-    from: Option<Xts>,
-    to: Option<Xts>,
+    cipher: Recrypt,
     keys: JournalKeys,
     len: u64,
     unit: SectorSize,
@@ -107,15 +137,14 @@ impl<'a> Job<'a> {
                 "job length or chunk size is not whole data units",
             ));
         }
-        let (from, to, keys) = transform.keys(job_id)?;
+        let (cipher, keys) = transform.keys(job_id)?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads.max(1))
             .build()
             .map_err(|e| Error::input(format!("cannot start worker threads: {e}")))?;
         Ok(Job {
             transform,
-            from,
-            to,
+            cipher,
             keys,
             len,
             unit,
@@ -307,7 +336,7 @@ impl<'a> Job<'a> {
                         self.keys.transform_and_fingerprint(
                             &mut cur[..n],
                             holds == Holds::Final,
-                            |piece, at| self.apply_here(piece, off + at),
+                            |piece, at| self.cipher.par_apply(piece, off + at, self.unit),
                         )
                     },
                 )
@@ -347,16 +376,5 @@ impl<'a> Job<'a> {
             bytes: self.len,
             elapsed: started.elapsed(),
         })
-    }
-
-    /// The transform, on the current rayon pool.
-    fn apply_here(&self, buf: &mut [u8], off: u64) -> Result<()> {
-        if let Some(from) = &self.from {
-            from.par_sectors(buf, off, self.unit, Direction::Decrypt)?;
-        }
-        if let Some(to) = &self.to {
-            to.par_sectors(buf, off, self.unit, Direction::Encrypt)?;
-        }
-        Ok(())
     }
 }

@@ -174,7 +174,15 @@ impl JournalKeys {
         Ok(tag.into())
     }
 
-    pub(crate) fn mac(&self, fields: &[u8]) -> [u8; MAC_LEN] {
+    /// A record block: `fields`, their MAC, zeros up to [`BLOCK`] bytes.
+    pub(crate) fn seal(&self, mut fields: Vec<u8>) -> Vec<u8> {
+        let mac = self.mac(&fields);
+        fields.extend_from_slice(&mac);
+        fields.resize(BLOCK, 0);
+        fields
+    }
+
+    fn mac(&self, fields: &[u8]) -> [u8; MAC_LEN] {
         let mut m = <Hmac<Sha256> as Mac>::new_from_slice(self.mac_key.as_ref())
             .expect("HMAC takes any key length");
         m.update(&self.job_id);
@@ -271,10 +279,7 @@ impl Header {
         b.extend_from_slice(&self.chunk.to_be_bytes());
         b.extend_from_slice(&keys.job_id);
         put_fp(&mut b, &self.first);
-        let mac = keys.mac(&b);
-        b.extend_from_slice(&mac);
-        b.resize(BLOCK, 0);
-        b
+        keys.seal(b)
     }
 
     /// Parses and authenticates a header block.
@@ -325,10 +330,7 @@ impl Slot {
         b.push(u8::from(self.next.is_some()));
         put_fp(&mut b, &self.data);
         put_fp(&mut b, &self.next.unwrap_or_default());
-        let mac = keys.mac(&b);
-        b.extend_from_slice(&mac);
-        b.resize(BLOCK, 0);
-        b
+        keys.seal(b)
     }
 
     /// Parses and authenticates a slot header; None if it is empty, torn or forged.

@@ -29,9 +29,9 @@
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use vmcrypt_xts::{SectorSize, Xts};
+use vmcrypt_xts::SectorSize;
 
-use super::engine::Transform;
+use super::engine::{Recrypt, Transform};
 use super::journal::{BLOCK, Fingerprint, JournalKeys, MAC_LEN, get_fp, get_u64, put_fp};
 use super::pieces::{Ended, PIECE, for_each_piece};
 use super::storage::Storage;
@@ -46,8 +46,7 @@ const SAMPLE: usize = 4096;
 /// One data-shift job.
 pub struct ShiftJob<'a> {
     transform: Transform<'a>,
-    from: Option<Xts>,
-    to: Option<Xts>,
+    cipher: Recrypt,
     keys: JournalKeys,
     len: u64,
     unit: SectorSize,
@@ -86,10 +85,7 @@ impl Header {
         }
         b.extend_from_slice(&keys.job_id());
         put_fp(&mut b, &self.first);
-        let mac = keys.mac(&b);
-        b.extend_from_slice(&mac);
-        b.resize(BLOCK, 0);
-        b
+        keys.seal(b)
     }
 
     fn decode(b: &[u8], keys: &JournalKeys) -> Option<Header> {
@@ -128,10 +124,7 @@ impl Slot {
         b.extend_from_slice(&self.done.to_be_bytes());
         b.push(u8::from(self.next.is_some()));
         put_fp(&mut b, &self.next.unwrap_or_default());
-        let mac = keys.mac(&b);
-        b.extend_from_slice(&mac);
-        b.resize(BLOCK, 0);
-        b
+        keys.seal(b)
     }
 
     fn decode(b: &[u8], keys: &JournalKeys) -> Option<Slot> {
@@ -195,11 +188,10 @@ impl<'a> ShiftJob<'a> {
         if src.max(dst).checked_add(len).is_none() {
             return Err(Error::input("payload offset overflows"));
         }
-        let (from, to, keys) = transform.keys(job_id)?;
+        let (cipher, keys) = transform.keys(job_id)?;
         Ok(ShiftJob {
             transform,
-            from,
-            to,
+            cipher,
             keys,
             len,
             unit,
@@ -361,7 +353,7 @@ impl<'a> ShiftJob<'a> {
             let (start, n) = self.range(w);
             let ended = for_each_piece(n, self.threads, cancel, |buf, at| {
                 payload.read_at(buf, self.src + start + at)?;
-                self.apply(buf, start + at)?;
+                self.cipher.apply(buf, start + at, self.unit)?;
                 payload.write_at(buf, self.dst + start + at)?;
                 progress.advance(buf.len() as u64);
                 Ok(())
@@ -433,16 +425,5 @@ impl<'a> ShiftJob<'a> {
             at += k as u64;
         }
         payload.sync()
-    }
-
-    /// The transform of one piece at payload offset `off`, on the calling thread.
-    fn apply(&self, buf: &mut [u8], off: u64) -> Result<()> {
-        if let Some(from) = &self.from {
-            from.decrypt_sectors(buf, off, self.unit)?;
-        }
-        if let Some(to) = &self.to {
-            to.encrypt_sectors(buf, off, self.unit)?;
-        }
-        Ok(())
     }
 }

@@ -462,18 +462,23 @@ pub fn vm_rekey_shallow(
         crate::failpoint::hit(&format!("vm-rekey-{step}"));
         step += 1;
     }
-    let newest = crate::wrap::newest_only(&staged.key_safe)?;
+    let committed = commit_vm(&mut vm, staged, target)?;
+    tracing::info!(vmx = %vmx.display(), provider = %prov_name, key_id = %key_id, generation = target, "VM rekeyed (shallow)");
+    Ok(report(
+        &vm, &committed, prov_name, key_id, 0, resumed, started,
+    ))
+}
+
+/// The VM's last rekey step: only the newest configuration-key pair is kept, at `target`.
+fn commit_vm(vm: &mut Vm, staged: VmMeta, target: u64) -> Result<VmMeta> {
     let committed = VmMeta {
-        key_safe: newest,
+        key_safe: crate::wrap::newest_only(&staged.key_safe)?,
         generation: target,
         rekey_generation: None,
         ..staged
     };
     vm.write_meta(&committed)?;
-    tracing::info!(vmx = %vmx.display(), provider = %prov_name, key_id = %key_id, generation = target, "VM rekeyed (shallow)");
-    Ok(report(
-        &vm, &committed, prov_name, key_id, 0, resumed, started,
-    ))
+    Ok(committed)
 }
 
 /// Deep rekey of a VM: every disk gets a new DEK and is re-encrypted in place (crash-safely,
@@ -520,14 +525,7 @@ pub fn vm_rekey_deep(
         .meta()
         .cloned()
         .ok_or_else(|| Error::input("metadata vanished"))?;
-    let newest = crate::wrap::newest_only(&staged.key_safe)?;
-    let committed = VmMeta {
-        key_safe: newest,
-        generation: target,
-        rekey_generation: None,
-        ..staged
-    };
-    vm.write_meta(&committed)?;
+    let committed = commit_vm(&mut vm, staged, target)?;
     tracing::info!(vmx = %vmx.display(), generation = target, "VM rekeyed (deep)");
     Ok(report(
         &vm, &committed, prov, key_id, bytes, resumed, started,
