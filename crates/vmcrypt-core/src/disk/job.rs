@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use vmcrypt_xts::{Direction, SectorSize, Xts};
 
+use crate::reencrypt::pieces::{Ended, for_each_piece};
+use crate::reencrypt::writeback::with_writeback;
 use crate::secret::Dek;
 use crate::{Error, Result};
 
@@ -122,11 +124,11 @@ impl ImageJob {
         let result = (|| {
             // Worker threads each read, transform and write their own pieces: reads, writes
             // and encryption overlap (crate::reencrypt::pieces).
-            let ended = crate::reencrypt::pieces::for_each_piece(
-                self.len,
-                self.threads,
-                cancel,
-                |part, off| {
+            // A helper flushes the output as it grows, so the final fsync is short
+            // (crate::reencrypt::writeback).
+            let flush = || dst.sync_data().map_err(Error::io("fsync", dst_path));
+            let ended = with_writeback(flush, |written| {
+                for_each_piece(self.len, self.threads, cancel, |part, off| {
                     src.read_exact_at(part, self.src_offset + off)
                         .map_err(Error::io("read", &self.src))?;
                     match self.dir {
@@ -135,13 +137,14 @@ impl ImageJob {
                     }
                     dst.write_all_at(part, off)
                         .map_err(Error::io("write", dst_path))?;
+                    written.add(part.len() as u64);
                     done.fetch_add(part.len() as u64, Ordering::Relaxed);
                     progress.advance(part.len() as u64);
                     Ok(())
-                },
-            )?;
+                })
+            })?;
             dst.sync_all().map_err(Error::io("fsync", dst_path))?;
-            if ended == crate::reencrypt::pieces::Ended::Cancelled {
+            if ended == Ended::Cancelled {
                 return Err(Error::Cancelled {
                     done: done.load(Ordering::Relaxed),
                     restored: false,

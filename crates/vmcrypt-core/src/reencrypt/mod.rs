@@ -7,6 +7,7 @@ pub mod journal;
 pub mod pieces;
 pub mod shift;
 pub mod storage;
+pub mod writeback;
 
 pub use engine::{Job, Transform};
 pub use shift::ShiftJob;

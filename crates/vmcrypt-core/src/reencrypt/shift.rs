@@ -35,6 +35,7 @@ use super::engine::{Recrypt, Transform};
 use super::journal::{BLOCK, Fingerprint, JournalKeys, MAC_LEN, get_fp, get_u64, put_fp};
 use super::pieces::{Ended, PIECE, for_each_piece};
 use super::storage::Storage;
+use super::writeback::with_writeback;
 use crate::disk::{JobStats, Progress};
 use crate::{Error, Result};
 
@@ -351,13 +352,19 @@ impl<'a> ShiftJob<'a> {
         for i in done..self.windows() {
             let w = self.window_at(i);
             let (start, n) = self.range(w);
-            let ended = for_each_piece(n, self.threads, cancel, |buf, at| {
-                payload.read_at(buf, self.src + start + at)?;
-                self.cipher.apply(buf, start + at, self.unit)?;
-                payload.write_at(buf, self.dst + start + at)?;
-                progress.advance(buf.len() as u64);
-                Ok(())
-            })?;
+            let ended = with_writeback(
+                || payload.writeback(),
+                |written| {
+                    for_each_piece(n, self.threads, cancel, |buf, at| {
+                        payload.read_at(buf, self.src + start + at)?;
+                        self.cipher.apply(buf, start + at, self.unit)?;
+                        payload.write_at(buf, self.dst + start + at)?;
+                        written.add(buf.len() as u64);
+                        progress.advance(buf.len() as u64);
+                        Ok(())
+                    })
+                },
+            )?;
             if ended == Ended::Cancelled {
                 return Err(Error::Cancelled {
                     done: bytes,

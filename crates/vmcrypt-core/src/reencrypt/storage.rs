@@ -37,6 +37,17 @@ pub trait Storage: Sync {
     /// # Errors
     /// I/O errors.
     fn set_len(&self, len: u64) -> Result<()>;
+    /// Starts making the writes so far durable, to shorten the next [`Storage::sync`]; it
+    /// promises nothing, and doing nothing is a valid implementation (the default). Called
+    /// from a helper thread while workers go on writing. An error is as final as one from
+    /// [`Storage::sync`]: after a failed writeback the kernel may have dropped the data, so
+    /// the job stops.
+    ///
+    /// # Errors
+    /// I/O errors.
+    fn writeback(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A file.
@@ -109,6 +120,12 @@ impl Storage for FileStorage {
         self.file
             .sync_data()
             .map_err(Error::io("fsync", &self.path))
+    }
+
+    fn writeback(&self) -> Result<()> {
+        // A full fdatasync from the helper thread: the writes of the window so far go to the
+        // disk while the workers produce the rest (std and rustix have no sync_file_range).
+        self.sync()
     }
 
     fn set_len(&self, len: u64) -> Result<()> {
