@@ -25,6 +25,10 @@ pub struct Cli {
     /// More log output on stderr (-v info, -vv debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Route every key operation through the host agent on this socket (`vmcrypt agent
+    /// serve`): keys it holds work even when every key server is down.
+    #[arg(long, global = true, value_name = "SOCKET", env = "VMCRYPT_AGENT")]
+    pub agent: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -65,6 +69,35 @@ pub enum Command {
     /// Break-glass access to an encrypted disk without vmcrypt.
     #[command(subcommand)]
     Recover(RecoverCmd),
+    /// The host agent: a long-running key cache that keeps VMs usable through a KMS outage
+    /// (docs/agent.md).
+    #[command(subcommand)]
+    Agent(AgentCmd),
+}
+
+/// `agent ...`
+#[derive(Debug, Subcommand)]
+pub enum AgentCmd {
+    /// Serve key requests on a Unix socket (mode 0600; only this user and root are served),
+    /// holding every key fetched or created in locked memory. Stops cleanly on SIGTERM or
+    /// Ctrl-C, zeroing the cache.
+    #[command(
+        after_help = "Example:\n  vmcrypt agent serve --socket /run/vmcrypt/agent.sock &\n  vmcrypt --agent /run/vmcrypt/agent.sock vm decrypt /vms/web01/web01.vmx --in-place"
+    )]
+    Serve {
+        /// Socket path.
+        #[arg(long, value_name = "PATH")]
+        socket: PathBuf,
+        /// How many KEKs the cache holds (locked memory: 32 bytes each).
+        #[arg(long, default_value_t = vmcrypt_core::agent::cache::DEFAULT_CAPACITY)]
+        cache_size: usize,
+    },
+    /// Show what a running agent holds (provider and key id of each cached key; never keys).
+    Status {
+        /// Socket path (default: --agent).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
 }
 
 /// `provider ...`

@@ -76,6 +76,8 @@ impl KmipConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     path: PathBuf,
+    /// When set (`--agent`), providers are the agent's, reached through its socket.
+    pub agent: Option<PathBuf>,
     /// Name of the default provider.
     pub default: Option<String>,
     /// Providers by name, in file order.
@@ -113,6 +115,7 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config> {
         let mut cfg = Config {
             path: path.to_path_buf(),
+            agent: None,
             default: None,
             providers: Vec::new(),
         };
@@ -280,8 +283,18 @@ impl Config {
             .map(|(_, p)| p)
     }
 
-    /// Opens a configured provider.
+    /// Opens a provider: the agent's when `--agent` is given, else a configured one.
     pub fn open(&self, name: &str) -> Result<Box<dyn KeyProvider>> {
+        if let Some(socket) = &self.agent {
+            return Ok(Box::new(
+                vmcrypt_core::agent::AgentClient::new(socket).provider(name),
+            ));
+        }
+        self.open_local(name)
+    }
+
+    /// Opens a configured provider, never through an agent.
+    pub fn open_local(&self, name: &str) -> Result<Box<dyn KeyProvider>> {
         match self.get(name) {
             Some(ProviderConfig::Native { keystore }) => {
                 Ok(Box::new(NativeProvider::open(name, keystore)?))

@@ -31,6 +31,7 @@ fn main() -> ExitCode {
         Command::Rekey(a) => cmd::disk::rekey(&cli, a, &out),
         Command::Resume { disk, threads } => cmd::disk::resume(&cli, disk, *threads, &out),
         Command::Vm(v) => cmd::vm::run(&cli, v, &out),
+        Command::Agent(a) => cmd::agent::run(&cli, a, &out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,6 @@
 //! One module per verb; helpers shared by the verbs below.
 
+pub mod agent;
 pub mod check;
 pub mod disk;
 pub mod inspect;
@@ -16,8 +17,11 @@ use crate::config::{Config, ProviderConfig};
 use crate::output::Out;
 
 /// Loads the configuration named by the flags.
+/// Loads the configuration named by the flags (with `--agent`, providers are the agent's).
 pub fn load_config(cli: &Cli) -> Result<Config> {
-    Config::load(&Config::locate(cli.config.as_deref())?)
+    let mut cfg = Config::load(&Config::locate(cli.config.as_deref())?)?;
+    cfg.agent.clone_from(&cli.agent);
+    Ok(cfg)
 }
 
 /// The provider for a new key: the one named, else the default, else a native provider created
@@ -33,7 +37,7 @@ pub fn provider_for_new_key(
     if let Some(d) = cfg.default.clone() {
         return cfg.open(&d);
     }
-    if cfg.providers.is_empty() {
+    if cfg.providers.is_empty() && cfg.agent.is_none() {
         let name = "native";
         let ks = cfg.default_keystore(name);
         let p = NativeProvider::create(name, &ks)?;

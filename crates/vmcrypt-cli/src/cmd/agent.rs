@@ -1,0 +1,100 @@
+//! `vmcrypt agent serve` and `vmcrypt agent status`: the host agent (docs/agent.md).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::json;
+use vmcrypt_core::agent::{Agent, AgentClient, KeyCache, Shutdown, cache::check_capacity};
+use vmcrypt_core::provider::KeyProvider;
+use vmcrypt_core::{Error, Result};
+
+use crate::cli::{AgentCmd, Cli};
+use crate::config::Config;
+use crate::output::Out;
+
+pub fn run(cli: &Cli, a: &AgentCmd, out: &Out) -> Result<()> {
+    match a {
+        AgentCmd::Serve { socket, cache_size } => serve(cli, socket, *cache_size, out),
+        AgentCmd::Status { socket } => {
+            let socket =
+                socket
+                    .as_deref()
+                    .or(cli.agent.as_deref())
+                    .ok_or_else(|| Error::InvalidInput {
+                        reason: "which agent? pass --socket PATH (or --agent PATH)".into(),
+                    })?;
+            status(socket, out)
+        }
+    }
+}
+
+fn serve(cli: &Cli, socket: &Path, cache_size: usize, out: &Out) -> Result<()> {
+    // No core dumps, no ptrace by other processes of this user: the agent holds keys for as
+    // long as the host runs.
+    vmcrypt_core::agent::locked::harden_process()?;
+    let cache = KeyCache::new(check_capacity(cache_size)?)?;
+    // Providers come from the configuration file, read again for each provider not yet
+    // opened: a provider added while the agent runs (the rescue target) is found.
+    let cfg_path = Config::locate(cli.config.as_deref())?;
+    let open = move |name: &str| -> Result<Arc<dyn KeyProvider>> {
+        Ok(Arc::from(Config::load(&cfg_path)?.open_local(name)?))
+    };
+    let agent = Arc::new(Agent::new(cache, Box::new(open)));
+    let listener = vmcrypt_core::agent::bind(socket)?;
+    let shutdown = Shutdown::new(socket);
+    let signalled = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, signalled.clone()).map_err(|e| Error::Unsupported {
+            what: format!("installing the signal handler: {e}"),
+        })?;
+    }
+    {
+        let shutdown = shutdown.clone();
+        std::thread::spawn(move || {
+            while !signalled.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            shutdown.stop();
+        });
+    }
+    out.note(&format!(
+        "vmcrypt agent: serving on {} (pid {}, room for {} keys in locked memory)",
+        socket.display(),
+        std::process::id(),
+        agent.cache().capacity()
+    ));
+    vmcrypt_core::agent::serve(listener, agent, &shutdown)?;
+    out.note("vmcrypt agent: stopped; the key cache was zeroed");
+    Ok(())
+}
+
+fn status(socket: &Path, out: &Out) -> Result<()> {
+    let s = AgentClient::new(socket).status()?;
+    let mut human = format!(
+        "agent on {} (pid {}): {} of {} keys cached; process dumpable: {}",
+        socket.display(),
+        s.pid,
+        s.cached.len(),
+        s.capacity,
+        if s.dumpable {
+            "YES (keys could reach a core dump)"
+        } else {
+            "no"
+        }
+    );
+    for (p, k) in &s.cached {
+        human.push_str(&format!("\n  {p}  {k}"));
+    }
+    let cached: Vec<_> = s
+        .cached
+        .iter()
+        .map(|(p, k)| json!({"provider": p, "key_id": k}))
+        .collect();
+    out.result(
+        &human,
+        json!({"agent": {"socket": socket, "pid": s.pid, "capacity": s.capacity, "dumpable": s.dumpable, "cached": cached}}),
+    );
+    Ok(())
+}

@@ -1,0 +1,167 @@
+//! Talking to an agent over its socket: [`AgentClient`] and the [`AgentProvider`] it hands out,
+//! which any operation of this library takes like a local provider.
+
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::proto::{self, FailKind, Frame, Request, Response, Status};
+use crate::provider::{KeyId, KeyProvider, KeyPurpose};
+use crate::secret::Kek;
+use crate::{Error, Result};
+
+/// How long a client waits for an answer: longer than an agent walking a cluster of hung
+/// servers at the default 60 s timeout each.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// A client of the agent serving on a socket. Each request uses its own connection (a Unix
+/// connect costs microseconds), so a client is cheap, `Send` and `Sync`.
+#[derive(Debug, Clone)]
+pub struct AgentClient {
+    socket: PathBuf,
+}
+
+impl AgentClient {
+    /// A client for the agent on `socket` (nothing is contacted yet).
+    pub fn new(socket: &Path) -> Self {
+        AgentClient {
+            socket: socket.to_path_buf(),
+        }
+    }
+
+    /// The socket path.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    fn unreachable(&self, provider: &str, e: &dyn std::fmt::Display) -> Error {
+        Error::KeyService {
+            provider: provider.to_string(),
+            reason: format!("agent at {}: {e}", self.socket.display()),
+        }
+    }
+
+    /// Sends one request and reads its response. A failure the agent reports comes back as the
+    /// matching library error (an unreachable provider as [`Error::KeyService`], and so on).
+    ///
+    /// # Errors
+    /// [`Error::KeyService`] when the agent cannot be reached or answers garbage; what the
+    /// agent reported.
+    pub fn call(&self, req: &Request) -> Result<Response> {
+        let provider = match req {
+            Request::Fetch { provider, .. } | Request::Create { provider, .. } => provider.as_str(),
+            Request::Status => "",
+        };
+        let mut s =
+            UnixStream::connect(&self.socket).map_err(|e| self.unreachable(provider, &e))?;
+        s.set_read_timeout(Some(RESPONSE_TIMEOUT))
+            .and_then(|()| s.set_write_timeout(Some(Duration::from_secs(10))))
+            .map_err(|e| self.unreachable(provider, &e))?;
+        proto::write_frame(&mut s, &req.encode()).map_err(|e| self.unreachable(provider, &e))?;
+        let body = match proto::read_frame(&mut s, proto::MAX_RESPONSE) {
+            Ok(Frame::Body(b)) => b,
+            Ok(Frame::Closed) => {
+                return Err(self.unreachable(provider, &"closed the connection without answering"));
+            }
+            Ok(Frame::TooLarge(n)) => {
+                return Err(self.unreachable(provider, &format!("answered {n} bytes")));
+            }
+            Err(e) => return Err(self.unreachable(provider, &e)),
+        };
+        let resp =
+            Response::decode(req, &body).map_err(|e| self.unreachable(provider, &e.to_string()))?;
+        match resp {
+            Response::Failed {
+                kind,
+                provider: p,
+                message,
+            } => {
+                let p = if p.is_empty() {
+                    provider.to_string()
+                } else {
+                    p
+                };
+                Err(match kind {
+                    FailKind::KeyService => Error::KeyService {
+                        provider: p,
+                        reason: format!("{message} (through the agent)"),
+                    },
+                    FailKind::KeyRefused => Error::KeyRefused {
+                        provider: p,
+                        reason: message,
+                    },
+                    FailKind::InvalidInput => Error::input(format!("agent: {message}")),
+                    FailKind::Other => Error::KeyService {
+                        provider: p,
+                        reason: format!("agent at {}: {message}", self.socket.display()),
+                    },
+                })
+            }
+            ok => Ok(ok),
+        }
+    }
+
+    /// The agent's state.
+    ///
+    /// # Errors
+    /// As [`AgentClient::call`].
+    pub fn status(&self) -> Result<Status> {
+        match self.call(&Request::Status)? {
+            Response::Status(s) => Ok(s),
+            other => Err(self.unreachable("", &format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// The named provider of the agent.
+    pub fn provider(&self, name: &str) -> AgentProvider {
+        AgentProvider {
+            client: self.clone(),
+            name: name.to_string(),
+        }
+    }
+
+    /// A lookup for the disk and VM operations of this library: every key operation goes to
+    /// the agent.
+    pub fn lookup(&self) -> impl Fn(&str) -> Result<Box<dyn KeyProvider>> + '_ {
+        move |name| Ok(Box::new(self.provider(name)) as Box<dyn KeyProvider>)
+    }
+}
+
+/// One of the agent's providers, used through the socket.
+#[derive(Debug, Clone)]
+pub struct AgentProvider {
+    client: AgentClient,
+    name: String,
+}
+
+impl KeyProvider for AgentProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn create_kek(&self, purpose: &KeyPurpose) -> Result<(KeyId, Kek)> {
+        let req = Request::Create {
+            provider: self.name.clone(),
+            purpose: purpose.clone(),
+        };
+        match self.client.call(&req)? {
+            Response::Created(id, k) => Ok((KeyId::new(id)?, k)),
+            other => Err(self
+                .client
+                .unreachable(&self.name, &format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    fn fetch_kek(&self, id: &KeyId) -> Result<Kek> {
+        let req = Request::Fetch {
+            provider: self.name.clone(),
+            key_id: id.to_string(),
+        };
+        match self.client.call(&req)? {
+            Response::Key(k) => Ok(k),
+            other => Err(self
+                .client
+                .unreachable(&self.name, &format!("unexpected answer {other:?}"))),
+        }
+    }
+}

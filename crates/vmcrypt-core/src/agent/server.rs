@@ -1,0 +1,316 @@
+//! The agent: key providers and a shared key cache, in-process ([`Agent`]) and served on a
+//! Unix socket ([`bind`], [`serve`]).
+//!
+//! The socket is created mode 0600 and every peer is checked with `SO_PEERCRED`: only the
+//! agent's own user and root are served (the file mode alone does not hold if an operator
+//! loosens it). A connection may send any number of requests; a malformed or oversized one
+//! gets an error response and the connection is closed, and nothing a peer sends can stop the
+//! agent or reach another connection.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use super::cache::{CachingProvider, KeyCache};
+use super::proto::{self, Frame, Request, Response, Status};
+use crate::provider::{KeyId, KeyProvider};
+use crate::{Error, Result};
+
+/// Opens a provider by name (for the CLI: from its configuration file).
+pub type OpenProvider = dyn Fn(&str) -> Result<Arc<dyn KeyProvider>> + Send + Sync;
+
+/// An agent: providers opened once and kept (with their connections and server health), and
+/// one cache for all of them.
+pub struct Agent {
+    cache: KeyCache,
+    open: Box<OpenProvider>,
+    providers: Mutex<HashMap<String, Arc<dyn KeyProvider>>>,
+}
+
+impl Agent {
+    /// An agent that opens providers with `open` on first use.
+    pub fn new(cache: KeyCache, open: Box<OpenProvider>) -> Self {
+        Agent {
+            cache,
+            open,
+            providers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The cache.
+    pub fn cache(&self) -> &KeyCache {
+        &self.cache
+    }
+
+    /// The named provider, seen through the cache. A provider that fails to open (unknown
+    /// name, unreadable keystore) is not remembered: the next call tries again, so a provider
+    /// added to the configuration later is found without restarting the agent.
+    ///
+    /// # Errors
+    /// What opening the provider returned.
+    pub fn provider(&self, name: &str) -> Result<CachingProvider> {
+        let known = self
+            .providers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned();
+        let inner = match known {
+            Some(p) => p,
+            None => {
+                let p = (self.open)(name)?;
+                self.providers
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .entry(name.to_string())
+                    .or_insert(p)
+                    .clone()
+            }
+        };
+        Ok(CachingProvider::new(inner, self.cache.clone()))
+    }
+
+    /// A lookup for the disk and VM operations of this library.
+    pub fn lookup(&self) -> impl Fn(&str) -> Result<Box<dyn KeyProvider>> + '_ {
+        move |name| Ok(Box::new(self.provider(name)?) as Box<dyn KeyProvider>)
+    }
+
+    /// Answers one request.
+    pub fn handle(&self, req: &Request) -> Response {
+        let r = match req {
+            Request::Fetch { provider, key_id } => KeyId::new(key_id.clone())
+                .and_then(|id| self.provider(provider)?.fetch_kek(&id))
+                .map(Response::Key),
+            Request::Create { provider, purpose } => self
+                .provider(provider)
+                .and_then(|p| p.create_kek(purpose))
+                .map(|(id, k)| Response::Created(id.to_string(), k)),
+            Request::Status => Ok(Response::Status(Status {
+                pid: std::process::id(),
+                capacity: u32::try_from(self.cache.capacity()).unwrap_or(u32::MAX),
+                dumpable: super::locked::process_dumpable(),
+                cached: self
+                    .cache
+                    .entries()
+                    .into_iter()
+                    .map(|e| (e.provider, e.key_id))
+                    .collect(),
+            })),
+        };
+        r.unwrap_or_else(|e| Response::failed(&e))
+    }
+}
+
+/// How long a connection may sit between requests before the agent closes it.
+pub const IDLE: Duration = Duration::from_secs(60);
+/// Connections served at once; more are closed at once with a warning.
+pub const MAX_CONNECTIONS: usize = 1024;
+
+/// Creates the agent's socket at `path`, mode 0600. A stale socket (nobody answers) is
+/// replaced; a live one, or a path that is not a socket, is an error.
+///
+/// # Errors
+/// [`Error::InvalidInput`] for a live agent or a non-socket path; [`Error::Io`].
+pub fn bind(path: &Path) -> Result<UnixListener> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => {
+            if UnixStream::connect(path).is_ok() {
+                return Err(Error::input(format!(
+                    "an agent is already serving on {}",
+                    path.display()
+                )));
+            }
+            std::fs::remove_file(path).map_err(Error::io("remove stale socket", path))?;
+        }
+        Ok(_) => {
+            return Err(Error::input(format!(
+                "{} exists and is not a socket; refusing to replace it",
+                path.display()
+            )));
+        }
+        Err(_) => {}
+    }
+    // Bound inside a fresh 0700 directory, made 0600, then renamed into place: no other user
+    // can connect in between, whatever the umask (changing the umask would touch every thread
+    // of a host agent that links this library).
+    let parent = crate::fsutil::parent_dir(path);
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::input(format!("{} names no file", path.display())))?;
+    let private = parent.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&private);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&private)
+        .map_err(Error::io("create directory", &private))?;
+    let staged = private.join("socket");
+    let bound = UnixListener::bind(&staged)
+        .map_err(Error::io("bind socket", &staged))
+        .and_then(|l| {
+            std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))
+                .map_err(Error::io("chmod socket", &staged))?;
+            std::fs::rename(&staged, path).map_err(Error::io("rename socket", path))?;
+            Ok(l)
+        });
+    let _ = std::fs::remove_dir_all(&private);
+    let l = bound?;
+    Ok(l)
+}
+
+/// Asks a running [`serve`] loop to return: sets its flag and wakes its `accept`.
+#[derive(Clone)]
+pub struct Shutdown {
+    flag: Arc<AtomicBool>,
+    path: PathBuf,
+}
+
+impl Shutdown {
+    /// A handle for the loop serving on `path`.
+    pub fn new(path: &Path) -> Self {
+        Shutdown {
+            flag: Arc::new(AtomicBool::new(false)),
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// Stops the loop (from a signal thread, say).
+    pub fn stop(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        let _ = UnixStream::connect(&self.path);
+    }
+
+    fn stopped(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+}
+
+/// Whether the peer may use the agent: the same effective user, or root.
+fn peer_allowed(s: &UnixStream) -> std::result::Result<u32, (u32, i32)> {
+    match rustix::net::sockopt::socket_peercred(s) {
+        Ok(c) => {
+            let uid = c.uid.as_raw();
+            let me = rustix::process::geteuid().as_raw();
+            if uid == me || uid == 0 {
+                Ok(uid)
+            } else {
+                Err((uid, c.pid.as_raw_nonzero().get()))
+            }
+        }
+        Err(_) => Err((u32::MAX, 0)),
+    }
+}
+
+/// Serves `agent` on `listener` until `shutdown` is stopped; then removes the socket file and
+/// zeroes the cache. Each connection runs on its own thread.
+///
+/// # Errors
+/// [`Error::Io`] if accepting fails for good.
+pub fn serve(listener: UnixListener, agent: Arc<Agent>, shutdown: &Shutdown) -> Result<()> {
+    let active = Arc::new(AtomicUsize::new(0));
+    tracing::info!(socket = %shutdown.path.display(), "agent serving");
+    for conn in listener.incoming() {
+        if shutdown.stopped() {
+            break;
+        }
+        let stream = match conn {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("agent: accept failed: {e}");
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        let uid = match peer_allowed(&stream) {
+            Ok(uid) => uid,
+            Err((uid, pid)) => {
+                tracing::warn!(uid, pid, "agent: refused a peer of another user");
+                let body = Response::Failed {
+                    kind: proto::FailKind::Other,
+                    provider: String::new(),
+                    message: "permission denied: this agent serves its own user and root".into(),
+                }
+                .encode();
+                let mut s = stream;
+                let _ = s.set_write_timeout(Some(Duration::from_secs(1)));
+                let _ = proto::write_frame(&mut s, &body);
+                continue;
+            }
+        };
+        if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+            active.fetch_sub(1, Ordering::SeqCst);
+            tracing::warn!("agent: {MAX_CONNECTIONS} connections open; closing a new one");
+            continue;
+        }
+        let agent = agent.clone();
+        let active = active.clone();
+        let spawned = std::thread::Builder::new()
+            .name("vmcrypt-agent-conn".into())
+            .spawn(move || {
+                connection(stream, &agent, uid);
+                active.fetch_sub(1, Ordering::SeqCst);
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("agent: cannot start a connection thread: {e}");
+        }
+    }
+    let _ = std::fs::remove_file(&shutdown.path);
+    agent.cache().clear();
+    tracing::info!("agent stopped; cache zeroed");
+    Ok(())
+}
+
+/// One connection: requests until the peer closes, goes idle, or sends something malformed.
+fn connection(mut s: UnixStream, agent: &Agent, uid: u32) {
+    let _ = s.set_read_timeout(Some(IDLE));
+    let _ = s.set_write_timeout(Some(Duration::from_secs(10)));
+    loop {
+        let body = match proto::read_frame(&mut s, proto::MAX_REQUEST) {
+            Ok(Frame::Body(b)) => b,
+            Ok(Frame::Closed) => return,
+            Ok(Frame::TooLarge(n)) => {
+                tracing::warn!(uid, "agent: refused a request of {n} bytes");
+                reply_error(
+                    &mut s,
+                    &format!("request of {n} bytes; the limit is {}", proto::MAX_REQUEST),
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(uid, "agent: connection ended: {e}");
+                return;
+            }
+        };
+        let req = match Request::decode(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(uid, "agent: {e}");
+                reply_error(&mut s, &e.to_string());
+                return;
+            }
+        };
+        let resp = agent.handle(&req);
+        if proto::write_frame(&mut s, &resp.encode()).is_err() {
+            return;
+        }
+    }
+}
+
+fn reply_error(s: &mut UnixStream, message: &str) {
+    let body = Response::Failed {
+        kind: proto::FailKind::InvalidInput,
+        provider: String::new(),
+        message: message.to_string(),
+    }
+    .encode();
+    let _ = proto::write_frame(s, &body);
+    let _ = s.flush();
+}
