@@ -188,6 +188,17 @@ pub struct AddKmipArgs {
     /// Seconds a server may take to answer before the next one is tried.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub timeout: u64,
+    /// Key fetches (Get) only: when a server has not answered after this many milliseconds,
+    /// also ask the next one; the first good answer wins. 0 turns hedging off.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+    pub hedge_ms: u64,
+    /// Key fetches only: try a server that was unreachable after the others for this many
+    /// seconds (matters in a long-running agent). 0 turns it off.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub demote_secs: u64,
+    /// Open a new TLS connection for every operation instead of keeping connections open.
+    #[arg(long)]
+    pub no_reuse: bool,
 }
 
 /// Where a passphrase comes from (never argv).

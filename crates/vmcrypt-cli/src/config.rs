@@ -55,6 +55,12 @@ pub struct KmipConfig {
     pub server_name: Option<String>,
     /// Response timeout in seconds.
     pub timeout: u64,
+    /// Hedge delay for Get in milliseconds (0: off).
+    pub hedge_ms: u64,
+    /// Seconds an unreachable server is tried last for Get (0: off).
+    pub demote_secs: u64,
+    /// Keep connections for reuse.
+    pub reuse: bool,
 }
 
 impl KmipConfig {
@@ -69,6 +75,9 @@ impl KmipConfig {
         )
         .server_name(self.server_name.clone())
         .timeout(std::time::Duration::from_secs(self.timeout))
+        .hedge(Some(std::time::Duration::from_millis(self.hedge_ms)).filter(|d| !d.is_zero()))
+        .demote(Some(std::time::Duration::from_secs(self.demote_secs)).filter(|d| !d.is_zero()))
+        .reuse(self.reuse)
     }
 }
 
@@ -195,9 +204,38 @@ impl Config {
                                 )));
                             }
                         };
+                        let number = |k: &str, default: u64| -> Result<u64> {
+                            match t.get(k) {
+                                None => Ok(default),
+                                Some(Value::Integer(n)) if *n >= 0 => Ok(*n as u64),
+                                Some(_) => Err(bad(format!(
+                                    "providers.{name}.{k} must be a number (0 turns it off)"
+                                ))),
+                            }
+                        };
+                        let hedge_ms = number(
+                            "hedge_ms",
+                            vmcrypt_kmip::provider::DEFAULT_HEDGE.as_millis() as u64,
+                        )?;
+                        let demote_secs = number(
+                            "demote_secs",
+                            vmcrypt_kmip::provider::DEFAULT_DEMOTE.as_secs(),
+                        )?;
+                        let reuse = match t.get("reuse_connections") {
+                            None => true,
+                            Some(Value::Boolean(b)) => *b,
+                            Some(_) => {
+                                return Err(bad(format!(
+                                    "providers.{name}.reuse_connections must be true or false"
+                                )));
+                            }
+                        };
                         cfg.providers.push((
                             name.clone(),
                             ProviderConfig::Kmip(KmipConfig {
+                                hedge_ms,
+                                demote_secs,
+                                reuse,
                                 servers,
                                 ca: path("ca")?,
                                 cert: path("cert")?,
@@ -243,6 +281,9 @@ impl Config {
                         t.insert("server_name".into(), Value::String(n.clone()));
                     }
                     t.insert("timeout".into(), Value::Integer(k.timeout as i64));
+                    t.insert("hedge_ms".into(), Value::Integer(k.hedge_ms as i64));
+                    t.insert("demote_secs".into(), Value::Integer(k.demote_secs as i64));
+                    t.insert("reuse_connections".into(), Value::Boolean(k.reuse));
                 }
             }
             providers.insert(name.clone(), Value::Table(t));

@@ -13,6 +13,7 @@
 
 pub mod client;
 mod error;
+mod failover;
 pub mod provider;
 pub mod spec;
 pub mod transport;

@@ -11,19 +11,25 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::ClientConfig;
 use vmcrypt_core::provider::{KeyId, KeyProvider, KeyPurpose};
 use vmcrypt_core::secret::Kek;
+use zeroize::Zeroizing;
 
 use crate::client::{KmipClient, ProtocolVersion};
 use crate::error::{Error, Result};
+use crate::failover::Cluster;
 use crate::spec::{self, State};
-use crate::transport::{Timeouts, TlsTransport, client_config};
+use crate::transport::client_config;
 
 /// Default response timeout, as in the reference system.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Connect timeout ceiling: a silent network should not cost the whole response timeout.
 pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default hedge delay for Get: well above a healthy server's answer (milliseconds), far
+/// below the timeout.
+pub const DEFAULT_HEDGE: Duration = Duration::from_secs(2);
+/// Default time an unreachable server is tried last for Get.
+pub const DEFAULT_DEMOTE: Duration = Duration::from_secs(300);
 
 /// How to reach a KMIP cluster.
 #[derive(Debug, Clone)]
@@ -43,6 +49,14 @@ pub struct KmipSettings {
     pub key: PathBuf,
     /// Response timeout per server (also bounds the TLS handshake).
     pub timeout: Duration,
+    /// Get only: also ask the next server when one has not answered after this long
+    /// (`None`: wait for the timeout, as the reference system does).
+    pub hedge: Option<Duration>,
+    /// Get only: try a server that was unreachable after the others for this long.
+    pub demote: Option<Duration>,
+    /// Keep connections open for the next operation (a long-running agent), instead of a
+    /// new TLS connection per operation.
+    pub reuse: bool,
 }
 
 impl KmipSettings {
@@ -62,7 +76,28 @@ impl KmipSettings {
             cert,
             key,
             timeout: DEFAULT_TIMEOUT,
+            hedge: Some(DEFAULT_HEDGE),
+            demote: Some(DEFAULT_DEMOTE),
+            reuse: true,
         }
+    }
+
+    /// Sets the hedge delay for Get (`None` turns hedging off).
+    pub fn hedge(mut self, d: Option<Duration>) -> Self {
+        self.hedge = d;
+        self
+    }
+
+    /// Sets how long an unreachable server is tried last for Get (`None` turns it off).
+    pub fn demote(mut self, d: Option<Duration>) -> Self {
+        self.demote = d;
+        self
+    }
+
+    /// Keeps connections for reuse, or opens a new one per operation.
+    pub fn reuse(mut self, on: bool) -> Self {
+        self.reuse = on;
+        self
     }
 
     /// Sets the TLS server name.
@@ -114,10 +149,10 @@ pub struct ReplicationReport {
     pub cleaned_up: bool,
 }
 
-/// The KMIP key provider.
+/// The KMIP key provider. Connections it keeps and the servers it saw fail are shared by
+/// every operation on it (crate::failover).
 pub struct KmipProvider {
-    settings: KmipSettings,
-    tls: Arc<ClientConfig>,
+    cluster: Arc<Cluster>,
 }
 
 impl KmipProvider {
@@ -138,13 +173,18 @@ impl KmipProvider {
         if settings.timeout.is_zero() {
             return Err(Error::Config("the timeout must be above zero".into()));
         }
+        if settings.hedge.is_some_and(|h| h.is_zero()) {
+            return Err(Error::Config("the hedge delay must be above zero".into()));
+        }
         let tls = client_config(&settings.ca, &settings.cert, &settings.key)?;
-        Ok(KmipProvider { settings, tls })
+        Ok(KmipProvider {
+            cluster: Arc::new(Cluster::new(settings, tls)),
+        })
     }
 
     /// The settings.
     pub fn settings(&self) -> &KmipSettings {
-        &self.settings
+        &self.cluster.settings
     }
 
     /// Opens a TLS connection to one server and negotiates the KMIP version.
@@ -152,60 +192,26 @@ impl KmipProvider {
     /// # Errors
     /// Transport errors.
     pub fn connect(&self, server: &str) -> Result<KmipClient> {
-        let name = match &self.settings.server_name {
-            Some(n) => n.clone(),
-            None => split_host(server)?.to_string(),
-        };
-        let timeouts = Timeouts {
-            connect: self.settings.timeout.min(MAX_CONNECT_TIMEOUT),
-            response: self.settings.timeout,
-        };
-        let t = TlsTransport::connect(server, &name, self.tls.clone(), timeouts)?;
-        let mut c = KmipClient::new(Box::new(t));
-        c.negotiate()?;
-        Ok(c)
+        self.cluster.connect(server)
     }
 
-    /// Runs `f` on the first server that completes it, in order; see the module docs.
+    /// Runs `f` on the first server that completes it, strictly in the operator's order; see
+    /// the module docs.
     ///
     /// # Errors
     /// [`Error::AllFailed`] listing every server and its error.
     pub fn with_failover<T>(
         &self,
         what: &str,
-        mut f: impl FnMut(&mut KmipClient) -> Result<T>,
+        f: impl FnMut(&mut KmipClient) -> Result<T>,
     ) -> Result<T> {
-        let mut failures = Vec::new();
-        for server in &self.settings.servers {
-            let started = Instant::now();
-            let attempt = self.connect(server).and_then(|mut c| f(&mut c));
-            match attempt {
-                Ok(v) => {
-                    if !failures.is_empty() {
-                        tracing::info!(provider = %self.settings.name, server = %server, operation = what, "served after {} failed server(s)", failures.len());
-                    }
-                    return Ok(v);
-                }
-                Err(e) => {
-                    tracing::warn!(
-                        "key provider {:?}: {what} on {server} failed after {:.3} s, trying the next server: {}",
-                        self.settings.name,
-                        started.elapsed().as_secs_f64(),
-                        chain(&e)
-                    );
-                    failures.push((server.clone(), e));
-                }
-            }
-        }
-        Err(Error::AllFailed {
-            provider: self.settings.name.clone(),
-            failures,
-        })
+        self.cluster.sequential(what, false, f)
     }
 
     /// Checks every server in order: reachability, TLS trust, KMIP version, latency.
     pub fn check(&self) -> Vec<ServerCheck> {
-        self.settings
+        self.cluster
+            .settings
             .servers
             .iter()
             .map(|server| {
@@ -269,7 +275,13 @@ impl KmipProvider {
         })?;
         let created = Instant::now();
         let mut lag = Vec::new();
-        for server in self.settings.servers.iter().filter(|s| **s != origin) {
+        for server in self
+            .cluster
+            .settings
+            .servers
+            .iter()
+            .filter(|s| **s != origin)
+        {
             let result = loop {
                 let seen = self.connect(server).and_then(|mut c| c.state(&probe));
                 match seen {
@@ -303,7 +315,7 @@ impl KmipProvider {
 
 impl KeyProvider for KmipProvider {
     fn name(&self) -> &str {
-        &self.settings.name
+        &self.cluster.settings.name
     }
 
     fn create_kek(&self, purpose: &KeyPurpose) -> vmcrypt_core::Result<(KeyId, Kek)> {
@@ -318,31 +330,38 @@ impl KeyProvider for KmipProvider {
             let bytes = c.get_aes256(&uid)?;
             Ok((uid, bytes))
         })?;
-        tracing::info!(provider = %self.settings.name, key_id = %uid, key_name = %name, "KEK created on the KMS");
+        tracing::info!(provider = %self.cluster.settings.name, key_id = %uid, key_name = %name, "KEK created on the KMS");
         Ok((KeyId::new(uid)?, Kek::from_slice(&bytes)?))
     }
 
     fn fetch_kek(&self, id: &KeyId) -> vmcrypt_core::Result<Kek> {
-        let bytes = self.with_failover("Get", |c| {
-            let state = c.state(id.as_str())?;
+        let key_id = id.to_string();
+        let get = move |c: &mut KmipClient| -> Result<Zeroizing<Vec<u8>>> {
+            let state = c.state(&key_id)?;
             if state != State::Active {
                 return Err(Error::KeyState {
                     server: c.server().to_string(),
-                    key_id: id.to_string(),
+                    key_id: key_id.clone(),
                     what: format!(
                         "is {} on the KMS (revoked or destroyed keys are not used)",
                         state.name()
                     ),
                 });
             }
-            c.get_aes256(id.as_str())
-        })?;
+            c.get_aes256(&key_id)
+        };
+        let bytes = match self.cluster.settings.hedge {
+            Some(delay) if self.cluster.settings.servers.len() > 1 => {
+                self.cluster.hedged("Get", delay, Arc::new(get))?
+            }
+            _ => self.cluster.sequential("Get", true, get)?,
+        };
         Kek::from_slice(&bytes)
     }
 }
 
 /// The host part of host:port (brackets of an IPv6 literal removed).
-fn split_host(server: &str) -> Result<&str> {
+pub(crate) fn split_host(server: &str) -> Result<&str> {
     let bad = || Error::Config(format!("server {server:?} is not HOST:PORT"));
     let (host, port) = server.rsplit_once(':').ok_or_else(bad)?;
     port.parse::<u16>().map_err(|_| bad())?;

@@ -214,29 +214,47 @@ impl Cluster {
     pub fn stop_server(&mut self, i: usize) {
         stop(&mut self.children[i]);
     }
+
+    /// Stops every server and deletes the cluster's database: the KMS is lost for good.
+    pub fn destroy(&mut self) {
+        for c in &mut self.children {
+            stop(c);
+        }
+        let db = self.dir.join("kms.db");
+        std::fs::remove_file(&db).expect("delete the KMS database");
+        assert!(!db.exists());
+    }
 }
 
 fn stop(child: &mut Child) {
+    use rustix::process::{Pid, Signal, kill_process_group};
     if let Ok(Some(_)) = child.try_wait() {
         return;
     }
-    if let Ok(pid) = i32::try_from(child.id()) {
-        // The launcher leads its own process group: stop it with its helpers.
-        let _ = Command::new("kill")
-            .args(["-INT", &format!("-{pid}")])
-            .status();
+    // The launcher leads its own process group: stop it with its helpers. (Not through
+    // kill(1): procps reads `kill -INT -1234` as signal 1234's prefix and pid -1, which
+    // signals every process of the user.)
+    let group = i32::try_from(child.id()).ok().and_then(Pid::from_raw);
+    if let Some(pgid) = group {
+        let _ = kill_process_group(pgid, Signal::INT);
         for _ in 0..50 {
             if let Ok(Some(_)) = child.try_wait() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        let _ = Command::new("kill")
-            .args(["-KILL", &format!("-{pid}")])
-            .status();
+        let _ = kill_process_group(pgid, Signal::KILL);
     }
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Sends SIGTERM to a child (a clean-shutdown request).
+pub fn terminate(child: &Child) {
+    use rustix::process::{Pid, Signal, kill_process};
+    if let Some(pid) = i32::try_from(child.id()).ok().and_then(Pid::from_raw) {
+        let _ = kill_process(pid, Signal::TERM);
+    }
 }
 
 impl Drop for Cluster {

@@ -71,6 +71,9 @@ pub fn run(cli: &Cli, cmd: &ProviderCmd, out: &Out) -> Result<()> {
                 key: abs(&a.key),
                 server_name: a.server_name.clone(),
                 timeout: a.timeout,
+                hedge_ms: a.hedge_ms,
+                demote_secs: a.demote_secs,
+                reuse: !a.no_reuse,
             };
             // Loads the TLS files and checks every address before anything is saved.
             KmipProvider::new(k.settings(&a.name)).map_err(vmcrypt_core::Error::from)?;

@@ -103,7 +103,8 @@ impl Env {
             p.to_str().expect("utf8"),
             &size.to_string(),
         ]);
-        let flat = p.with_file_name(format!("{}-flat.vmdk", name.trim_end_matches(".vmdk")));
+        let base = p.file_name().and_then(|n| n.to_str()).expect("utf8 name");
+        let flat = p.with_file_name(format!("{}-flat.vmdk", base.trim_end_matches(".vmdk")));
         fill(&flat, size, 0x5a);
         p
     }
@@ -174,7 +175,8 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         let p = e.expect("entry").path();
         if p.is_dir() {
             out.extend(walk(&p));
-        } else {
+        } else if p.is_file() {
+            // Regular files only: an agent's socket has no bytes to compare.
             out.push(p);
         }
     }

@@ -50,16 +50,22 @@ impl AgentClient {
     pub fn call(&self, req: &Request) -> Result<Response> {
         let provider = match req {
             Request::Fetch { provider, .. } | Request::Create { provider, .. } => provider.as_str(),
-            Request::Status => "",
+            Request::Status => "agent",
         };
         let mut s =
             UnixStream::connect(&self.socket).map_err(|e| self.unreachable(provider, &e))?;
         s.set_read_timeout(Some(RESPONSE_TIMEOUT))
             .and_then(|()| s.set_write_timeout(Some(Duration::from_secs(10))))
             .map_err(|e| self.unreachable(provider, &e))?;
-        proto::write_frame(&mut s, &req.encode()).map_err(|e| self.unreachable(provider, &e))?;
+        // If the write fails the agent may have refused this peer and closed: its reason is
+        // then waiting to be read.
+        let written = proto::write_frame(&mut s, &req.encode());
         let body = match proto::read_frame(&mut s, proto::MAX_RESPONSE) {
             Ok(Frame::Body(b)) => b,
+            _ if written.is_err() => {
+                let e = written.err().map(|e| e.to_string()).unwrap_or_default();
+                return Err(self.unreachable(provider, &e));
+            }
             Ok(Frame::Closed) => {
                 return Err(self.unreachable(provider, &"closed the connection without answering"));
             }
