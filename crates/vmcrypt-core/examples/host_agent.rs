@@ -48,9 +48,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ks = keystore.clone();
     let agent = Arc::new(Agent::new(
         KeyCache::new(1024)?,
-        Box::new(move |name: &str| -> vmcrypt_core::Result<Arc<dyn KeyProvider>> {
-            Ok(Arc::new(NativeProvider::open(name, &ks)?))
-        }),
+        Box::new(
+            move |name: &str| -> vmcrypt_core::Result<Arc<dyn KeyProvider>> {
+                Ok(Arc::new(NativeProvider::open(name, &ks)?))
+            },
+        ),
     ));
 
     // The I/O path: unwrap the disk's DEK (a cache miss, then hits), decrypt one sector.

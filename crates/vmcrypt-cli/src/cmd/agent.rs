@@ -16,7 +16,11 @@ use crate::output::Out;
 
 pub fn run(cli: &Cli, a: &AgentCmd, out: &Out) -> Result<()> {
     match a {
-        AgentCmd::Serve { socket, cache_size } => serve(cli, socket, *cache_size, out),
+        AgentCmd::Serve {
+            socket,
+            cache_size,
+            max_in_flight,
+        } => serve(cli, socket, *cache_size, *max_in_flight as usize, out),
         AgentCmd::Status { socket } => {
             let socket =
                 socket
@@ -30,7 +34,13 @@ pub fn run(cli: &Cli, a: &AgentCmd, out: &Out) -> Result<()> {
     }
 }
 
-fn serve(cli: &Cli, socket: &Path, cache_size: usize, out: &Out) -> Result<()> {
+fn serve(
+    cli: &Cli,
+    socket: &Path,
+    cache_size: usize,
+    max_in_flight: usize,
+    out: &Out,
+) -> Result<()> {
     // No core dumps, no ptrace by other processes of this user: the agent holds keys for as
     // long as the host runs.
     vmcrypt_core::agent::locked::harden_process()?;
@@ -41,7 +51,7 @@ fn serve(cli: &Cli, socket: &Path, cache_size: usize, out: &Out) -> Result<()> {
     let open = move |name: &str| -> Result<Arc<dyn KeyProvider>> {
         Ok(Arc::from(Config::load(&cfg_path)?.open_local(name)?))
     };
-    let agent = Arc::new(Agent::new(cache, Box::new(open)));
+    let agent = Arc::new(Agent::new(cache, Box::new(open)).in_flight(max_in_flight));
     let listener = vmcrypt_core::agent::bind(socket)?;
     let shutdown = Shutdown::new(socket);
     let signalled = Arc::new(AtomicBool::new(false));

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
+use super::limit::Limiter;
 use super::locked::LockedSlots;
 use crate::provider::{KeyId, KeyProvider, KeyPurpose};
 use crate::secret::Kek;
@@ -163,12 +164,23 @@ impl KeyCache {
 pub struct CachingProvider {
     inner: Arc<dyn KeyProvider>,
     cache: KeyCache,
+    limit: Option<Arc<Limiter>>,
 }
 
 impl CachingProvider {
     /// Wraps `inner`, sharing `cache`.
     pub fn new(inner: Arc<dyn KeyProvider>, cache: KeyCache) -> Self {
-        CachingProvider { inner, cache }
+        CachingProvider {
+            inner,
+            cache,
+            limit: None,
+        }
+    }
+
+    /// Bounds the requests under way at `inner` (shared by every wrapper of one provider).
+    pub fn limited(mut self, limit: Arc<Limiter>) -> Self {
+        self.limit = Some(limit);
+        self
     }
 }
 
@@ -179,6 +191,7 @@ impl KeyProvider for CachingProvider {
 
     fn create_kek(&self, purpose: &KeyPurpose) -> Result<(KeyId, Kek)> {
         let started = Instant::now();
+        let _slot = self.limit.as_ref().map(|l| l.acquire());
         let (id, kek) = self.inner.create_kek(purpose)?;
         self.cache.insert(self.name(), id.as_str(), &kek);
         tracing::info!(
@@ -196,6 +209,12 @@ impl KeyProvider for CachingProvider {
             return Ok(k);
         }
         let started = Instant::now();
+        let _slot = self.limit.as_ref().map(|l| l.acquire());
+        // While this request waited for a slot, another may have fetched the same key.
+        if let Some(k) = self.cache.get(self.name(), id.as_str()) {
+            tracing::debug!(provider = %self.name(), key_id = %id, "key fetch: cache hit after waiting");
+            return Ok(k);
+        }
         match self.inner.fetch_kek(id) {
             Ok(kek) => {
                 self.cache.insert(self.name(), id.as_str(), &kek);

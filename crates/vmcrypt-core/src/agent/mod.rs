@@ -7,7 +7,9 @@
 //! - [`KeyCache`]: KEKs by (provider, key id) in locked, non-dumpable memory, zeroed on
 //!   eviction and drop ([`locked`]).
 //! - [`Agent`]: providers opened once and kept (connections, server health), seen through the
-//!   cache; [`Agent::lookup`] plugs it into every disk and VM operation of this library.
+//!   cache, with a bound on the requests under way at each ([`limit`]: a boot storm waits in
+//!   the agent instead of drowning the key servers); [`Agent::lookup`] plugs it into every
+//!   disk and VM operation of this library.
 //! - [`server::serve`] puts an agent on a Unix socket (0600, peers checked with
 //!   `SO_PEERCRED`); [`AgentClient`] is the other end, and hands out providers that route
 //!   every key operation through the agent.
@@ -38,6 +40,7 @@
 
 pub mod cache;
 pub mod client;
+pub mod limit;
 pub mod locked;
 pub mod proto;
 pub mod server;

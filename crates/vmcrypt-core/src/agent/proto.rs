@@ -295,7 +295,11 @@ impl Response {
                 Request::Status => {
                     let pid = i.u32("pid")?;
                     let capacity = i.u32("capacity")?;
-                    let dumpable = i.u8("dumpable")? != 0;
+                    let dumpable = match i.u8("dumpable")? {
+                        0 => false,
+                        1 => true,
+                        d => return Err(bad(&format!("dumpable flag {d}"))),
+                    };
                     let n = i.u32("count")? as usize;
                     let mut cached = Vec::with_capacity(n.min(4096));
                     for _ in 0..n {
@@ -314,7 +318,8 @@ impl Response {
                     1 => FailKind::KeyService,
                     2 => FailKind::KeyRefused,
                     3 => FailKind::InvalidInput,
-                    _ => FailKind::Other,
+                    4 => FailKind::Other,
+                    k => return Err(bad(&format!("unknown failure kind {k}"))),
                 };
                 Response::Failed {
                     kind,

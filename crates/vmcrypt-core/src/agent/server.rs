@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use super::cache::{CachingProvider, KeyCache};
+use super::limit::{DEFAULT_IN_FLIGHT, Limiter};
 use super::proto::{self, Frame, Request, Response, Status};
 use crate::provider::{KeyId, KeyProvider};
 use crate::{Error, Result};
@@ -24,12 +25,16 @@ use crate::{Error, Result};
 /// Opens a provider by name (for the CLI: from its configuration file).
 pub type OpenProvider = dyn Fn(&str) -> Result<Arc<dyn KeyProvider>> + Send + Sync;
 
+/// A provider the agent opened, with its bound on requests under way.
+type Opened = (Arc<dyn KeyProvider>, Arc<Limiter>);
+
 /// An agent: providers opened once and kept (with their connections and server health), and
 /// one cache for all of them.
 pub struct Agent {
     cache: KeyCache,
     open: Box<OpenProvider>,
-    providers: Mutex<HashMap<String, Arc<dyn KeyProvider>>>,
+    in_flight: usize,
+    providers: Mutex<HashMap<String, Opened>>,
 }
 
 impl Agent {
@@ -38,8 +43,16 @@ impl Agent {
         Agent {
             cache,
             open,
+            in_flight: DEFAULT_IN_FLIGHT,
             providers: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Sets how many requests may be under way at one provider (cache misses and creates;
+    /// the rest wait in the agent). See [`super::limit`].
+    pub fn in_flight(mut self, n: usize) -> Self {
+        self.in_flight = n.max(1);
+        self
     }
 
     /// The cache.
@@ -60,19 +73,20 @@ impl Agent {
             .unwrap_or_else(PoisonError::into_inner)
             .get(name)
             .cloned();
-        let inner = match known {
+        let (inner, limit) = match known {
             Some(p) => p,
             None => {
                 let p = (self.open)(name)?;
+                let limit = Arc::new(Limiter::new(self.in_flight));
                 self.providers
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .entry(name.to_string())
-                    .or_insert(p)
+                    .or_insert((p, limit))
                     .clone()
             }
         };
-        Ok(CachingProvider::new(inner, self.cache.clone()))
+        Ok(CachingProvider::new(inner, self.cache.clone()).limited(limit))
     }
 
     /// A lookup for the disk and VM operations of this library.
