@@ -352,3 +352,70 @@ fn dns_server_name_is_checked() {
         .expect("a name the certificate lacks");
     assert!(e.to_string().contains("TLS"), "{e}");
 }
+
+#[test]
+fn kept_connections_are_reused_and_new_ones_opened_per_operation_without() {
+    let c = pykmip::shared();
+    for (reuse, want) in [(true, 1), (false, 6)] {
+        let proxy = faults::proxy(&c.servers[0]);
+        let p = KmipProvider::new(settings(c, vec![proxy.addr.clone()]).reuse(reuse)).expect("p");
+        let (id, kek) = p
+            .create_kek(&KeyPurpose::Disk(format!("reuse-{reuse}")))
+            .expect("create");
+        for _ in 0..5 {
+            assert_eq!(
+                p.fetch_kek(&id).expect("fetch").expose_secret(),
+                kek.expose_secret()
+            );
+        }
+        assert_eq!(
+            proxy.connections(),
+            want,
+            "reuse {reuse}: one create and five fetches"
+        );
+    }
+}
+
+#[test]
+fn gets_are_hedged_past_a_hung_server_and_creates_are_not() {
+    let c = pykmip::shared();
+    let hang = faults::tcp(Behavior::Hang);
+    let p = KmipProvider::new(
+        settings(c, vec![hang.addr.clone(), c.servers[0].clone()])
+            .timeout(Duration::from_secs(3))
+            .hedge(Some(Duration::from_millis(200))),
+    )
+    .expect("p");
+    // Create keeps the strict order: it waits out the hung server.
+    let t = Instant::now();
+    let (id, kek) = p
+        .create_kek(&KeyPurpose::Disk("hedge".into()))
+        .expect("created on the second server");
+    assert!(t.elapsed() >= Duration::from_secs(3), "{:?}", t.elapsed());
+    // Get: the second server is asked after 200 ms. (Demotion would also skip the hung
+    // server now that it failed; a fresh provider shows the hedge alone.)
+    let fresh = KmipProvider::new(
+        settings(c, vec![hang.addr.clone(), c.servers[0].clone()])
+            .timeout(Duration::from_secs(60))
+            .hedge(Some(Duration::from_millis(200))),
+    )
+    .expect("p");
+    let before = hang.connections();
+    let t = Instant::now();
+    let got = fresh.fetch_kek(&id).expect("hedged fetch");
+    let took = t.elapsed();
+    assert_eq!(got.expose_secret(), kek.expose_secret());
+    assert!(
+        took >= Duration::from_millis(200) && took < Duration::from_secs(3),
+        "hedged Get took {took:?} against a 60 s timeout"
+    );
+    assert_eq!(
+        hang.connections(),
+        before + 1,
+        "the hung server was asked first"
+    );
+    println!(
+        "hedged Get past a hung server: {:.3} s (hedge 200 ms, timeout 60 s)",
+        took.as_secs_f64()
+    );
+}

@@ -183,3 +183,46 @@ fn serve_tls(sock: TcpStream, cfg: Arc<ServerConfig>, behavior: Behavior, stop: 
         Behavior::Hang | Behavior::Close => {}
     }
 }
+
+/// A TCP proxy to `target` that counts the connections it accepts: for tests that must see
+/// how many connections a client opens (connection reuse).
+pub fn proxy(target: &str) -> Peer {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let stop = Arc::new(AtomicBool::new(false));
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (flag, count, target) = (stop.clone(), accepted.clone(), target.to_string());
+    let thread = std::thread::spawn(move || {
+        while !flag.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((client, _)) => {
+                    count.fetch_add(1, Ordering::Relaxed);
+                    let _ = client.set_nonblocking(false);
+                    let Ok(server) = TcpStream::connect(&target) else {
+                        continue;
+                    };
+                    for (mut from, mut to) in [
+                        (
+                            client.try_clone().expect("clone"),
+                            server.try_clone().expect("clone"),
+                        ),
+                        (server, client),
+                    ] {
+                        std::thread::spawn(move || {
+                            let _ = std::io::copy(&mut from, &mut to);
+                            let _ = to.shutdown(std::net::Shutdown::Write);
+                        });
+                    }
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    Peer {
+        addr,
+        accepted,
+        stop,
+        thread: Some(thread),
+    }
+}

@@ -168,5 +168,54 @@ mod tests {
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
             .expect("VmLck line");
         assert!(locked_kb >= 4, "VmLck {locked_kb} kB");
+        // And this mapping itself is locked ("lo") and left out of core dumps ("dd").
+        let start = s.ptr.as_ptr() as usize;
+        let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
+        let mut lines = smaps.lines();
+        let mut flags = None;
+        while let Some(l) = lines.next() {
+            let Some(range) = l.split_whitespace().next() else {
+                continue;
+            };
+            let Some((a, _)) = range.split_once('-') else {
+                continue;
+            };
+            if usize::from_str_radix(a, 16).ok() == Some(start) {
+                flags = lines
+                    .by_ref()
+                    .find_map(|l| l.strip_prefix("VmFlags:"))
+                    .map(str::to_string);
+                break;
+            }
+        }
+        let flags = flags.expect("the mapping is in /proc/self/smaps");
+        let has = |f: &str| flags.split_whitespace().any(|x| x == f);
+        assert!(has("lo") && has("dd"), "VmFlags:{flags}");
+    }
+
+    #[test]
+    fn hardening_makes_the_process_non_dumpable() {
+        // In a child, so the test process itself stays debuggable.
+        let exe = std::env::current_exe().expect("exe");
+        if std::env::var_os("VMCRYPT_HARDEN_CHILD").is_some() {
+            harden_process().expect("prctl");
+            assert!(!process_dumpable());
+            return;
+        }
+        let out = std::process::Command::new(exe)
+            .args([
+                "--exact",
+                "agent::locked::tests::hardening_makes_the_process_non_dumpable",
+                "--nocapture",
+            ])
+            .env("VMCRYPT_HARDEN_CHILD", "1")
+            .output()
+            .expect("run child");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"));
     }
 }
