@@ -144,18 +144,25 @@ fn assert_encrypted(flats: &[(PathBuf, Vec<u8>)]) {
     }
 }
 
-#[test]
-fn with_every_kms_down_a_warm_agent_keeps_cached_vms_working() {
-    let mut c = Cluster::start(2);
+/// A test directory with the native provider and `name`, a KMIP provider on both servers of
+/// a new two-server cluster.
+fn two_server_setup(name: &str) -> (Cluster, Env) {
+    let c = Cluster::start(2);
     let e = Env::new();
     e.ok(&["provider", "add-native", "native"]);
     add_kmip(
         &e,
         &c,
-        "kms",
+        name,
         &[&c.servers[0], &c.servers[1]],
         &["--timeout", "5"],
     );
+    (c, e)
+}
+
+#[test]
+fn with_every_kms_down_a_warm_agent_keeps_cached_vms_working() {
+    let (mut c, e) = two_server_setup("kms");
     let (warm_a, flats_a) = make_vm(&e, "vma");
     let (warm_b, flats_b) = make_vm(&e, "vmb");
     let (cold, flats_cold) = make_vm(&e, "vmcold");
@@ -220,16 +227,7 @@ fn with_every_kms_down_a_warm_agent_keeps_cached_vms_working() {
 
 #[test]
 fn rescue_vms_from_a_lost_kms_to_native_and_to_another_cluster() {
-    let mut lost = Cluster::start(2);
-    let e = Env::new();
-    e.ok(&["provider", "add-native", "native"]);
-    add_kmip(
-        &e,
-        &lost,
-        "old-kms",
-        &[&lost.servers[0], &lost.servers[1]],
-        &["--timeout", "5"],
-    );
+    let (mut lost, e) = two_server_setup("old-kms");
     let (to_native, flats_n) = make_vm(&e, "vmn");
     let (to_kms, flats_k) = make_vm(&e, "vmk");
     let mut agent = AgentProc::start(&e);
