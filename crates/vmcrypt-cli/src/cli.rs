@@ -73,6 +73,23 @@ pub enum Command {
     /// (docs/agent.md).
     #[command(subcommand)]
     Agent(AgentCmd),
+    /// The KMS topology doctor: single points of failure, bad orders, dependency loops and
+    /// failover timing of a described topology (docs/topology.md).
+    #[command(subcommand)]
+    Topology(TopologyCmd),
+}
+
+/// `topology ...`
+#[derive(Debug, Subcommand)]
+pub enum TopologyCmd {
+    /// Check a topology file. Exit 0 when it has no error (warnings allowed), 1 with errors.
+    #[command(
+        after_help = "Example:\n  vmcrypt topology check site-a-b.toml\n  vmcrypt topology check site-a-b.toml --json | jq '.findings[].check'"
+    )]
+    Check {
+        /// Topology description (TOML; schema in docs/topology.md).
+        file: PathBuf,
+    },
 }
 
 /// `agent ...`

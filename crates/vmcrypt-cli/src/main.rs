@@ -32,6 +32,11 @@ fn main() -> ExitCode {
         Command::Resume { disk, threads } => cmd::disk::resume(&cli, disk, *threads, &out),
         Command::Vm(v) => cmd::vm::run(&cli, v, &out),
         Command::Agent(a) => cmd::agent::run(&cli, a, &out),
+        Command::Topology(t) => match cmd::topology::run(t, &out) {
+            // The report is the output either way; only the exit code tells errors apart.
+            Ok(code) => return ExitCode::from(code),
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
