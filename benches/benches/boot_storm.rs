@@ -104,7 +104,7 @@ fn agent(
     let s = settings(c, reuse);
     let agent = Arc::new(
         Agent::new(
-            KeyCache::new(4096).expect("locked cache"),
+            KeyCache::new(1024).expect("locked cache"),
             Box::new(
                 move |_: &str| -> vmcrypt_core::Result<Arc<dyn KeyProvider>> {
                     Ok(Arc::new(KmipProvider::new(s.clone())?))

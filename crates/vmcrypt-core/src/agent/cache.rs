@@ -16,8 +16,9 @@ use crate::provider::{KeyId, KeyProvider, KeyPurpose};
 use crate::secret::Kek;
 use crate::{Error, Result};
 
-/// Default number of KEKs a cache holds (one page of locked memory holds 128).
-pub const DEFAULT_CAPACITY: usize = 4096;
+/// Default number of KEKs a cache holds: 32 KiB of locked memory (one page holds 128 keys),
+/// within even a container's 64 KiB RLIMIT_MEMLOCK, and more VMs than a host runs.
+pub const DEFAULT_CAPACITY: usize = 1024;
 
 struct Inner {
     slots: LockedSlots<{ Kek::LEN }>,
