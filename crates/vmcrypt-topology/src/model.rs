@@ -281,11 +281,9 @@ impl Topology {
         Ok(t)
     }
 
-    /// Every name with its kind.
-    pub fn names(&self) -> HashMap<&str, Kind> {
-        let mut m = HashMap::new();
-        let all = self
-            .sites
+    /// Every name with its kind, in declaration order (duplicates included).
+    fn all_names(&self) -> impl Iterator<Item = (&str, Kind)> {
+        self.sites
             .iter()
             .map(|x| (x.name.as_str(), Kind::Site))
             .chain(self.hosts.iter().map(|x| (x.name.as_str(), Kind::Host)))
@@ -305,8 +303,13 @@ impl Topology {
                     .iter()
                     .map(|x| (x.name.as_str(), Kind::Component)),
             )
-            .chain(self.vms.iter().map(|x| (x.name.as_str(), Kind::Vm)));
-        for (n, k) in all {
+            .chain(self.vms.iter().map(|x| (x.name.as_str(), Kind::Vm)))
+    }
+
+    /// Every name with its kind.
+    pub fn names(&self) -> HashMap<&str, Kind> {
+        let mut m = HashMap::new();
+        for (n, k) in self.all_names() {
             m.entry(n).or_insert(k);
         }
         m
@@ -318,29 +321,7 @@ impl Topology {
     /// [`ModelError`].
     pub fn validate(&self) -> Result<(), ModelError> {
         let mut seen: HashMap<&str, Kind> = HashMap::new();
-        let all = self
-            .sites
-            .iter()
-            .map(|x| (x.name.as_str(), Kind::Site))
-            .chain(self.hosts.iter().map(|x| (x.name.as_str(), Kind::Host)))
-            .chain(
-                self.datastores
-                    .iter()
-                    .map(|x| (x.name.as_str(), Kind::Datastore)),
-            )
-            .chain(self.kms.iter().map(|x| (x.name.as_str(), Kind::Kms)))
-            .chain(
-                self.providers
-                    .iter()
-                    .map(|x| (x.name.as_str(), Kind::Provider)),
-            )
-            .chain(
-                self.components
-                    .iter()
-                    .map(|x| (x.name.as_str(), Kind::Component)),
-            )
-            .chain(self.vms.iter().map(|x| (x.name.as_str(), Kind::Vm)));
-        for (n, k) in all {
+        for (n, k) in self.all_names() {
             if n.is_empty() {
                 return Err(ModelError::Invalid(format!(
                     "a {} has an empty name",
