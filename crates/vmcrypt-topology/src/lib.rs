@@ -29,6 +29,7 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 #![forbid(unsafe_code)]
 
+pub mod availability;
 pub mod checks;
 pub mod graph;
 pub mod model;
@@ -51,5 +52,10 @@ pub fn check(t: &Topology) -> Report {
     let (timing, slow) = timing::timing(t);
     findings.extend(slow);
     findings.sort_by(|a, b| (a.severity, a.check).cmp(&(b.severity, b.check)));
-    Report { findings, timing }
+    let availability = availability::estimate(t).unwrap_or_default();
+    Report {
+        findings,
+        timing,
+        availability,
+    }
 }

@@ -33,6 +33,9 @@ pub struct Topology {
     /// VMs, if wanted.
     #[serde(default, rename = "vm")]
     pub vms: Vec<Vm>,
+    /// Failure probabilities: when given, the report estimates each site's key availability.
+    #[serde(default)]
+    pub availability: Option<crate::availability::Probabilities>,
 }
 
 /// Numbers the checks use; every one has a default.
@@ -448,6 +451,27 @@ impl Topology {
             }
             if let Some(p) = &v.encrypted_by {
                 want(&o, "encrypted_by", p, &[Kind::Provider])?;
+            }
+        }
+        if let Some(a) = &self.availability {
+            for (n, v) in [
+                ("kms", a.kms),
+                ("host", a.host),
+                ("datastore", a.datastore),
+                ("power", a.power),
+                ("site", a.site),
+                ("cloud", a.cloud),
+            ] {
+                if !(0.0..=1.0).contains(&v) {
+                    return Err(ModelError::Invalid(format!(
+                        "availability.{n} must be a probability between 0 and 1"
+                    )));
+                }
+            }
+            if !(1000..=100_000_000).contains(&a.samples) {
+                return Err(ModelError::Invalid(
+                    "availability.samples must be between 1000 and 100000000".into(),
+                ));
             }
         }
         let s = &self.settings;

@@ -51,6 +51,8 @@ pub struct Report {
     pub findings: Vec<Finding>,
     /// Failover timing for every provider, site and scenario.
     pub timing: Vec<Timing>,
+    /// Key availability per provider and site, when failure probabilities were given.
+    pub availability: Vec<crate::availability::Availability>,
 }
 
 impl Report {
@@ -103,6 +105,28 @@ impl Report {
                     _ => format!("{:>9}", "no key"),
                 };
                 s.push_str(&format!("  {at:<w$}  {:<34} {v}\n", t.scenario));
+            }
+        }
+        if !self.availability.is_empty() {
+            s.push_str("\nkey availability (independent failures, seeded Monte Carlo; given the site is up):\n");
+            for a in &self.availability {
+                let at = format!("{} @ {}", a.provider, a.site);
+                let v = if a.failures == 0 {
+                    format!(
+                        "no failure in {} moments (> {:.6} %)",
+                        a.samples,
+                        100.0 * (1.0 - 1.0 / a.samples as f64)
+                    )
+                } else {
+                    format!(
+                        "{:.6} % ({:.1} nines; {} of {} moments without a key)",
+                        100.0 * a.probability,
+                        -(1.0 - a.probability).log10(),
+                        a.failures,
+                        a.samples
+                    )
+                };
+                s.push_str(&format!("  {at}  {v}\n"));
             }
         }
         s.push_str(&format!(

@@ -303,3 +303,33 @@ fn json_report_has_findings_and_timing() {
     assert_eq!(j["findings"][0]["severity"], "warning");
     assert!(j["timing"].as_array().is_some_and(|t| t.len() > 4));
 }
+
+#[test]
+fn availability_estimate_rewards_redundancy_and_is_repeatable() {
+    let with_probs = |name: &str| {
+        let (mut t, _) = load(name);
+        t.availability = Some(vmcrypt_topology::availability::Probabilities::default());
+        check(&t).availability
+    };
+    let one = with_probs("single-kms.toml");
+    let three = with_probs("single-site-no-offsite.toml");
+    assert_eq!(one.len(), 1);
+    // One server: down whenever it, its host, datastore or power is (about 1.7 %).
+    let p1 = one[0].probability;
+    assert!((0.975..0.99).contains(&p1), "{p1}");
+    // Three servers on separate hosts, datastores and feeds: far fewer moments without a key.
+    assert!(
+        three.iter().all(|a| a.failures * 50 < one[0].failures),
+        "{three:?} vs {one:?}"
+    );
+    // Seeded: the same input gives the same estimate.
+    assert_eq!(with_probs("single-kms.toml"), one);
+    // The two-site example carries its own probabilities; each site keeps its keys through
+    // the other's failures.
+    let (_, r) = load("two-site-a-f.toml");
+    assert_eq!(r.availability.len(), 2);
+    for a in &r.availability {
+        assert!(a.probability > 0.9999, "{a:?}");
+    }
+    assert!(r.render().contains("key availability"));
+}
