@@ -120,7 +120,7 @@ pub fn estimate(t: &Topology) -> Option<Vec<Availability>> {
             targets.push((prov.name.clone(), s, site, servers));
         }
     }
-    let mut rng = Rng(0x5EED_0F_7090_1097);
+    let mut rng = Rng(0x005E_ED0F_7090_1097);
     let mut down = vec![false; comps.len()];
     let mut counts = vec![(0u64, 0u64); targets.len()];
     for _ in 0..p.samples {
