@@ -114,7 +114,7 @@ fn agent(
         .in_flight(in_flight),
     );
     let listener = vmcrypt_core::agent::bind(&socket).expect("bind");
-    let shutdown = Shutdown::new(&socket);
+    let shutdown = Shutdown::new(&listener, &socket).expect("shutdown handle");
     let (a, sd) = (agent.clone(), shutdown.clone());
     std::thread::spawn(move || vmcrypt_core::agent::serve(listener, a, &sd));
     (agent, shutdown)

@@ -463,3 +463,15 @@ fn a_server_that_failed_is_tried_last_for_a_while() {
     assert_identical(&e.path("a.img"), &e.path("a.back"));
     assert_identical(&e.path("b.img"), &e.path("b.back"));
 }
+
+#[test]
+fn sigterm_stops_the_agent_even_when_its_socket_file_is_gone() {
+    let e = Env::new();
+    e.ok(&["provider", "add-native", "native"]);
+    let mut agent = AgentProc::start(&e);
+    // Someone removed the socket file: waking the accept by connecting is impossible now.
+    std::fs::remove_file(&agent.socket).expect("remove socket");
+    let (code, log) = agent.stop();
+    assert!(code.success(), "{log}");
+    assert!(log.contains("cache zeroed"), "{log}");
+}

@@ -69,7 +69,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The same agent on a socket, for other processes (the CLI's `--agent`).
     let socket = dir.path().join("agent.sock");
     let listener = vmcrypt_core::agent::bind(&socket)?;
-    let shutdown = Shutdown::new(&socket);
+    let shutdown = Shutdown::new(&listener, &socket)?;
     let server = {
         let (agent, shutdown) = (agent.clone(), shutdown.clone());
         std::thread::spawn(move || vmcrypt_core::agent::serve(listener, agent, &shutdown))

@@ -53,7 +53,7 @@ fn serve(
     };
     let agent = Arc::new(Agent::new(cache, Box::new(open)).in_flight(max_in_flight));
     let listener = vmcrypt_core::agent::bind(socket)?;
-    let shutdown = Shutdown::new(socket);
+    let shutdown = Shutdown::new(&listener, socket)?;
     let signalled = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, signalled.clone()).map_err(|e| Error::Unsupported {

@@ -180,25 +180,37 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
     Ok(l)
 }
 
-/// Asks a running [`serve`] loop to return: sets its flag and wakes its `accept`.
+/// Asks a running [`serve`] loop to return: sets its flag, shuts the listening socket down
+/// (which wakes a blocked `accept` even if the socket file was removed) and, for good measure,
+/// connects to the socket path.
 #[derive(Clone)]
 pub struct Shutdown {
     flag: Arc<AtomicBool>,
     path: PathBuf,
+    listener: Arc<UnixListener>,
 }
 
 impl Shutdown {
-    /// A handle for the loop serving on `path`.
-    pub fn new(path: &Path) -> Self {
-        Shutdown {
+    /// A handle for the loop that will serve `listener`, bound at `path`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the listener cannot be duplicated.
+    pub fn new(listener: &UnixListener, path: &Path) -> Result<Self> {
+        Ok(Shutdown {
             flag: Arc::new(AtomicBool::new(false)),
             path: path.to_path_buf(),
-        }
+            listener: Arc::new(
+                listener
+                    .try_clone()
+                    .map_err(Error::io("duplicate socket", path))?,
+            ),
+        })
     }
 
     /// Stops the loop (from a signal thread, say).
     pub fn stop(&self) {
         self.flag.store(true, Ordering::SeqCst);
+        let _ = rustix::net::shutdown(&*self.listener, rustix::net::Shutdown::Both);
         let _ = UnixStream::connect(&self.path);
     }
 
@@ -237,6 +249,7 @@ pub fn serve(listener: UnixListener, agent: Arc<Agent>, shutdown: &Shutdown) -> 
         }
         let stream = match conn {
             Ok(s) => s,
+            Err(_) if shutdown.stopped() => break,
             Err(e) => {
                 tracing::warn!("agent: accept failed: {e}");
                 std::thread::sleep(Duration::from_millis(10));
