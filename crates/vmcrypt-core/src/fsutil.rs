@@ -61,6 +61,19 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 }
 
 /// The directory holding `path` (`.` for a bare file name).
+/// Whether a file lives in memory (tmpfs, ramfs), where flushing it to a disk does nothing.
+pub fn memory_backed(file: &std::fs::File) -> bool {
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    const RAMFS_MAGIC: i64 = 0x8584_58f6;
+    rustix::fs::fstatfs(file).is_ok_and(|s| {
+        // f_type's integer type differs between architectures.
+        #[allow(clippy::unnecessary_cast)]
+        let t = s.f_type as i64;
+        t == TMPFS_MAGIC || t == RAMFS_MAGIC
+    })
+}
+
+/// The directory holding `path` ("." for a bare file name).
 pub fn parent_dir(path: &Path) -> PathBuf {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -71,6 +84,12 @@ pub fn parent_dir(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tmpfs_is_memory_backed() {
+        let f = tempfile::tempfile_in("/dev/shm").expect("a file in /dev/shm (tmpfs on Linux)");
+        assert!(memory_backed(&f));
+    }
     use std::os::unix::fs::PermissionsExt;
 
     #[test]

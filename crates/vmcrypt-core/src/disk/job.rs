@@ -127,7 +127,8 @@ impl ImageJob {
             // A helper flushes the output as it grows, so the final fsync is short
             // (crate::reencrypt::writeback).
             let flush = || dst.sync_data().map_err(Error::io("fsync", dst_path));
-            let ended = with_writeback(flush, |written| {
+            let helps = !crate::fsutil::memory_backed(dst);
+            let ended = with_writeback(helps, flush, |written| {
                 for_each_piece(self.len, self.threads, cancel, |part, off| {
                     src.read_exact_at(part, self.src_offset + off)
                         .map_err(Error::io("read", &self.src))?;

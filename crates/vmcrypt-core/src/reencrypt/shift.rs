@@ -349,10 +349,12 @@ impl<'a> ShiftJob<'a> {
         progress.start(self.len);
         let mut bytes = self.bytes_done(done);
         progress.advance(bytes);
+        let helps = payload.writeback_helps();
         for i in done..self.windows() {
             let w = self.window_at(i);
             let (start, n) = self.range(w);
             let ended = with_writeback(
+                helps,
                 || payload.writeback(),
                 |written| {
                     for_each_piece(n, self.threads, cancel, |buf, at| {

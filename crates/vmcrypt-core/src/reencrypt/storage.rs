@@ -48,6 +48,10 @@ pub trait Storage: Sync {
     fn writeback(&self) -> Result<()> {
         Ok(())
     }
+    /// Whether [`Storage::writeback`] can shorten a sync (false for memory, and by default).
+    fn writeback_helps(&self) -> bool {
+        false
+    }
 }
 
 /// A file.
@@ -120,6 +124,10 @@ impl Storage for FileStorage {
         self.file
             .sync_data()
             .map_err(Error::io("fsync", &self.path))
+    }
+
+    fn writeback_helps(&self) -> bool {
+        !crate::fsutil::memory_backed(&self.file)
     }
 
     fn writeback(&self) -> Result<()> {

@@ -49,13 +49,14 @@ impl Written {
 }
 
 /// Runs `body`, which counts its writes on the [`Written`] it is given, while a helper thread
-/// calls `flush` after every [`STEP`] bytes (for a [`Storage`], its [`Storage::writeback`]).
+/// (when `enabled`: not for files in memory) calls `flush` after every [`STEP`] bytes (for a [`Storage`], its [`Storage::writeback`]).
 /// Returns `body`'s result, or else the helper's error (a failed writeback is as final as a
 /// failed fsync).
 ///
 /// # Errors
 /// `body`'s error, or the first writeback error.
 pub fn with_writeback<T>(
+    enabled: bool,
     flush: impl Fn() -> Result<()> + Sync,
     body: impl FnOnce(&Written) -> Result<T>,
 ) -> Result<T> {
@@ -66,6 +67,10 @@ pub fn with_writeback<T>(
         }),
         wake: Condvar::new(),
     };
+    if !enabled {
+        // A file in memory: no helper thread, nothing to flush.
+        return body(&written);
+    }
     std::thread::scope(|scope| {
         let helper = scope.spawn(|| -> Result<()> {
             let mut flushed = 0;
@@ -136,6 +141,7 @@ mod tests {
             fail: false,
         };
         let v = with_writeback(
+            true,
             || s.writeback(),
             |w| {
                 w.add(STEP / 2);
@@ -146,6 +152,7 @@ mod tests {
         assert_eq!(v, 7);
         assert_eq!(s.calls.load(Ordering::SeqCst), 0);
         with_writeback(
+            true,
             || s.writeback(),
             |w| {
                 for _ in 0..8 {
@@ -168,6 +175,7 @@ mod tests {
             fail: true,
         };
         let r = with_writeback(
+            true,
             || s.writeback(),
             |w| {
                 w.add(STEP);
@@ -185,6 +193,7 @@ mod tests {
             fail: true,
         };
         let r: Result<()> = with_writeback(
+            true,
             || s.writeback(),
             |w| {
                 w.add(STEP);
