@@ -35,3 +35,12 @@ crash-slow:
 # Crash-safe in-place encryption next to cryptsetup reencrypt (checksum and none) on 1 GiB.
 compare-reencrypt:
     bash benches/reencrypt-compare.sh
+
+# Boot storm: 200 VMs fetch their KEK at once through the host agent from a PyKMIP cluster
+# (new TLS per request vs kept connections, cold vs warm cache).
+storm:
+    cargo bench -p vmcrypt-benches --bench boot_storm
+
+# The topology doctor on every example topology (the anti-patterns exit 1 by design).
+topologies:
+    for f in testdata/topologies/*.toml; do echo "== $f"; cargo run -q -p vmcrypt-cli -- topology check "$f" || true; done
