@@ -19,6 +19,10 @@ fuzz_target!(|data: &[u8]| {
             purpose: vmcrypt_core::provider::KeyPurpose::Vm("u".into()),
         },
         Request::Status,
+        Request::Forget {
+            provider: String::new(),
+            key_id: String::new(),
+        },
     ];
     for req in &kinds {
         if let Ok(resp) = Response::decode(req, data) {

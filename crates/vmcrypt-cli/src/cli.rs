@@ -120,6 +120,25 @@ pub enum AgentCmd {
         #[arg(long, value_name = "PATH")]
         socket: Option<PathBuf>,
     },
+    /// Make a running agent forget cached keys (zeroed at once), e.g. after revoking a KEK on
+    /// purpose: without this the agent would go on serving it until it restarts.
+    #[command(
+        after_help = "Examples:\n  vmcrypt --agent /run/vmcrypt/agent.sock agent forget --provider kms --key-id 42\n  vmcrypt --agent /run/vmcrypt/agent.sock agent forget --provider old-kms\n  vmcrypt --agent /run/vmcrypt/agent.sock agent forget --all"
+    )]
+    Forget {
+        /// Socket path (default: --agent).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+        /// Every key of this provider (with --key-id: that key only).
+        #[arg(long, required_unless_present = "all")]
+        provider: Option<String>,
+        /// One key of --provider.
+        #[arg(long, requires = "provider")]
+        key_id: Option<String>,
+        /// Every cached key.
+        #[arg(long, conflicts_with_all = ["provider", "key_id"])]
+        all: bool,
+    },
 }
 
 /// `provider ...`

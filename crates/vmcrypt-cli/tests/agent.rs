@@ -475,3 +475,57 @@ fn sigterm_stops_the_agent_even_when_its_socket_file_is_gone() {
     assert!(code.success(), "{log}");
     assert!(log.contains("cache zeroed"), "{log}");
 }
+
+#[test]
+fn forget_drops_a_key_the_agent_would_otherwise_keep_serving() {
+    let mut c = Cluster::start(1);
+    let e = Env::new();
+    add_kmip(&e, &c, "kms", &[&c.servers[0]], &["--timeout", "5"]);
+    e.raw_image("d.img", MIB);
+    let agent = AgentProc::start(&e);
+    let via = ["--agent", agent.sock()];
+    e.ok(&[
+        &via[..],
+        &["encrypt", "d.img", "--output", "d.enc", "--provider", "kms"],
+    ]
+    .concat());
+    let key_id = json(&e.ok(&["--json", "inspect", "d.enc"]))["keys"][0]["key_id"]
+        .as_str()
+        .expect("key id")
+        .to_string();
+    // The KMS can no longer give the key (as after a revocation): the agent still serves its
+    // cached copy...
+    c.stop_server(0);
+    e.ok(&[&via[..], &["decrypt", "d.enc", "--output", "d.back"]].concat());
+    assert_identical(&e.path("d.img"), &e.path("d.back"));
+    // ...until it is told to forget it.
+    let j = json(
+        &e.ok(&[
+            &via[..],
+            &[
+                "--json",
+                "agent",
+                "forget",
+                "--provider",
+                "kms",
+                "--key-id",
+                &key_id,
+            ],
+        ]
+        .concat()),
+    );
+    assert_eq!(j["forgotten"], 1);
+    let j = json(&e.ok(&[&via[..], &["--json", "agent", "status"]].concat()));
+    assert_eq!(j["agent"]["cached"].as_array().map(Vec::len), Some(0));
+    let o = e.run(&[&via[..], &["decrypt", "d.enc", "--output", "d.back2"]].concat());
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(!e.path("d.back2").exists());
+    // The flags are checked: a key id needs its provider.
+    let o = e.run(&[&via[..], &["agent", "forget", "--key-id", &key_id]].concat());
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        agent.log().contains("cached keys forgotten on request"),
+        "{}",
+        agent.log()
+    );
+}

@@ -62,6 +62,10 @@ fn agent_proto_corpus_replays() {
             purpose: KeyPurpose::Vm("u".into()),
         },
         Request::Status,
+        Request::Forget {
+            provider: String::new(),
+            key_id: String::new(),
+        },
     ];
     let mut decoded = 0;
     for data in inputs {

@@ -21,17 +21,31 @@ pub fn run(cli: &Cli, a: &AgentCmd, out: &Out) -> Result<()> {
             cache_size,
             max_in_flight,
         } => serve(cli, socket, *cache_size, *max_in_flight as usize, out),
-        AgentCmd::Status { socket } => {
-            let socket =
-                socket
-                    .as_deref()
-                    .or(cli.agent.as_deref())
-                    .ok_or_else(|| Error::InvalidInput {
-                        reason: "which agent? pass --socket PATH (or --agent PATH)".into(),
-                    })?;
-            status(socket, out)
+        AgentCmd::Status { socket } => status(which(cli, socket.as_deref())?, out),
+        AgentCmd::Forget {
+            socket,
+            provider,
+            key_id,
+            all: _,
+        } => {
+            let socket = which(cli, socket.as_deref())?;
+            let n = AgentClient::new(socket).forget(provider.as_deref(), key_id.as_deref())?;
+            out.result(
+                &format!("the agent forgot {n} cached key(s)"),
+                json!({"forgotten": n}),
+            );
+            Ok(())
         }
     }
+}
+
+/// The agent's socket: `--socket`, else the global `--agent`.
+fn which<'a>(cli: &'a Cli, socket: Option<&'a Path>) -> Result<&'a Path> {
+    socket
+        .or(cli.agent.as_deref())
+        .ok_or_else(|| Error::InvalidInput {
+            reason: "which agent? pass --socket PATH (or --agent PATH)".into(),
+        })
 }
 
 fn serve(

@@ -121,12 +121,28 @@ impl KeyCache {
 
     /// Removes and zeroes every entry.
     pub fn clear(&self) {
+        self.forget(None, None);
+    }
+
+    /// Removes and zeroes the entries that match: one key (`provider` and `key_id`), every key
+    /// of a provider (`key_id` `None`), or everything (both `None`). Returns how many.
+    pub fn forget(&self, provider: Option<&str>, key_id: Option<&str>) -> usize {
         let mut g = self.lock();
-        let slots: Vec<usize> = g.index.drain().map(|(_, (s, _))| s).collect();
-        for s in slots {
-            g.slots.clear(s);
-            g.free.push(s);
+        let doomed: Vec<(String, String)> = g
+            .index
+            .keys()
+            .filter(|(p, k)| {
+                provider.is_none_or(|want| want == p) && key_id.is_none_or(|want| want == k)
+            })
+            .cloned()
+            .collect();
+        for key in &doomed {
+            if let Some((slot, _)) = g.index.remove(key) {
+                g.slots.clear(slot);
+                g.free.push(slot);
+            }
         }
+        doomed.len()
     }
 
     /// Number of cached KEKs.
@@ -275,6 +291,11 @@ mod tests {
         assert!(c.evict("p", "1"));
         assert!(!c.evict("p", "1"));
         assert!(c.get("p", "1").is_none());
+        c.insert("p", "2", &kek(4));
+        c.insert("p", "3", &kek(5));
+        assert_eq!(c.forget(Some("p"), Some("2")), 1);
+        assert_eq!(c.forget(Some("p"), None), 1, "p/3 left");
+        assert_eq!(c.len(), 1, "q/1 kept");
         c.clear();
         assert!(c.is_empty());
     }

@@ -50,7 +50,7 @@ impl AgentClient {
     pub fn call(&self, req: &Request) -> Result<Response> {
         let provider = match req {
             Request::Fetch { provider, .. } | Request::Create { provider, .. } => provider.as_str(),
-            Request::Status => "agent",
+            Request::Status | Request::Forget { .. } => "agent",
         };
         let mut s =
             UnixStream::connect(&self.socket).map_err(|e| self.unreachable(provider, &e))?;
@@ -115,6 +115,22 @@ impl AgentClient {
         match self.call(&Request::Status)? {
             Response::Status(s) => Ok(s),
             other => Err(self.unreachable("", &format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Makes the agent forget cached keys: one (`provider` and `key_id`), every key of a
+    /// provider (`key_id` `None`), or all (both `None`). Returns how many it forgot.
+    ///
+    /// # Errors
+    /// As [`AgentClient::call`].
+    pub fn forget(&self, provider: Option<&str>, key_id: Option<&str>) -> Result<u32> {
+        let req = Request::Forget {
+            provider: provider.unwrap_or_default().to_string(),
+            key_id: key_id.unwrap_or_default().to_string(),
+        };
+        match self.call(&req)? {
+            Response::Forgotten(n) => Ok(n),
+            other => Err(self.unreachable("agent", &format!("unexpected answer {other:?}"))),
         }
     }
 

@@ -9,10 +9,12 @@
 //!   op 1 Fetch   provider:str key_id:str
 //!   op 2 Create  provider:str purpose:u8 (1 disk, 2 VM) uuid:str
 //!   op 3 Status
+//!   op 4 Forget  provider:str key_id:str   ("" = any: every key of a provider, or everything)
 //! response = 0 payload | 1 kind:u8 provider:str message:str
 //!   Fetch   kek:[u8; 32]
 //!   Create  key_id:str kek:[u8; 32]
 //!   Status  pid:u32 capacity:u32 dumpable:u8 count:u32 (provider:str key_id:str)*count
+//!   Forget  count:u32
 //! str      = length:u16be utf-8
 //! ```
 
@@ -50,6 +52,14 @@ pub enum Request {
     },
     /// What the agent holds (names only).
     Status,
+    /// Drop cached keys (e.g. after a key was revoked on purpose): one key, every key of a
+    /// provider (`key_id` empty), or everything (both empty).
+    Forget {
+        /// Provider name, or "" for any.
+        provider: String,
+        /// Key id, or "" for any.
+        key_id: String,
+    },
 }
 
 /// What a failed request reports; mirrors the library's error kinds that matter to callers.
@@ -86,6 +96,8 @@ pub enum Response {
     Created(String, Kek),
     /// The agent's state.
     Status(Status),
+    /// How many cached keys were forgotten.
+    Forgotten(u32),
     /// The request failed.
     Failed {
         /// Which kind of failure.
@@ -103,6 +115,7 @@ impl std::fmt::Debug for Response {
             Response::Key(_) => f.write_str("Key(..)"),
             Response::Created(id, _) => write!(f, "Created({id:?}, ..)"),
             Response::Status(s) => write!(f, "Status({s:?})"),
+            Response::Forgotten(n) => write!(f, "Forgotten({n})"),
             Response::Failed {
                 kind,
                 provider,
@@ -200,6 +213,11 @@ impl Request {
                 o.str(uuid);
             }
             Request::Status => o.u8(3),
+            Request::Forget { provider, key_id } => {
+                o.u8(4);
+                o.str(provider);
+                o.str(key_id);
+            }
         }
         o.0
     }
@@ -233,6 +251,10 @@ impl Request {
                 Request::Create { provider, purpose }
             }
             3 => Request::Status,
+            4 => Request::Forget {
+                provider: i.str("provider")?,
+                key_id: i.str("key id")?,
+            },
             op => return Err(bad(&format!("unknown operation {op}"))),
         };
         i.end()?;
@@ -265,6 +287,10 @@ impl Response {
                     o.str(k);
                 }
             }
+            Response::Forgotten(n) => {
+                o.u8(0);
+                o.u32(*n);
+            }
             Response::Failed {
                 kind,
                 provider,
@@ -292,6 +318,7 @@ impl Response {
                     let id = i.str("key id")?;
                     Response::Created(id, Kek::from_slice(i.take(32, "key")?)?)
                 }
+                Request::Forget { .. } => Response::Forgotten(i.u32("count")?),
                 Request::Status => {
                     let pid = i.u32("pid")?;
                     let capacity = i.u32("capacity")?;
@@ -419,6 +446,10 @@ mod tests {
                 purpose: KeyPurpose::Disk("u-2".into()),
             },
             Request::Status,
+            Request::Forget {
+                provider: "kms".into(),
+                key_id: String::new(),
+            },
         ] {
             assert_eq!(Request::decode(&r.encode()).expect("decodes"), r);
         }

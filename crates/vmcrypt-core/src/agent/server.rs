@@ -104,6 +104,14 @@ impl Agent {
                 .provider(provider)
                 .and_then(|p| p.create_kek(purpose))
                 .map(|(id, k)| Response::Created(id.to_string(), k)),
+            Request::Forget { provider, key_id } => {
+                let n = self.cache.forget(
+                    Some(provider.as_str()).filter(|s| !s.is_empty()),
+                    Some(key_id.as_str()).filter(|s| !s.is_empty()),
+                );
+                tracing::info!(provider = %provider, key_id = %key_id, forgotten = n, "cached keys forgotten on request");
+                Ok(Response::Forgotten(u32::try_from(n).unwrap_or(u32::MAX)))
+            }
             Request::Status => Ok(Response::Status(Status {
                 pid: std::process::id(),
                 capacity: u32::try_from(self.cache.capacity()).unwrap_or(u32::MAX),
