@@ -386,6 +386,15 @@ fn rustix_uid() -> u32 {
         .expect("Uid line")
 }
 
+/// Lists provider "kms" again (same name, so existing keySafes still name it) with a server
+/// that accepts and never answers before the cluster's server.
+fn hung_server_first(e: &Env, c: &Cluster, settings: &[&str]) -> faults::Peer {
+    let hang = faults::tcp(Behavior::Hang);
+    e.ok(&["provider", "remove", "kms"]);
+    add_kmip(e, c, "kms", &[&hang.addr, &c.servers[0]], settings);
+    hang
+}
+
 #[test]
 fn a_hedged_get_through_the_agent_costs_the_hedge_delay_not_the_timeout() {
     let c = Cluster::start(1);
@@ -395,15 +404,7 @@ fn a_hedged_get_through_the_agent_costs_the_hedge_delay_not_the_timeout() {
     add_kmip(&e, &c, "kms", &[&c.servers[0]], &["--timeout", "60"]);
     e.ok(&["encrypt", "d.img", "--output", "d.enc", "--provider", "kms"]);
     // Now the first server hangs (accepts, never answers) with the default 60 s timeout.
-    let hang = faults::tcp(Behavior::Hang);
-    e.ok(&["provider", "remove", "kms"]);
-    add_kmip(
-        &e,
-        &c,
-        "kms",
-        &[&hang.addr, &c.servers[0]],
-        &["--timeout", "60", "--hedge-ms", "300"],
-    );
+    let hang = hung_server_first(&e, &c, &["--timeout", "60", "--hedge-ms", "300"]);
     let agent = AgentProc::start(&e);
     let t = Instant::now();
     e.ok(&[
@@ -433,14 +434,10 @@ fn a_server_that_failed_is_tried_last_for_a_while() {
     add_kmip(&e, &c, "kms", &[&c.servers[0]], &["--timeout", "2"]);
     e.ok(&["encrypt", "a.img", "--output", "a.enc", "--provider", "kms"]);
     e.ok(&["encrypt", "b.img", "--output", "b.enc", "--provider", "kms"]);
-    let hang = faults::tcp(Behavior::Hang);
-    e.ok(&["provider", "remove", "kms"]);
     // No hedging: only demotion is at work.
-    add_kmip(
+    let hang = hung_server_first(
         &e,
         &c,
-        "kms",
-        &[&hang.addr, &c.servers[0]],
         &["--timeout", "2", "--hedge-ms", "0", "--demote-secs", "300"],
     );
     let agent = AgentProc::start(&e);

@@ -62,14 +62,7 @@ fn crash_and_recover_sized(
     if first.is_ok() {
         return (lock(&m).stores[0].durable.clone(), true);
     }
-    // An I/O error is followed by a crash of whatever was not synced.
-    {
-        let mut mm = lock(&m);
-        if !mm.down {
-            mm.crash();
-        }
-        mm.reboot();
-    }
+    lock(&m).crash_and_reboot();
     // The metadata that records the job is written only after `begin` made the journal
     // durable: if it did not, the job never started and the payload must be untouched.
     let job = Job::new(

@@ -4,6 +4,7 @@
 //! altered, foreign or rolled-back progress files, which must be refused before any write.
 
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 
 use vmcrypt_core::disk::NoProgress;
 use vmcrypt_core::reencrypt::{ShiftJob, Transform};
@@ -106,13 +107,7 @@ fn crash_and_recover(
     if first.is_ok() {
         return (lock(&m).stores[0].durable.clone(), true);
     }
-    {
-        let mut mm = lock(&m);
-        if !mm.down {
-            mm.crash();
-        }
-        mm.reboot();
-    }
+    lock(&m).crash_and_reboot();
     let (src, _) = kind.offsets();
     let region = |f: &[u8]| f[src as usize..src as usize + case.plain.len()].to_vec();
     if !recorded {
@@ -134,11 +129,9 @@ fn crash_and_recover(
     (lock(&m).stores[0].durable.clone(), true)
 }
 
-/// Syncs and writes of one clean run of a job.
-fn count(case: &Case, kind: Kind) -> (usize, usize) {
-    let (initial, _) = files(case, kind);
-    let m = machine(initial, 1);
-    let j = job(case, kind);
+/// Runs a whole job without a fault on machine `m` (payload store 0, progress store 1) and
+/// returns the payload store.
+fn run_whole(j: &ShiftJob<'_>, m: &Arc<Mutex<Machine>>) -> Sim {
     let payload = Sim { m: m.clone(), i: 0 };
     let journal = Sim { m: m.clone(), i: 1 };
     j.begin(&payload, &journal).expect("begin");
@@ -146,6 +139,15 @@ fn count(case: &Case, kind: Kind) -> (usize, usize) {
     j.run(&payload, &journal, 0, &NoProgress, &AtomicBool::new(false))
         .expect("run");
     j.finish(&payload).expect("finish");
+    payload
+}
+
+/// Syncs and writes of one clean run of a job.
+fn count(case: &Case, kind: Kind) -> (usize, usize) {
+    let (initial, _) = files(case, kind);
+    let m = machine(initial, 1);
+    let j = job(case, kind);
+    run_whole(&j, &m);
     let mm = lock(&m);
     (mm.syncs, mm.writes)
 }
@@ -367,13 +369,7 @@ fn small_and_ragged_payloads_move_intact() {
             let (initial, expected) = files(&case, kind);
             let m = machine(initial, 5);
             let j = job(&case, kind);
-            let payload = Sim { m: m.clone(), i: 0 };
-            let journal = Sim { m: m.clone(), i: 1 };
-            j.begin(&payload, &journal).expect("begin");
-            j.reserve(&payload).expect("reserve");
-            j.run(&payload, &journal, 0, &NoProgress, &AtomicBool::new(false))
-                .expect("run");
-            j.finish(&payload).expect("finish");
+            let payload = run_whole(&j, &m);
             assert!(
                 lock(&m).stores[0].durable == expected,
                 "{len} bytes, {kind:?}"

@@ -309,15 +309,6 @@ impl Topology {
             .chain(self.vms.iter().map(|x| (x.name.as_str(), Kind::Vm)))
     }
 
-    /// Every name with its kind.
-    pub fn names(&self) -> HashMap<&str, Kind> {
-        let mut m = HashMap::new();
-        for (n, k) in self.all_names() {
-            m.entry(n).or_insert(k);
-        }
-        m
-    }
-
     /// Checks names and references.
     ///
     /// # Errors

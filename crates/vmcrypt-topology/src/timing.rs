@@ -156,6 +156,10 @@ pub fn timing(t: &Topology) -> (Vec<Timing>, Vec<Finding>) {
             let s = Site { t, p, site: &site };
             let order = t.order_for(p, &site);
             let rows = s.scenarios(order);
+            let worst = |rows: &[(String, Option<f64>, Option<String>)]| {
+                rows.iter().filter_map(|r| r.1).fold(0.0, f64::max)
+            };
+            let worst_now = worst(&rows);
             let max = t.settings.max_fetch_secs.unwrap_or(p.timeout_secs + 5.0);
             let slow: Vec<String> = rows
                 .iter()
@@ -176,16 +180,7 @@ pub fn timing(t: &Topology) -> (Vec<Timing>, Vec<Finding>) {
             }
             let better = s.better_order(order);
             let fix = if better != order {
-                let worst_now = s
-                    .scenarios(order)
-                    .iter()
-                    .filter_map(|r| r.1)
-                    .fold(0.0, f64::max);
-                let worst_then = s
-                    .scenarios(&better)
-                    .iter()
-                    .filter_map(|r| r.1)
-                    .fold(0.0, f64::max);
+                let worst_then = worst(&s.scenarios(&better));
                 format!(
                     "order site {site}'s servers local first: {} (worst case {} instead of {}); and/or lower timeout_secs, or let vmcrypt hedge key fetches (--hedge-ms)",
                     better.join(", "),

@@ -70,6 +70,15 @@ impl Machine {
         }
     }
 
+    /// After a failed run: power is lost if the machine is still up (an I/O error is followed
+    /// by a crash of whatever was not synced), then it boots again.
+    pub fn crash_and_reboot(&mut self) {
+        if !self.down {
+            self.crash();
+        }
+        self.reboot();
+    }
+
     /// A fresh boot: only durable bytes remain.
     pub fn reboot(&mut self) {
         for s in &mut self.stores {
