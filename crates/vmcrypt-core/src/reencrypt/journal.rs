@@ -191,11 +191,19 @@ impl JournalKeys {
     }
 
     pub(crate) fn check(&self, fields: &[u8], mac: &[u8]) -> bool {
-        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(self.mac_key.as_ref())
-            .expect("HMAC takes any key length");
-        m.update(&self.job_id);
-        m.update(fields);
-        m.verify_slice(mac).is_ok()
+        use subtle::ConstantTimeEq;
+        self.mac(fields).as_slice().ct_eq(mac).into()
+    }
+
+    /// The end of a header block at `at`: this job's id, a fingerprint, then the MAC over
+    /// every byte before it. The fingerprint, if all three hold.
+    pub(crate) fn header_tail(&self, b: &[u8], mut at: usize) -> Option<Fingerprint> {
+        if b.get(at..at + 16)? != self.job_id {
+            return None;
+        }
+        at += 16;
+        let fp = get_fp(b, &mut at)?;
+        self.check(&b[..at], b.get(at..at + MAC_LEN)?).then_some(fp)
     }
 }
 
@@ -298,14 +306,7 @@ impl Header {
         at += 4;
         let payload_len = get_u64(b, &mut at)?;
         let chunk = get_u64(b, &mut at)?;
-        if b.get(at..at + 16)? != keys.job_id {
-            return None;
-        }
-        at += 16;
-        let first = get_fp(b, &mut at)?;
-        if !keys.check(&b[..at], b.get(at..at + MAC_LEN)?) {
-            return None;
-        }
+        let first = keys.header_tail(b, at)?;
         Some(Header {
             kind,
             unit,

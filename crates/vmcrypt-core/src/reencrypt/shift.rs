@@ -100,14 +100,7 @@ impl Header {
         let len = get_u64(b, &mut at)?;
         let src = get_u64(b, &mut at)?;
         let dst = get_u64(b, &mut at)?;
-        if b.get(at..at + 16)? != keys.job_id() {
-            return None;
-        }
-        at += 16;
-        let first = get_fp(b, &mut at)?;
-        if !keys.check(&b[..at], b.get(at..at + MAC_LEN)?) {
-            return None;
-        }
+        let first = keys.header_tail(b, at)?;
         Some(Header {
             kind,
             unit,
