@@ -1,7 +1,8 @@
 //! Memory maps or `pread`/`pwrite`? Times the same XTS pass over one image file both ways, in
 //! one run, so the choice in `vmcrypt_core::disk::job` rests on a measurement
-//! (docs/performance.md). Usage: `io_modes FILE [ROUNDS]`; the file is rewritten in place
-//! (encrypted, then decrypted back) and a copy is written beside it.
+//! (docs/performance.md), and the same for the ways of getting a new file onto the disk.
+//! Usage: `io_modes FILE [ROUNDS]`; the file is rewritten in place (encrypted, then decrypted
+//! back) and copies are written beside it.
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
@@ -9,7 +10,8 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use rayon::prelude::*;
-use vmcrypt_core::reencrypt::pieces::{PIECE, for_each_piece};
+use vmcrypt_core::reencrypt::pieces::{Ended, PIECE, for_each_piece, for_each_piece_of};
+use vmcrypt_core::reencrypt::writeback::with_writeback;
 use vmcrypt_xts::{SectorSize, Xts};
 
 fn main() {
@@ -74,7 +76,8 @@ fn main() {
     };
     let b = best(&mut mmap_in_place);
 
-    // Buffered reads, O_DIRECT writes (ext4 only: tmpfs has no O_DIRECT), 4 KiB-aligned buffers.
+    // Buffered reads, O_DIRECT writes (ext4 only: tmpfs has no O_DIRECT), from the workers'
+    // page-aligned buffers.
     let mut direct_in_place = || {
         use std::os::unix::fs::OpenOptionsExt;
         let r = std::fs::File::open(&path).expect("open");
@@ -86,36 +89,18 @@ fn main() {
             return f64::NAN;
         };
         let t = Instant::now();
-        let layout = std::alloc::Layout::from_size_align(PIECE, 4096).expect("layout");
-        let ok = std::sync::atomic::AtomicBool::new(true);
-        let next = std::sync::atomic::AtomicU64::new(0);
-        std::thread::scope(|s| {
-            for _ in 0..2 {
-                s.spawn(|| {
-                    // SAFETY: a non-zero-sized layout; freed below with the same layout.
-                    let p = unsafe { std::alloc::alloc(layout) };
-                    assert!(!p.is_null());
-                    // SAFETY: p points to PIECE writable bytes that nothing else aliases.
-                    let buf = unsafe { std::slice::from_raw_parts_mut(p, PIECE) };
-                    loop {
-                        let off =
-                            next.fetch_add(PIECE as u64, std::sync::atomic::Ordering::Relaxed);
-                        if off >= len {
-                            break;
-                        }
-                        r.read_exact_at(buf, off).expect("read");
-                        xts.encrypt_sectors(buf, off, unit).expect("xts");
-                        if w.write_all_at(buf, off).is_err() {
-                            ok.store(false, std::sync::atomic::Ordering::Relaxed);
-                            break;
-                        }
-                    }
-                    // SAFETY: allocated above with this layout.
-                    unsafe { std::alloc::dealloc(p, layout) };
-                });
+        // A refused write (no O_DIRECT here) stops the workers.
+        let refused = AtomicBool::new(false);
+        let ended = for_each_piece(len, 2, &refused, |buf, off| {
+            r.read_exact_at(buf, off).expect("read");
+            xts.encrypt_sectors(buf, off, unit).expect("xts");
+            if w.write_all_at(buf, off).is_err() {
+                refused.store(true, std::sync::atomic::Ordering::Relaxed);
             }
-        });
-        if !ok.load(std::sync::atomic::Ordering::Relaxed) {
+            Ok(())
+        })
+        .expect("pieces");
+        if ended == Ended::Cancelled || refused.into_inner() {
             return f64::NAN;
         }
         w.sync_data().expect("fsync");
@@ -168,7 +153,82 @@ fn main() {
         t.elapsed().as_secs_f64()
     };
     let d = best(&mut mmap_new);
+
+    // Three ways to get a new file onto the disk while it is written, alternating so that
+    // all see the same moments of a noisy disk: an fdatasync every 16 MiB; a started writeback
+    // every 16 MiB (what the engine does, fsutil::start_writeback); O_DIRECT writes from 1 MiB
+    // aligned pieces with a third worker to cover the waits. Each ends with an fsync.
+    let steps = |fadvise: bool| {
+        let _ = std::fs::remove_file(&out);
+        let src = std::fs::File::open(&path).expect("open");
+        let dst = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&out)
+            .expect("create");
+        let t = Instant::now();
+        let flush = || {
+            if fadvise {
+                vmcrypt_core::fsutil::start_writeback(&dst).expect("fadvise");
+            } else {
+                dst.sync_data().expect("fdatasync");
+            }
+            Ok(())
+        };
+        with_writeback(true, flush, |written| {
+            for_each_piece(len, 2, &cancel, |buf, off| {
+                src.read_exact_at(buf, off).expect("read");
+                xts.encrypt_sectors(buf, off, unit).expect("xts");
+                dst.write_all_at(buf, off).expect("write");
+                written.add(buf.len() as u64);
+                Ok(())
+            })
+        })
+        .expect("pieces");
+        dst.sync_all().expect("fsync");
+        t.elapsed().as_secs_f64()
+    };
+    let direct_new = || {
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::remove_file(&out);
+        let src = std::fs::File::open(&path).expect("open");
+        let Ok(dst) = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&out)
+        else {
+            return f64::NAN;
+        };
+        let t = Instant::now();
+        let refused = AtomicBool::new(false);
+        for_each_piece_of(1 << 20, len, 3, &refused, |buf, off| {
+            src.read_exact_at(buf, off).expect("read");
+            xts.encrypt_sectors(buf, off, unit).expect("xts");
+            if dst.write_all_at(buf, off).is_err() {
+                refused.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok(())
+        })
+        .expect("pieces");
+        if refused.into_inner() {
+            return f64::NAN;
+        }
+        dst.sync_all().expect("fsync");
+        t.elapsed().as_secs_f64()
+    };
+    let (mut fsyncs, mut started, mut direct) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        fsyncs.push(steps(false));
+        started.push(steps(true));
+        direct.push(direct_new());
+    }
     let _ = std::fs::remove_file(&out);
+    let range = |v: &[f64]| {
+        let lo = v.iter().copied().fold(f64::MAX, f64::min);
+        let hi = v.iter().copied().fold(0.0, f64::max);
+        format!("best {lo:.3} s  {:.2} GB/s, worst {hi:.3} s  {:.2} GB/s", gb(lo), gb(hi))
+    };
 
     println!(
         "file: {} ({} MiB), best of {rounds}, 2 threads",
@@ -180,4 +240,7 @@ fn main() {
     println!("in place, O_DIRECT writes:     {e:.3} s  {:.2} GB/s", gb(e));
     println!("new file, pread/pwrite pieces: {c:.3} s  {:.2} GB/s", gb(c));
     println!("new file, memory maps:         {d:.3} s  {:.2} GB/s", gb(d));
+    println!("new file, fdatasync per 16 MiB:        {}", range(&fsyncs));
+    println!("new file, writeback started per 16 MiB: {}", range(&started));
+    println!("new file, O_DIRECT, 1 MiB x 3 workers:  {}", range(&direct));
 }

@@ -30,6 +30,10 @@ pub enum Ended {
     Cancelled,
 }
 
+/// Where every worker's buffer starts: a page boundary, as direct I/O needs
+/// (crate::disk::direct).
+pub const BUFFER_ALIGN: usize = 4096;
+
 /// Runs `work(buffer, offset)` for every piece of `[0, len)` (pieces start at multiples of
 /// [`PIECE`]; the buffer has the piece's length) on `threads` worker threads, each with its
 /// own zeroized-on-drop buffer. Stops at the first error, which it returns, or when `cancel`
@@ -43,20 +47,40 @@ pub fn for_each_piece(
     cancel: &AtomicBool,
     work: impl Fn(&mut [u8], u64) -> Result<()> + Sync,
 ) -> Result<Ended> {
+    for_each_piece_of(PIECE, len, threads, cancel, work)
+}
+
+/// [`for_each_piece`] with pieces of `piece` bytes (at least 1). Every buffer starts at a
+/// multiple of [`BUFFER_ALIGN`].
+///
+/// # Errors
+/// The first error `work` returned.
+pub fn for_each_piece_of(
+    piece: usize,
+    len: u64,
+    threads: usize,
+    cancel: &AtomicBool,
+    work: impl Fn(&mut [u8], u64) -> Result<()> + Sync,
+) -> Result<Ended> {
+    let piece = piece.max(1);
     let next = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
     let failure: Mutex<Option<crate::Error>> = Mutex::new(None);
     let worker = || {
-        let mut buf = Zeroizing::new(vec![0u8; PIECE.min(len as usize).max(1)]);
+        let size = usize::try_from(len).map_or(piece, |l| piece.min(l)).max(1);
+        // Over-allocate and start at the first aligned byte: aligned without unsafe code.
+        let mut backing = Zeroizing::new(vec![0u8; size + BUFFER_ALIGN]);
+        let start = backing.as_ptr().align_offset(BUFFER_ALIGN).min(BUFFER_ALIGN);
+        let buf = &mut backing[start..start + size];
         loop {
             if stop.load(Ordering::Relaxed) || cancel.load(Ordering::Relaxed) {
                 return;
             }
-            let at = next.fetch_add(PIECE as u64, Ordering::Relaxed);
+            let at = next.fetch_add(piece as u64, Ordering::Relaxed);
             if at >= len {
                 return;
             }
-            let n = (len - at).min(PIECE as u64) as usize;
+            let n = (len - at).min(piece as u64) as usize;
             if let Err(e) = work(&mut buf[..n], at) {
                 stop.store(true, Ordering::Relaxed);
                 let mut f = failure.lock().unwrap_or_else(|p| p.into_inner());
@@ -65,7 +89,7 @@ pub fn for_each_piece(
             }
         }
     };
-    let threads = threads.clamp(1, (len.div_ceil(PIECE as u64)).max(1) as usize);
+    let threads = threads.clamp(1, (len.div_ceil(piece as u64)).max(1) as usize);
     if threads == 1 {
         worker();
     } else {
