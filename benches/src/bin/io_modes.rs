@@ -227,7 +227,11 @@ fn main() {
     let range = |v: &[f64]| {
         let lo = v.iter().copied().fold(f64::MAX, f64::min);
         let hi = v.iter().copied().fold(0.0, f64::max);
-        format!("best {lo:.3} s  {:.2} GB/s, worst {hi:.3} s  {:.2} GB/s", gb(lo), gb(hi))
+        format!(
+            "best {lo:.3} s  {:.2} GB/s, worst {hi:.3} s  {:.2} GB/s",
+            gb(lo),
+            gb(hi)
+        )
     };
 
     println!(
@@ -241,6 +245,9 @@ fn main() {
     println!("new file, pread/pwrite pieces: {c:.3} s  {:.2} GB/s", gb(c));
     println!("new file, memory maps:         {d:.3} s  {:.2} GB/s", gb(d));
     println!("new file, fdatasync per 16 MiB:        {}", range(&fsyncs));
-    println!("new file, writeback started per 16 MiB: {}", range(&started));
+    println!(
+        "new file, writeback started per 16 MiB: {}",
+        range(&started)
+    );
     println!("new file, O_DIRECT, 1 MiB x 3 workers:  {}", range(&direct));
 }

@@ -106,7 +106,9 @@ mod tests {
         use std::io::{Read, Seek};
         // A file on the checkout's disk and one in memory: the bytes survive the dropped pages.
         let dirs = [env!("CARGO_MANIFEST_DIR"), "/dev/shm"];
-        let data: Vec<u8> = (0..4 * 1024 * 1024 + 512).map(|i| (i % 251) as u8).collect();
+        let data: Vec<u8> = (0..4 * 1024 * 1024 + 512)
+            .map(|i| (i % 251) as u8)
+            .collect();
         for dir in dirs {
             let mut f = tempfile::tempfile_in(dir).expect("temp file");
             f.write_all(&data[..data.len() / 2]).expect("write");
@@ -121,7 +123,10 @@ mod tests {
         }
         let (r, _w) = std::io::pipe().expect("pipe");
         let pipe = File::from(std::os::fd::OwnedFd::from(r));
-        assert!(start_writeback(&pipe).is_err(), "a pipe has no pages to write back");
+        assert!(
+            start_writeback(&pipe).is_err(),
+            "a pipe has no pages to write back"
+        );
     }
 
     #[test]

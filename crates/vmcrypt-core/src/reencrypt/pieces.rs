@@ -70,7 +70,10 @@ pub fn for_each_piece_of(
         let size = usize::try_from(len).map_or(piece, |l| piece.min(l)).max(1);
         // Over-allocate and start at the first aligned byte: aligned without unsafe code.
         let mut backing = Zeroizing::new(vec![0u8; size + BUFFER_ALIGN]);
-        let start = backing.as_ptr().align_offset(BUFFER_ALIGN).min(BUFFER_ALIGN);
+        let start = backing
+            .as_ptr()
+            .align_offset(BUFFER_ALIGN)
+            .min(BUFFER_ALIGN);
         let buf = &mut backing[start..start + size];
         loop {
             if stop.load(Ordering::Relaxed) || cancel.load(Ordering::Relaxed) {
