@@ -4,8 +4,9 @@
 //! `threads` workers each read a 256 KiB piece, encrypt or decrypt it and write it, so reads,
 //! writes and the cipher overlap (see [`crate::reencrypt::pieces`]); the destination is fsynced
 //! at the end, and its writeback is started every 16 MiB along the way so that the final fsync
-//! finds little to do ([`crate::reencrypt::writeback`]). Progress is reported through the small [`Progress`] trait (the library draws
-//! nothing) and a shared flag cancels it between pieces.
+//! finds little to do ([`crate::reencrypt::writeback`]). Progress is reported through the
+//! small [`Progress`] trait (the library draws nothing) and a shared flag cancels it between
+//! pieces.
 //!
 //! Why `pread`/`pwrite` and not memory maps: measured on 2 GiB (benches `io_modes`), a map was
 //! faster only in place on tmpfs (by 18 %) and slower in the other cases (up to 29 % on
@@ -126,8 +127,7 @@ impl ImageJob {
             // Worker threads each read, transform and write their own pieces: reads, writes
             // and encryption overlap (crate::reencrypt::pieces).
             // A helper flushes the output as it grows, so the final fsync is short
-            // (crate::reencrypt::writeback).
-            // A new file: start its writeback and let its clean pages go; an fsync per step
+            // (crate::reencrypt::writeback). A new file: start its writeback and let its clean pages go; an fsync per step
             // would commit the file system's journal (new blocks) each time
             // (fsutil::start_writeback). In place, pages not yet read must stay cached, so the
             // step is an fdatasync.

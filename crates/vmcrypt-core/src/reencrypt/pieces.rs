@@ -30,8 +30,8 @@ pub enum Ended {
     Cancelled,
 }
 
-/// Where every worker's buffer starts: a page boundary, as direct I/O needs
-/// (crate::disk::direct).
+/// Where every worker's buffer starts: a page boundary, as direct I/O needs (the O_DIRECT rows
+/// of the `io_modes` benchmark).
 pub const BUFFER_ALIGN: usize = 4096;
 
 /// Runs `work(buffer, offset)` for every piece of `[0, len)` (pieces start at multiples of
@@ -137,6 +137,24 @@ mod tests {
                 }
                 assert_eq!(expect, len);
             }
+        }
+    }
+
+    #[test]
+    fn any_piece_size_covers_the_range_from_aligned_buffers() {
+        for piece in [1usize, 4096, 1 << 20] {
+            let len = 3 * (1u64 << 20) + 512;
+            let total = AtomicU64::new(0);
+            let ended = for_each_piece_of(piece, len, 3, &AtomicBool::new(false), |b, at| {
+                assert_eq!(b.as_ptr() as usize % BUFFER_ALIGN, 0, "buffer alignment");
+                assert_eq!(at % piece as u64, 0, "piece start");
+                assert!(b.len() <= piece);
+                total.fetch_add(b.len() as u64, Ordering::Relaxed);
+                Ok(())
+            })
+            .expect("pieces");
+            assert_eq!(ended, Ended::Complete);
+            assert_eq!(total.into_inner(), len, "piece {piece}");
         }
     }
 
