@@ -1,10 +1,10 @@
 //! Memory maps or `pread`/`pwrite`? Times the same XTS pass over one image file both ways, in
 //! one run, so the choice in `vmcrypt_core::disk::job` rests on a measurement
 //! (docs/performance.md), and the same for the ways of getting a new file onto the disk.
-//! Usage: `io_modes FILE [ROUNDS]`; the file is rewritten in place (encrypted, then decrypted
-//! back) and copies are written beside it.
+//! Usage: `io_modes FILE [ROUNDS]`; the in-place passes scramble FILE (give it a scratch copy)
+//! and copies are written beside it.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
@@ -27,14 +27,36 @@ fn main() {
     let out = path.with_extension("io-modes-out");
     let gb = |secs: f64| len as f64 / secs / 1e9;
     let best = |f: &mut dyn FnMut() -> f64| (0..rounds).map(|_| f()).fold(f64::MAX, f64::min);
+    // One piece: read, encrypt, write; the write's result is the caller's to judge.
+    let piece = |src: &File, dst: &File, buf: &mut [u8], off: u64| {
+        src.read_exact_at(buf, off).expect("read");
+        xts.encrypt_sectors(buf, off, unit).expect("xts");
+        dst.write_all_at(buf, off)
+    };
+    // A new, empty output file (the previous round's removed).
+    let fresh_out = |opts: &mut OpenOptions| {
+        let _ = std::fs::remove_file(&out);
+        opts.write(true).create_new(true).open(&out)
+    };
+    // Direct writes from `threads` workers' aligned `size`-byte pieces; false when the file
+    // system refuses direct I/O (a refused write stops the workers).
+    let direct_pass = |src: &File, dst: &File, size: usize, threads: usize| {
+        let refused = AtomicBool::new(false);
+        let ended = for_each_piece_of(size, len, threads, &refused, |buf, off| {
+            if piece(src, dst, buf, off).is_err() {
+                refused.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok(())
+        })
+        .expect("pieces");
+        ended == Ended::Complete && !refused.into_inner()
+    };
     // The engine's way: pieces read, encrypted and written by two workers; seconds, fsync
     // included.
-    let pread_pwrite = |src: &std::fs::File, dst: &std::fs::File| {
+    let pread_pwrite = |src: &File, dst: &File| {
         let t = Instant::now();
         for_each_piece(len, 2, &cancel, |buf, off| {
-            src.read_exact_at(buf, off).expect("read");
-            xts.encrypt_sectors(buf, off, unit).expect("xts");
-            dst.write_all_at(buf, off).expect("write");
+            piece(src, dst, buf, off).expect("write");
             Ok(())
         })
         .expect("pieces");
@@ -80,7 +102,7 @@ fn main() {
     // page-aligned buffers.
     let mut direct_in_place = || {
         use std::os::unix::fs::OpenOptionsExt;
-        let r = std::fs::File::open(&path).expect("open");
+        let r = File::open(&path).expect("open");
         let Ok(w) = OpenOptions::new()
             .write(true)
             .custom_flags(libc::O_DIRECT)
@@ -89,18 +111,7 @@ fn main() {
             return f64::NAN;
         };
         let t = Instant::now();
-        // A refused write (no O_DIRECT here) stops the workers.
-        let refused = AtomicBool::new(false);
-        let ended = for_each_piece(len, 2, &refused, |buf, off| {
-            r.read_exact_at(buf, off).expect("read");
-            xts.encrypt_sectors(buf, off, unit).expect("xts");
-            if w.write_all_at(buf, off).is_err() {
-                refused.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-            Ok(())
-        })
-        .expect("pieces");
-        if ended == Ended::Cancelled || refused.into_inner() {
+        if !direct_pass(&r, &w, PIECE, 2) {
             return f64::NAN;
         }
         w.sync_data().expect("fsync");
@@ -109,26 +120,15 @@ fn main() {
     let e = best(&mut direct_in_place);
 
     let mut pwrite_new = || {
-        let _ = std::fs::remove_file(&out);
-        let src = std::fs::File::open(&path).expect("open");
-        let dst = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&out)
-            .expect("create");
+        let src = File::open(&path).expect("open");
+        let dst = fresh_out(&mut OpenOptions::new()).expect("create");
         pread_pwrite(&src, &dst)
     };
     let c = best(&mut pwrite_new);
 
     let mut mmap_new = || {
-        let _ = std::fs::remove_file(&out);
-        let src = std::fs::File::open(&path).expect("open");
-        let dst = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&out)
-            .expect("create");
+        let src = File::open(&path).expect("open");
+        let dst = fresh_out(OpenOptions::new().read(true)).expect("create");
         let t = Instant::now();
         dst.set_len(len).expect("size");
         // SAFETY: both files are private to this benchmark and keep their length.
@@ -159,13 +159,8 @@ fn main() {
     // every 16 MiB (what the engine does, fsutil::start_writeback); O_DIRECT writes from 1 MiB
     // aligned pieces with a third worker to cover the waits. Each ends with an fsync.
     let steps = |fadvise: bool| {
-        let _ = std::fs::remove_file(&out);
-        let src = std::fs::File::open(&path).expect("open");
-        let dst = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&out)
-            .expect("create");
+        let src = File::open(&path).expect("open");
+        let dst = fresh_out(&mut OpenOptions::new()).expect("create");
         let t = Instant::now();
         let flush = || {
             if fadvise {
@@ -177,9 +172,7 @@ fn main() {
         };
         with_writeback(true, flush, |written| {
             for_each_piece(len, 2, &cancel, |buf, off| {
-                src.read_exact_at(buf, off).expect("read");
-                xts.encrypt_sectors(buf, off, unit).expect("xts");
-                dst.write_all_at(buf, off).expect("write");
+                piece(&src, &dst, buf, off).expect("write");
                 written.add(buf.len() as u64);
                 Ok(())
             })
@@ -190,28 +183,12 @@ fn main() {
     };
     let direct_new = || {
         use std::os::unix::fs::OpenOptionsExt;
-        let _ = std::fs::remove_file(&out);
-        let src = std::fs::File::open(&path).expect("open");
-        let Ok(dst) = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(&out)
-        else {
+        let src = File::open(&path).expect("open");
+        let Ok(dst) = fresh_out(OpenOptions::new().custom_flags(libc::O_DIRECT)) else {
             return f64::NAN;
         };
         let t = Instant::now();
-        let refused = AtomicBool::new(false);
-        for_each_piece_of(1 << 20, len, 3, &refused, |buf, off| {
-            src.read_exact_at(buf, off).expect("read");
-            xts.encrypt_sectors(buf, off, unit).expect("xts");
-            if dst.write_all_at(buf, off).is_err() {
-                refused.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-            Ok(())
-        })
-        .expect("pieces");
-        if refused.into_inner() {
+        if !direct_pass(&src, &dst, 1 << 20, 3) {
             return f64::NAN;
         }
         dst.sync_all().expect("fsync");
