@@ -59,11 +59,13 @@ impl Out {
     }
 }
 
-/// 0 ok, 1 failed, 2 usage (clap), 3 key service unreachable, 4 unwrap or integrity failure.
+/// 0 ok, 1 failed, 2 usage (clap), 3 key service unreachable, 4 unwrap or integrity failure,
+/// 5 disk in use.
 pub fn exit_code(e: &Error) -> u8 {
     match e.kind() {
         ErrorKind::KeyService => 3,
         ErrorKind::UnwrapFailed => 4,
+        ErrorKind::InUse => 5,
         _ => 1,
     }
 }
@@ -78,6 +80,7 @@ fn kind_name(k: ErrorKind) -> &'static str {
         ErrorKind::KeyService => "key_service",
         ErrorKind::KeyRefused => "key_refused",
         ErrorKind::Cancelled => "cancelled",
+        ErrorKind::InUse => "in_use",
         _ => "other",
     }
 }
@@ -91,6 +94,9 @@ fn hint(e: &Error) -> Option<&'static str> {
         Error::KeyService { .. } => {
             Some("the key provider may be unreachable; it is safe to retry")
         }
+        Error::InUse { .. } => Some(
+            "one job at a time per disk: wait for the other job to finish, or stop the program that has the disk open; nothing was changed",
+        ),
         Error::KeyRefused { .. } => Some(
             "the key provider answered and refused; retrying will not help; nothing was changed",
         ),

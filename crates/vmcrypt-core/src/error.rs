@@ -22,6 +22,8 @@ pub enum ErrorKind {
     KeyRefused,
     /// The job was cancelled.
     Cancelled,
+    /// Another job or program holds the disk; nothing was changed (safe to retry later).
+    InUse,
 }
 
 /// An error from vmcrypt-core. Messages are short and never contain key material.
@@ -106,6 +108,15 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// Another vmcrypt job, another thread of this process, or another program (QEMU) holds
+    /// a file of the disk; nothing was changed.
+    #[error("{} is in use by {holder}; nothing was changed", path.display())]
+    InUse {
+        /// The file that is held.
+        path: PathBuf,
+        /// Who holds it, as far as can be known.
+        holder: String,
+    },
     /// The sector cipher refused its input.
     #[error("sector cipher")]
     Xts(#[from] vmcrypt_xts::Error),
@@ -133,6 +144,7 @@ impl Error {
             Error::KeyService { .. } => ErrorKind::KeyService,
             Error::KeyRefused { .. } => ErrorKind::KeyRefused,
             Error::Cancelled { .. } => ErrorKind::Cancelled,
+            Error::InUse { .. } => ErrorKind::InUse,
         }
     }
 

@@ -13,3 +13,30 @@ pub(crate) fn hit(name: &str) {
     #[cfg(not(feature = "failpoints"))]
     let _ = name;
 }
+
+/// Pauses here, once per process, if `VMCRYPT_PAUSE_AT=name` (with the `failpoints` feature):
+/// creates the file `VMCRYPT_PAUSE_FILE`, then waits until a test removes it (at most 60 s).
+/// The concurrency tests use it to hold a job at a known point, such as just after it took its
+/// locks.
+#[inline]
+pub(crate) fn pause(name: &str) {
+    #[cfg(feature = "failpoints")]
+    {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        static PAUSED: AtomicBool = AtomicBool::new(false);
+        let armed = std::env::var("VMCRYPT_PAUSE_AT").is_ok_and(|v| v == name);
+        if let (true, Some(file)) = (armed, std::env::var_os("VMCRYPT_PAUSE_FILE"))
+            && !PAUSED.swap(true, Ordering::SeqCst)
+        {
+            let file = std::path::PathBuf::from(file);
+            if std::fs::write(&file, b"paused\n").is_ok() {
+                let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+                while file.exists() && std::time::Instant::now() < until {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    #[cfg(not(feature = "failpoints"))]
+    let _ = name;
+}

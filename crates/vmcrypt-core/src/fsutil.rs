@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 
 use crate::{Error, Result};
 
-/// Atomically replaces (or creates) `path` with `bytes`, with permission `mode`.
+/// Atomically replaces (or creates) `path` with `bytes`, with permission `mode`. A lock this
+/// process holds on `path` ([`crate::lock`]) moves to the new file.
 ///
 /// # Errors
 /// [`Error::Io`]; the target is then unchanged and the temp file removed.
@@ -32,7 +33,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
             .map_err(Error::io("create", &tmp))?;
         f.write_all(bytes).map_err(Error::io("write", &tmp))?;
         f.sync_all().map_err(Error::io("fsync", &tmp))?;
-        std::fs::rename(&tmp, path).map_err(Error::io("rename into place", path))?;
+        // A job that holds `path` locked keeps it locked: the new file is locked before it
+        // takes the name.
+        let carried = crate::lock::carry_over(path, &f, &tmp)?;
+        if let Err(e) = std::fs::rename(&tmp, path) {
+            if let Some(c) = carried {
+                crate::lock::undo_carry_over(c);
+            }
+            return Err(Error::io("rename into place", path)(e));
+        }
         sync_dir(&dir)
     })();
     if result.is_err() {

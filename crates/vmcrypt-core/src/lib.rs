@@ -36,7 +36,8 @@
 //! not detect tampering with it; the metadata is authenticated by the key wrap.
 #![warn(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
-// `unsafe` only in agent::locked (locked memory for cached keys), allowed there and explained.
+// `unsafe` only in agent::locked (locked memory for cached keys) and lock::ofd (the OFD lock
+// fcntl), allowed there and explained.
 #![deny(unsafe_code)]
 
 pub mod agent;
@@ -45,6 +46,7 @@ mod error;
 mod failpoint;
 pub mod fsutil;
 pub mod locator;
+pub mod lock;
 pub mod provider;
 pub mod reencrypt;
 pub mod secret;

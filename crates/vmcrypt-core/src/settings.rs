@@ -44,6 +44,9 @@ struct Entry {
 pub struct Settings {
     lines: Vec<Line>,
     flavor: Flavor,
+    /// The file's length when it was NUL padded (descriptors QEMU rewrote are padded to a
+    /// 512-byte block): a rewrite pads again to this length.
+    padded_len: Option<usize>,
 }
 
 impl Settings {
@@ -58,6 +61,17 @@ impl Settings {
                 None,
                 format!("larger than {MAX_SIZE} bytes; not a settings file"),
             ));
+        }
+        // QEMU writes a descriptor as a NUL-padded 512-byte block (after `qemu-img convert`
+        // and whenever it updates the CID on a write): the padding is not content.
+        let mut padded_len = None;
+        let mut bytes = bytes;
+        if flavor == Flavor::Descriptor {
+            let end = bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+            if end < bytes.len() {
+                padded_len = Some(bytes.len());
+                bytes = &bytes[..end];
+            }
         }
         if bytes.contains(&0) {
             return Err(Error::settings(
@@ -98,7 +112,11 @@ impl Settings {
                 entry,
             });
         }
-        Ok(Settings { lines, flavor })
+        Ok(Settings {
+            lines,
+            flavor,
+            padded_len,
+        })
     }
 
     /// An empty file of the given flavor, starting with comment lines.
@@ -111,7 +129,11 @@ impl Settings {
                 entry: None,
             })
             .collect();
-        Settings { lines, flavor }
+        Settings {
+            lines,
+            flavor,
+            padded_len: None,
+        }
     }
 
     /// Reads and parses a file.
@@ -311,12 +333,18 @@ impl Settings {
         }
     }
 
-    /// The file's bytes.
+    /// The file's bytes: the lines, then NULs up to the length of a padded file as read (a
+    /// file that outgrew its padding is not padded).
     pub fn render(&self) -> String {
         let mut s = String::new();
         for l in &self.lines {
             s.push_str(&l.text);
             s.push_str(l.eol);
+        }
+        if let Some(len) = self.padded_len
+            && s.len() < len
+        {
+            s.extend(std::iter::repeat_n('\0', len - s.len()));
         }
         s
     }

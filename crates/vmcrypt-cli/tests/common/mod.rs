@@ -44,6 +44,11 @@ impl Env {
     }
 
     pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        self.command(args, env).output().expect("run vmcrypt")
+    }
+
+    /// The command [`Env::run_env`] runs, to spawn it instead.
+    pub fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_vmcrypt"));
         c.arg("--config")
             .arg(self.config())
@@ -55,7 +60,7 @@ impl Env {
         for (k, v) in env {
             c.env(k, v);
         }
-        c.output().expect("run vmcrypt")
+        c
     }
 
     /// Runs and asserts the exit code, returning stdout.

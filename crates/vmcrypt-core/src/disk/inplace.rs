@@ -131,7 +131,8 @@ fn job_id_of(meta: &EncryptionMeta, path: &Path) -> Result<[u8; 16]> {
         })
 }
 
-/// Steps 1-5 for a new job. `running` is the metadata with the job's state (its `job` field is
+/// Steps 1-5 for a new job. The caller holds the disk's lock ([`super::lock_for_job`]), so
+/// a journal found here was left by a job that is no longer running. `running` is the metadata with the job's state (its `job` field is
 /// filled in here); `after` what to record when it ends (None removes the metadata).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn run_new(
@@ -275,7 +276,8 @@ fn resumable(path: &Path, e: Error) -> Error {
     }
 }
 
-/// Cleans up after an in-place job that was never recorded: a crash after its journal was
+/// Cleans up after an in-place job that was never recorded (the caller holds the disk's lock,
+/// so no live job owns what is removed here): a crash after its journal was
 /// created (and, moving up, after the payload file was extended with zeros) but before the
 /// metadata recorded it. The journal is removed, and the zeros are cut off again, but only
 /// if the file is no longer than that job would have made it and everything past the payload
@@ -361,6 +363,7 @@ pub fn resume_disk(
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<ResumeReport> {
+    let _lock = super::lock_for_job(path)?;
     clear_unrecorded_job(path)?;
     let mut disk = Disk::open(path)?;
     let jpath = journal_path(disk.payload_path());
@@ -483,6 +486,7 @@ pub(crate) fn rekey_deep(
     cancel: &AtomicBool,
     vm_disk: bool,
 ) -> Result<(JobStats, u64)> {
+    let _lock = super::lock_for_job(path)?;
     clear_unrecorded_job(path)?;
     let mut disk = Disk::open(path)?;
     let meta = disk

@@ -382,6 +382,31 @@ impl Disk {
     }
 }
 
+/// Locks the disk at `path` for a job ([`crate::lock`]): its payload file, then its metadata
+/// file (descriptor or sidecar) if that exists and is another file. Taken before the job reads
+/// anything it relies on; the job opens the disk again under the lock.
+///
+/// # Errors
+/// [`Error::InUse`] when another job or program holds the disk; the errors of
+/// [`Disk::open`].
+pub fn lock_for_job(path: &Path) -> Result<crate::lock::DiskLock> {
+    let lock = lock_files(path)?;
+    crate::failpoint::pause("locked");
+    Ok(lock)
+}
+
+/// The locks of [`lock_for_job`], for a job that locks more files.
+pub(crate) fn lock_files(path: &Path) -> Result<crate::lock::DiskLock> {
+    use crate::lock::{Access, DiskLock};
+    let disk = Disk::open(path)?;
+    let mut files = vec![(disk.payload_path(), Access::Write)];
+    let meta = disk.metadata_path();
+    if meta != disk.payload_path() && meta.exists() {
+        files.push((meta, Access::Write));
+    }
+    DiskLock::acquire(&files)
+}
+
 /// `IMAGE.vmcrypt` for `IMAGE`.
 pub fn sidecar_path(image: &Path) -> PathBuf {
     let mut s = image.as_os_str().to_os_string();

@@ -128,6 +128,7 @@ pub fn encrypt_disk(
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<DiskReport> {
+    let _lock = super::lock_for_job(path)?;
     let (disk, out) = preflight_encrypt(path, opts)?;
     let disk_uuid = random_uuid()?;
     let (key_id, kek) = provider.create_kek(&KeyPurpose::Disk(disk_uuid.clone()))?;
@@ -165,6 +166,7 @@ pub fn encrypt_disk_with(
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<DiskReport> {
+    let _lock = super::lock_for_job(path)?;
     let (disk, out) = preflight_encrypt(path, opts)?;
     encrypt_prepared(
         disk,
@@ -259,18 +261,26 @@ fn encrypt_prepared(
 
 /// Checks everything [`encrypt_disk`] checks before it asks the provider for a key, without
 /// touching anything: callers that create a provider on first use call this first, so a
-/// request that would fail leaves no trace.
+/// request that would fail leaves no trace. The disk's lock is taken and released again, so
+/// a disk in use is refused before a key is made for it ([`encrypt_disk`] takes it again).
 ///
 /// # Errors
 /// As [`encrypt_disk`] for the disk and the output.
 pub fn check_encrypt(path: &Path, opts: &EncryptOptions) -> Result<()> {
-    preflight_encrypt(path, opts).map(|_| ())
+    let _lock = super::lock_for_job(path)?;
+    preflight(path, opts).map(|_| ())
 }
 
+/// The checks of an encryption under the disk's lock, after clearing what a job that never
+/// started left behind (in place only: only then does the job use the journal).
 fn preflight_encrypt(path: &Path, opts: &EncryptOptions) -> Result<(Disk, Option<OutputPaths>)> {
     if opts.output.is_none() {
         super::inplace::clear_unrecorded_job(path)?;
     }
+    preflight(path, opts)
+}
+
+fn preflight(path: &Path, opts: &EncryptOptions) -> Result<(Disk, Option<OutputPaths>)> {
     let disk = Disk::open(path)?;
     if let Some(e) = disk.encryption() {
         return Err(Error::input(match e.state {
@@ -323,6 +333,7 @@ pub fn decrypt_disk(
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<DiskReport> {
+    let _lock = super::lock_for_job(path)?;
     if opts.output.is_none() {
         super::inplace::clear_unrecorded_job(path)?;
     }

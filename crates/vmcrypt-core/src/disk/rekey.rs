@@ -121,6 +121,7 @@ pub fn rekey_disk_shallow(
     lookup: &ProviderLookup<'_>,
 ) -> Result<RekeyReport> {
     let started = Instant::now();
+    let _lock = super::lock_for_job(path)?;
     let mut disk = Disk::open(path)?;
     let meta = disk
         .encryption()

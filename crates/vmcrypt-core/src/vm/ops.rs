@@ -58,6 +58,22 @@ impl VmOptions {
     }
 }
 
+/// Locks a VM for a job ([`crate::lock`]): its VMX, then each disk it lists as
+/// [`crate::disk::lock_for_job`] does. The disk jobs a VM job runs take their disk's lock
+/// again, which the same thread may.
+///
+/// # Errors
+/// [`Error::InUse`] when another job or program holds the VMX or a disk; open errors.
+pub fn lock_vm(vmx: &Path) -> Result<crate::lock::DiskLock> {
+    use crate::lock::{Access, DiskLock};
+    let mut lock = DiskLock::acquire(&[(vmx, Access::Write)])?;
+    for d in Vm::open(vmx)?.disks() {
+        lock.extend(crate::disk::lock_files(&d.path)?);
+    }
+    crate::failpoint::pause("locked");
+    Ok(lock)
+}
+
 /// Resumes every disk of the VM whose in-place job stopped in `state`.
 fn resume_disks_in(
     vm: &Vm,
@@ -216,6 +232,7 @@ pub fn vm_encrypt(
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<VmReport> {
+    let _lock = lock_vm(vmx)?;
     let started = Instant::now();
     let mut vm = Vm::open(vmx)?;
     let disk_opts = EncryptOptions {
@@ -348,6 +365,7 @@ pub fn vm_decrypt(
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<VmReport> {
+    let _lock = lock_vm(vmx)?;
     let started = Instant::now();
     let mut vm = Vm::open(vmx)?;
     let meta = vm
@@ -406,6 +424,7 @@ pub fn vm_rekey_shallow(
     provider: Option<&dyn KeyProvider>,
     lookup: &ProviderLookup<'_>,
 ) -> Result<VmReport> {
+    let _lock = lock_vm(vmx)?;
     let started = Instant::now();
     let (mut vm, meta, config_key, _, _, _) = open_encrypted_vm(vmx, lookup)?;
     let mut disks = open_vm_disks(&vm, &meta, lookup, false)?;
@@ -495,6 +514,7 @@ pub fn vm_rekey_deep(
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<VmReport> {
+    let _lock = lock_vm(vmx)?;
     let started = Instant::now();
     let (mut vm, meta, config_key, prov, key_id, kek) = open_encrypted_vm(vmx, lookup)?;
     let threads = opts.worker_threads();
@@ -544,6 +564,7 @@ pub fn vm_resume(
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<Option<VmReport>> {
+    let _lock = lock_vm(vmx)?;
     let vm = Vm::open(vmx)?;
     let Some(meta) = vm.meta().cloned() else {
         return Ok(None);
