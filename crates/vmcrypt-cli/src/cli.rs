@@ -279,6 +279,17 @@ pub struct EncryptArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Treat DISK as a raw image even though its first bytes name another format (qcow2,
+    /// VHD, VHDX, VDI, QED, LUKS): only for a raw image that merely starts with such bytes.
+    #[arg(long, value_enum)]
+    pub format: Option<FormatArg>,
+}
+
+/// Formats `--format` can insist on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FormatArg {
+    /// A raw image.
+    Raw,
 }
 
 /// `decrypt`

@@ -76,7 +76,7 @@ fn vmdk_round_trip_to_output_and_in_place() {
     let desc = std::fs::read_to_string(e.path("enc.vmdk")).expect("read");
     assert!(desc.contains("RW 8192 FLAT \"enc-flat.vmdk\" 0"), "{desc}");
     assert!(
-        desc.contains("encryptionKeys=\"vmware:key/list/(pair/(fqid/<VMWARE%2dNULL>/native/"),
+        desc.contains("encryptionKeys=\"vmware:key/list/(pair/(fqid/<VMWARE-NULL>/native/"),
         "{desc}"
     );
     // The descriptor's original lines are all still there, in order.

@@ -116,7 +116,7 @@ fn encrypt_inspect_rekey_twice_decrypt() {
         "displayName = \"web01\"",
         "scsi0:0.fileName = \"web01.vmdk\"",
         "# hand-written comment kept as is",
-        "encryption.keySafe = \"vmware:key/list/(pair/(fqid/<VMWARE%2dNULL>/native/",
+        "encryption.keySafe = \"vmware:key/list/(pair/(fqid/<VMWARE-NULL>/native/",
     ] {
         assert!(vmx.contains(kept), "{kept} missing:\n{vmx}");
     }

@@ -50,6 +50,49 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     result
 }
 
+/// Opens a file for reading without blocking (a FIFO or a device beside an image must not hang
+/// the open) and checks that it is a regular file (following symlinks, as every reader does).
+///
+/// # Errors
+/// [`Error::Io`]; [`Error::InvalidInput`] for anything but a regular file.
+pub fn open_regular(path: &Path) -> Result<File> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(Error::io("open", path))?;
+    let meta = f.metadata().map_err(Error::io("stat", path))?;
+    if !meta.is_file() {
+        return Err(Error::input(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    Ok(f)
+}
+
+/// Reads a whole metadata file of at most `cap` bytes, opened as [`open_regular`] does; a
+/// longer file is refused without reading more than `cap + 1` bytes, whatever its size says
+/// (a file can grow while it is read).
+///
+/// # Errors
+/// [`Error::Io`]; [`Error::InvalidInput`] for a file that is not regular or is too large.
+pub fn read_bounded(path: &Path, cap: usize) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let f = open_regular(path)?;
+    let mut out = Vec::new();
+    f.take(cap as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(Error::io("read", path))?;
+    if out.len() > cap {
+        return Err(Error::input(format!(
+            "{} is larger than {cap} bytes; not a vmcrypt metadata file",
+            path.display()
+        )));
+    }
+    Ok(out)
+}
+
 /// Removes a file and makes the removal durable.
 ///
 /// # Errors

@@ -268,7 +268,9 @@ fn escape(field: &str, out: &mut String) {
 
 fn uid(u: &Option<String>, out: &mut String) {
     match u {
-        None => out.push_str("<VMWARE%2dNULL>"),
+        // Written as the reference system writes it: the literal token, unescaped (govmomi's
+        // writer emits it so). Both forms are read.
+        None => out.push_str(NULL_ELEM),
         Some(s) => escape(s, out),
     }
 }
@@ -481,6 +483,16 @@ mod tests {
         );
         assert_eq!(items[1], KeyLocator::Null);
         assert_eq!(KeyLocator::parse(&kl.render()).expect("round trip"), kl);
+        // Written as the reference system writes it, and the literal form is read the same.
+        let written = kl.render();
+        assert!(
+            written.starts_with("vmware:key/list/(pair/(fqid/<VMWARE-NULL>/KMS%5fCluster/"),
+            "{written}"
+        );
+        assert_eq!(
+            KeyLocator::parse(&s.replace("<VMWARE%2dNULL>", "<VMWARE-NULL>")).expect("literal"),
+            kl
+        );
     }
 
     #[test]

@@ -141,15 +141,12 @@ impl Settings {
     /// # Errors
     /// [`Error::Io`] or [`Error::InvalidSettings`].
     pub fn read(path: &Path, flavor: Flavor) -> Result<Self> {
-        let meta = std::fs::metadata(path).map_err(Error::io("read", path))?;
-        if meta.len() > MAX_SIZE as u64 {
-            return Err(Error::settings(
-                path,
-                None,
-                format!("larger than {MAX_SIZE} bytes; not a settings file"),
-            ));
-        }
-        let bytes = std::fs::read(path).map_err(Error::io("read", path))?;
+        // Non-blocking, regular files only, never more than the cap (a FIFO or /dev/zero
+        // beside an image is an error at once, not a hang or an exhausted memory).
+        let bytes = match crate::fsutil::read_bounded(path, MAX_SIZE) {
+            Err(Error::InvalidInput { reason }) => return Err(Error::settings(path, None, reason)),
+            other => other?,
+        };
         Settings::parse(&bytes, flavor, path)
     }
 
@@ -333,18 +330,36 @@ impl Settings {
         }
     }
 
-    /// The file's bytes: the lines, then NULs up to the length of a padded file as read (a
-    /// file that outgrew its padding is not padded).
+    /// Checks that the file, grown by `extra` bytes, still fits the reader's cap: a job checks
+    /// this before it starts, so that no rewrite can make a file vmcrypt itself refuses.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSettings`] naming the cap.
+    pub fn check_room(&self, path: &Path, extra: usize) -> Result<()> {
+        let len = self.render().len();
+        if len.saturating_add(extra) > MAX_SIZE {
+            return Err(Error::settings(
+                path,
+                None,
+                format!(
+                    "{len} bytes: too close to the {MAX_SIZE}-byte limit for vmcrypt to add its metadata"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The file's bytes: the lines, then, for a file that was read NUL padded, NULs up to its
+    /// length as read or, if it outgrew that, up to the next 512-byte block (QEMU's shape).
     pub fn render(&self) -> String {
         let mut s = String::new();
         for l in &self.lines {
             s.push_str(&l.text);
             s.push_str(l.eol);
         }
-        if let Some(len) = self.padded_len
-            && s.len() < len
-        {
-            s.extend(std::iter::repeat_n('\0', len - s.len()));
+        if let Some(len) = self.padded_len {
+            let want = len.max(s.len().next_multiple_of(512));
+            s.extend(std::iter::repeat_n('\0', want - s.len()));
         }
         s
     }
@@ -428,6 +443,30 @@ mod tests {
         let s = p(VMX, Flavor::Vmx).expect("valid");
         assert_eq!(s.render(), VMX);
         assert_eq!(s.get("SCSI0:0.filename"), Some("disk.vmdk"));
+    }
+
+    #[test]
+    fn a_nul_padded_descriptor_is_read_and_rendered_padded() {
+        let mut bytes =
+            b"# Disk DescriptorFile\nversion=1\nRW 2048 FLAT \"d-flat.vmdk\" 0\n".to_vec();
+        let text_len = bytes.len();
+        bytes.resize(512, 0);
+        let path = Path::new("d.vmdk");
+        let mut s = Settings::parse(&bytes, Flavor::Descriptor, path).expect("padded descriptor");
+        assert_eq!(
+            s.render().as_bytes(),
+            &bytes[..],
+            "untouched: byte for byte"
+        );
+        s.set("ddb.note", &"n".repeat(600)).expect("set");
+        let grown = s.render();
+        assert_eq!(grown.len(), 1024, "outgrown: the next whole block");
+        assert!(grown.len() > text_len + 600 && grown.ends_with('\0'));
+        // NULs are only padding at the end, and only in descriptors.
+        let mut inner = bytes.clone();
+        inner[3] = 0;
+        assert!(Settings::parse(&inner, Flavor::Descriptor, path).is_err());
+        assert!(Settings::parse(&bytes, Flavor::Vmx, path).is_err());
     }
 
     #[test]

@@ -385,7 +385,7 @@ mod tests {
         let d = disk();
         let s = wrap_dek(&kek, &dek, &ctx(&d)).expect("wrap").render();
         assert!(
-            s.starts_with("vmware:key/pair/(fqid/<VMWARE%2dNULL>/native/k1,AES%2d256%2dGCM,"),
+            s.starts_with("vmware:key/pair/(fqid/<VMWARE-NULL>/native/k1,AES%2d256%2dGCM,"),
             "{s}"
         );
     }

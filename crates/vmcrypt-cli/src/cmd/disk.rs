@@ -8,7 +8,7 @@ use vmcrypt_core::disk::{
 use vmcrypt_core::provider::KeyProvider;
 
 use super::{load_config, provider_for_new_key};
-use crate::cli::{Cli, DecryptArgs, EncryptArgs, RekeyArgs};
+use crate::cli::{Cli, DecryptArgs, EncryptArgs, FormatArg, RekeyArgs};
 use crate::output::{Out, human_bytes};
 use crate::progress::{Bar, cancel_on_signal};
 
@@ -17,7 +17,8 @@ pub fn encrypt(cli: &Cli, a: &EncryptArgs, out: &Out) -> Result<()> {
         Some(o) => EncryptOptions::to_output(o),
         None => EncryptOptions::in_place(),
     }
-    .sector_size(a.sector_size.into());
+    .sector_size(a.sector_size.into())
+    .assume_raw(a.format == Some(FormatArg::Raw));
     if let Some(t) = a.threads {
         opts = opts.threads(t);
     }

@@ -489,6 +489,7 @@ pub(crate) fn rekey_deep(
     let _lock = super::lock_for_job(path)?;
     clear_unrecorded_job(path)?;
     let mut disk = Disk::open(path)?;
+    disk.check_meta_room()?;
     let meta = disk
         .encryption()
         .cloned()

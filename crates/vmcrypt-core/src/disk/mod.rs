@@ -10,6 +10,7 @@
 mod inplace;
 mod job;
 mod ops;
+pub mod probe;
 mod rekey;
 pub mod vmdk;
 
@@ -34,7 +35,8 @@ use crate::locator::KeyLocator;
 use crate::settings::{Flavor, Settings};
 use crate::wrap::{DISK_CIPHER, DiskIdentity, our_pairs};
 use crate::{Error, Result};
-use vmdk::{DESCRIPTOR_MAGIC, Extent, SPARSE_MAGIC};
+use probe::Container;
+use vmdk::{DESCRIPTOR_MAGIC, Extent};
 
 /// The settings key holding the keySafe (the name VMware uses in descriptors).
 pub const KEYSAFE_KEY: &str = "encryptionKeys";
@@ -42,6 +44,9 @@ pub const KEYSAFE_KEY: &str = "encryptionKeys";
 pub const SIDECAR_EXT: &str = "vmcrypt";
 const SIDECAR_MAGIC: &str = "# vmcrypt metadata";
 const FORMAT_VERSION: &str = "1";
+/// Room a job needs in a metadata file: a keySafe of two pairs is under 1 KiB, the other
+/// entries a few hundred bytes; 16 KiB leaves a wide margin.
+const META_ROOM: usize = 16 * 1024;
 
 /// The container format of a disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,6 +148,8 @@ pub struct Disk {
     settings: Option<Settings>,
     extent: Option<Extent>,
     encryption: Option<EncryptionMeta>,
+    /// A plain "raw" file whose magic says it is another container format.
+    container: Option<Container>,
 }
 
 impl Disk {
@@ -159,13 +166,16 @@ impl Disk {
                 path.display()
             )));
         }
+        let file = crate::fsutil::open_regular(path)?;
         let mut head = [0u8; 64];
         let n = {
             use std::io::Read;
-            let mut f = std::fs::File::open(path).map_err(Error::io("open", path))?;
             let mut n = 0;
             while n < head.len() {
-                match f.read(&mut head[n..]).map_err(Error::io("read", path))? {
+                match (&file)
+                    .read(&mut head[n..])
+                    .map_err(Error::io("read", path))?
+                {
                     0 => break,
                     k => n += k,
                 }
@@ -176,12 +186,10 @@ impl Disk {
         if head.starts_with(DESCRIPTOR_MAGIC) {
             return Disk::open_vmdk(path);
         }
-        if head.starts_with(SPARSE_MAGIC) || head.starts_with(b"COWD") {
+        let container = probe::probe(&file, meta.len()).map_err(Error::io("read", path))?;
+        if container == Some(Container::VmdkSparse) {
             return Err(Error::Unsupported {
-                what: format!(
-                    "{} is a sparse VMDK; convert it with `qemu-img convert -O vmdk -o subformat=monolithicFlat`",
-                    path.display()
-                ),
+                what: Container::VmdkSparse.hint(path),
             });
         }
         let is_sidecar_name = path
@@ -194,10 +202,10 @@ impl Disk {
                 path.display()
             )));
         }
-        Disk::open_raw(path, meta.len())
+        Disk::open_raw(path, meta.len(), container)
     }
 
-    fn open_raw(path: &Path, len: u64) -> Result<Disk> {
+    fn open_raw(path: &Path, len: u64, container: Option<Container>) -> Result<Disk> {
         let meta_path = sidecar_path(path);
         let settings = if meta_path.exists() {
             Some(Settings::read(&meta_path, Flavor::Vmx)?)
@@ -211,6 +219,8 @@ impl Disk {
         // An encrypted image's payload may not fill the file (it moved, or a job is moving
         // it): the metadata says how long it is, and check_payload compares it with the file.
         let payload_len = encryption.as_ref().map_or(len, |e| e.identity.payload_size);
+        // An image with a sidecar is vmcrypt's: its payload's first bytes say nothing.
+        let container = container.filter(|_| settings.is_none());
         Ok(Disk {
             path: path.to_path_buf(),
             format: DiskFormat::Raw,
@@ -220,6 +230,7 @@ impl Disk {
             settings,
             extent: None,
             encryption,
+            container,
         })
     }
 
@@ -245,6 +256,7 @@ impl Disk {
             settings: Some(s),
             extent: Some(extent),
             encryption,
+            container: None,
         })
     }
 
@@ -276,6 +288,12 @@ impl Disk {
     /// The encryption metadata, if the disk is (being) encrypted.
     pub fn encryption(&self) -> Option<&EncryptionMeta> {
         self.encryption.as_ref()
+    }
+
+    /// For a plain file opened as raw: the container format its magic names, if any (such a
+    /// file is encrypted only when the caller insists it is raw).
+    pub fn container(&self) -> Option<Container> {
+        self.container
     }
 
     /// Checks that the payload file really holds what the metadata records (no truncation).
@@ -328,6 +346,18 @@ impl Disk {
             .map_or(0, |e| e.identity.payload_offset)
     }
 
+    /// Checks that the metadata file has room for what a job adds (a keySafe with two pairs and
+    /// the job's entries), before the job starts.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSettings`] for a descriptor or sidecar too close to the reader's cap.
+    pub fn check_meta_room(&self) -> Result<()> {
+        match &self.settings {
+            Some(s) => s.check_room(&self.meta_path, META_ROOM),
+            None => Ok(()),
+        }
+    }
+
     /// Writes (or with `None` removes) the encryption metadata, atomically and durably.
     pub(crate) fn write_meta(&mut self, meta: Option<&EncryptionMeta>) -> Result<()> {
         match self.format {
@@ -343,6 +373,7 @@ impl Disk {
                         )
                     });
                     apply_meta(&mut s, "vmcrypt.", m)?;
+                    s.check_room(&self.meta_path, 0)?;
                     crate::fsutil::write_atomic(&self.meta_path, s.render().as_bytes(), 0o644)?;
                     self.settings = Some(s);
                 }
@@ -365,6 +396,7 @@ impl Disk {
                         s.remove_prefix("ddb.vmcrypt.");
                     }
                 }
+                s.check_room(&self.meta_path, 0)?;
                 let mode = file_mode(&self.meta_path).unwrap_or(0o644);
                 crate::fsutil::write_atomic(&self.meta_path, s.render().as_bytes(), mode)?;
             }

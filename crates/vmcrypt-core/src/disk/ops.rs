@@ -33,6 +33,9 @@ pub struct EncryptOptions {
     pub output: Option<PathBuf>,
     /// Worker threads (default: all cores).
     pub threads: Option<usize>,
+    /// Encrypt a file as raw even though its first bytes name another container format
+    /// (qcow2, VHD, ...): for a raw image that merely starts with such bytes.
+    pub assume_raw: bool,
 }
 
 /// Options for [`decrypt_disk`].
@@ -68,6 +71,12 @@ impl EncryptOptions {
     /// Sets the worker thread count.
     pub fn threads(mut self, n: usize) -> Self {
         self.threads = Some(n);
+        self
+    }
+
+    /// Treats the input as raw whatever its first bytes say.
+    pub fn assume_raw(mut self, yes: bool) -> Self {
+        self.assume_raw = yes;
         self
     }
 }
@@ -292,7 +301,13 @@ fn preflight(path: &Path, opts: &EncryptOptions) -> Result<(Disk, Option<OutputP
             ),
         }));
     }
+    if let Some(c) = disk.container()
+        && !opts.assume_raw
+    {
+        return Err(Error::Unsupported { what: c.hint(path) });
+    }
     disk.check_payload()?;
+    disk.check_meta_room()?;
     let unit = opts.sector_size;
     let len = disk.payload_len();
     if len == 0 {
@@ -580,6 +595,7 @@ impl OutputPaths {
                     settings: None,
                     extent: None,
                     encryption: None,
+                    container: None,
                 };
                 Ok(OutputPaths {
                     disk,
@@ -621,6 +637,7 @@ impl OutputPaths {
                     settings: Some(settings),
                     extent: Some(extent),
                     encryption: None,
+                    container: None,
                 };
                 Ok(OutputPaths {
                     disk,

@@ -123,6 +123,7 @@ pub fn rekey_disk_shallow(
     let started = Instant::now();
     let _lock = super::lock_for_job(path)?;
     let mut disk = Disk::open(path)?;
+    disk.check_meta_room()?;
     let meta = disk
         .encryption()
         .cloned()

@@ -6,7 +6,7 @@
 //! disk has its own DEK wrapped under the same KEK in its descriptor. Metadata in the VMX:
 //!
 //! ```text
-//! encryption.keySafe = "vmware:key/list/(pair/(fqid/<VMWARE%2dNULL>/PROVIDER/KEYID,AES%2d256%2dGCM,...))"
+//! encryption.keySafe = "vmware:key/list/(pair/(fqid/<VMWARE-NULL>/PROVIDER/KEYID,AES%2d256%2dGCM,...))"
 //! encryption.data = "BASE64(nonce || AES-256-GCM(config key, moved lines))"
 //! vmcrypt.version = "1"
 //! vmcrypt.vmUuid = "..."          # bound into every keySafe of the VM
@@ -191,6 +191,7 @@ impl Vm {
 
     fn save(&self) -> Result<()> {
         use std::os::unix::fs::PermissionsExt;
+        self.settings.check_room(&self.path, 0)?;
         let mode = std::fs::metadata(&self.path)
             .map(|m| m.permissions().mode() & 0o7777)
             .unwrap_or(0o644);

@@ -239,6 +239,7 @@ pub fn vm_encrypt(
         sector_size: opts.sector_size,
         output: None,
         threads: opts.threads,
+        assume_raw: false,
     };
     let resumed = match vm.meta() {
         None => false,
@@ -251,7 +252,10 @@ pub fn vm_encrypt(
             )));
         }
     };
-    // Check every disk first.
+    // Check every disk first. The VMX keeps its clear entries and gains the sealed rest as
+    // base64 (4/3 of its size) and the keySafe.
+    vm.settings
+        .check_room(vmx, vm.settings.render().len() / 3 + 16 * 1024)?;
     for d in vm.disks() {
         let disk = Disk::open(&d.path)?;
         match disk.encryption() {

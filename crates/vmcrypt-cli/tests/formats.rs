@@ -1,0 +1,225 @@
+//! Files as QEMU makes them: descriptors from `qemu-img convert` and after a qemu-io write (a
+//! NUL-padded 512-byte block), container formats that must not be taken for raw images, the
+//! sparse-VMDK hint carried out as printed, and descriptors too close to the reader's cap.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+const MIB: u64 = 1024 * 1024;
+
+fn code(o: &std::process::Output) -> Option<i32> {
+    o.status.code()
+}
+
+#[test]
+fn descriptors_written_by_qemu_are_read_and_keep_their_padding() {
+    let e = Env::new();
+    e.ok(&["provider", "add-native", "native"]);
+    let raw = e.raw_image("src.img", 2 * MIB);
+    let vmdk = e.path("conv.vmdk");
+    qemu_img(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "vmdk",
+        "-o",
+        "subformat=monolithicFlat",
+        raw.to_str().expect("utf8"),
+        vmdk.to_str().expect("utf8"),
+    ]);
+    // qemu-io writes through the VMDK driver, which rewrites the descriptor (a new CID) as a
+    // NUL-padded 512-byte block.
+    let o = Command::new("qemu-io")
+        .args([
+            "-f",
+            "vmdk",
+            "-c",
+            "write -P 0x5c 4096 8192",
+            vmdk.to_str().expect("utf8"),
+        ])
+        .output()
+        .expect("qemu-io is needed by this test (apt-get install qemu-utils)");
+    assert!(o.status.success(), "qemu-io: {}", stderr(&o));
+    let desc = std::fs::read(&vmdk).expect("descriptor");
+    assert_eq!(desc.len(), 512, "qemu pads its descriptor to one block");
+    assert!(desc.ends_with(&[0, 0, 0, 0]), "padded with NULs");
+    let orig = e.path("orig.vmdk");
+    qemu_img(&[
+        "convert",
+        "-f",
+        "vmdk",
+        "-O",
+        "vmdk",
+        "-o",
+        "subformat=monolithicFlat",
+        vmdk.to_str().expect("utf8"),
+        orig.to_str().expect("utf8"),
+    ]);
+    let text = |b: &[u8]| {
+        String::from_utf8(b.iter().copied().filter(|c| *c != 0).collect()).expect("text")
+    };
+    let padded = |b: &[u8]| b.len() % 512 == 0 && b.ends_with(&[0]);
+    e.ok(&["encrypt", "conv.vmdk", "--in-place"]);
+    let enc = std::fs::read(&vmdk).expect("descriptor");
+    assert!(
+        padded(&enc) && enc.len() > 512,
+        "grown to whole padded blocks: {}",
+        enc.len()
+    );
+    // QEMU still parses the descriptor vmcrypt rewrote.
+    qemu_img(&["info", "-f", "vmdk", vmdk.to_str().expect("utf8")]);
+    e.ok(&["decrypt", "conv.vmdk", "--in-place"]);
+    let back = std::fs::read(&vmdk).expect("descriptor");
+    assert!(padded(&back), "the padding is kept");
+    assert_eq!(
+        text(&back),
+        text(&desc),
+        "the descriptor is QEMU's again, line for line"
+    );
+    assert_identical(&orig, &vmdk);
+}
+
+#[test]
+fn the_sparse_vmdk_hint_makes_a_disk_vmcrypt_accepts() {
+    let e = Env::new();
+    e.ok(&["provider", "add-native", "native"]);
+    let sparse = e.path("sparse.vmdk");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "vmdk",
+        sparse.to_str().expect("utf8"),
+        "4M",
+    ]);
+    let o = Command::new("qemu-io")
+        .args([
+            "-f",
+            "vmdk",
+            "-c",
+            "write -P 0x42 0 65536",
+            sparse.to_str().expect("utf8"),
+        ])
+        .output()
+        .expect("qemu-io");
+    assert!(o.status.success());
+    let before = snapshot(e.dir.path());
+    let o = e.run(&["encrypt", "sparse.vmdk", "--in-place"]);
+    assert_eq!(code(&o), Some(1));
+    let err = stderr(&o);
+    assert!(!err.contains("sector-size"), "{err}");
+    assert_eq!(snapshot(e.dir.path()), before);
+    // Carry out the command the hint prints, as an operator would paste it.
+    let cmd = err
+        .split('`')
+        .nth(1)
+        .filter(|c| c.starts_with("qemu-img convert"))
+        .unwrap_or_else(|| panic!("a qemu-img command in the hint: {err}"));
+    let words: Vec<&str> = cmd.split_whitespace().collect();
+    let o = Command::new(words[0])
+        .args(&words[1..])
+        .current_dir(e.dir.path())
+        .output()
+        .expect("qemu-img");
+    assert!(o.status.success(), "{cmd}: {}", stderr(&o));
+    let flat = words.last().expect("output name").to_string();
+    e.ok(&["encrypt", &flat, "--in-place"]);
+    e.ok(&["decrypt", &flat, "--output", "back.vmdk"]);
+    assert_identical(&sparse, &e.path("back.vmdk"));
+}
+
+#[test]
+fn container_formats_are_refused_by_name_and_raw_can_be_insisted_on() {
+    let e = Env::new();
+    e.ok(&["provider", "add-native", "native"]);
+    let mut made = Vec::new();
+    for (fmt, name, shown) in [
+        ("qcow2", "d.qcow2", "qcow2"),
+        ("vpc", "d.vhd", "VHD"),
+        ("vhdx", "d.vhdx", "VHDX"),
+        ("vdi", "d.vdi", "VDI"),
+        ("qed", "d.qed", "QED"),
+    ] {
+        qemu_img(&[
+            "create",
+            "-q",
+            "-f",
+            fmt,
+            e.path(name).to_str().expect("utf8"),
+            "4M",
+        ]);
+        made.push((name, shown));
+    }
+    // A fixed-size VHD: raw data and a footer at the end.
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "vpc",
+        "-o",
+        "subformat=fixed",
+        e.path("fixed.vhd").to_str().expect("utf8"),
+        "4M",
+    ]);
+    made.push(("fixed.vhd", "VHD"));
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "luks",
+        "--object",
+        "secret,id=s0,data=not-a-real-secret",
+        "-o",
+        "key-secret=s0,iter-time=10",
+        e.path("d.luks").to_str().expect("utf8"),
+        "4M",
+    ]);
+    made.push(("d.luks", "LUKS"));
+    let before = snapshot(e.dir.path());
+    for (name, shown) in &made {
+        let o = e.run(&["encrypt", name, "--in-place"]);
+        let err = stderr(&o);
+        assert_eq!(code(&o), Some(1), "{name}: {err}");
+        assert!(err.contains(shown), "{name} is named as {shown}: {err}");
+        assert!(!err.contains("sector-size"), "{err}");
+        if *shown != "LUKS" {
+            assert!(err.contains("qemu-img convert -O raw"), "{err}");
+        }
+    }
+    assert_eq!(snapshot(e.dir.path()), before, "nothing changed");
+    // A raw image that merely starts with a qcow2 magic.
+    let raw = e.raw_image("odd.img", MIB);
+    let mut bytes = std::fs::read(&raw).expect("read");
+    bytes[..4].copy_from_slice(b"QFI\xfb");
+    std::fs::write(&raw, &bytes).expect("write");
+    e.expect(&["encrypt", "odd.img", "--in-place"], 1);
+    e.ok(&["encrypt", "odd.img", "--in-place", "--format", "raw"]);
+    e.ok(&["decrypt", "odd.img", "--output", "odd.back"]);
+    assert_eq!(std::fs::read(e.path("odd.back")).expect("read"), bytes);
+}
+
+#[test]
+fn a_descriptor_near_the_size_cap_is_refused_before_the_job() {
+    let e = Env::new();
+    e.ok(&["provider", "add-native", "native"]);
+    let vmdk = e.vmdk("big.vmdk", MIB);
+    let mut text = std::fs::read_to_string(&vmdk).expect("descriptor");
+    let pad = 1024 * 1024 - text.len() - 4096;
+    text.push_str(&format!("# {}\n", "x".repeat(pad)));
+    std::fs::write(&vmdk, &text).expect("write");
+    let before = snapshot(e.dir.path());
+    let o = e.run(&["encrypt", "big.vmdk", "--in-place"]);
+    assert_eq!(code(&o), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("limit"), "{}", stderr(&o));
+    assert_eq!(
+        snapshot(e.dir.path()),
+        before,
+        "refused before anything changed"
+    );
+    // Still readable by vmcrypt, as it was.
+    e.ok(&["inspect", "big.vmdk"]);
+}
