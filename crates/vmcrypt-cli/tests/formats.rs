@@ -62,7 +62,7 @@ fn descriptors_written_by_qemu_are_read_and_keep_their_padding() {
     let text = |b: &[u8]| {
         String::from_utf8(b.iter().copied().filter(|c| *c != 0).collect()).expect("text")
     };
-    let padded = |b: &[u8]| b.len() % 512 == 0 && b.ends_with(&[0]);
+    let padded = |b: &[u8]| b.len().is_multiple_of(512) && b.ends_with(&[0]);
     e.ok(&["encrypt", "conv.vmdk", "--in-place"]);
     let enc = std::fs::read(&vmdk).expect("descriptor");
     assert!(
