@@ -29,6 +29,11 @@ pub struct Cli {
     /// serve`): keys it holds work even when every key server is down.
     #[arg(long, global = true, value_name = "SOCKET", env = "VMCRYPT_AGENT")]
     pub agent: Option<PathBuf>,
+    /// Allow a VMDK's flat extent, or a VMX's disks, to resolve (symlink, absolute path)
+    /// outside the folder of the file that names them; refused by default, since a hostile
+    /// descriptor could otherwise point a job at any file.
+    #[arg(long, global = true)]
+    pub allow_outside_folder: bool,
     #[command(subcommand)]
     pub command: Command,
 }

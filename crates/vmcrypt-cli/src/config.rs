@@ -294,11 +294,7 @@ impl Config {
         }
         root.insert("providers".into(), Value::Table(providers));
         let dir = vmcrypt_core::fsutil::parent_dir(&self.path);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::Io {
-            op: "create directory",
-            path: dir,
-            source: e,
-        })?;
+        vmcrypt_core::fsutil::create_private_dir(&dir)?;
         let text =
             format!("# vmcrypt configuration (written by vmcrypt; comments are not kept)\n{root}");
         vmcrypt_core::fsutil::write_atomic(&self.path, text.as_bytes(), 0o600)

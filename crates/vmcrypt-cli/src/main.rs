@@ -18,6 +18,11 @@ use output::Out;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
+    vmcrypt_core::disk::dangerous_allow_outside_folder(cli.allow_outside_folder);
+    // Every command may hold keys: no core dump, no ptrace by other processes of the user.
+    if let Err(e) = vmcrypt_core::agent::locked::harden_process() {
+        tracing::warn!("{e}");
+    }
     let out = Out {
         json: cli.json,
         quiet: cli.quiet,

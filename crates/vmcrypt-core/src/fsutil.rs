@@ -15,6 +15,17 @@ use crate::{Error, Result};
 /// # Errors
 /// [`Error::Io`]; the target is then unchanged and the temp file removed.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    // A symlink is followed: its target is what gets rewritten, in the target's folder, and
+    // the link stays a link (docs/threat-model.md, "Symlinks").
+    let resolved;
+    let path = if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        resolved = path
+            .canonicalize()
+            .map_err(Error::io("resolve symlink", path))?;
+        resolved.as_path()
+    } else {
+        path
+    };
     let dir = parent_dir(path);
     let name = path
         .file_name()
@@ -48,6 +59,26 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Creates a folder (and its missing parents) with mode 0700 whatever the umask: folders
+/// vmcrypt makes hold keystores and configuration. An existing folder is left as it is.
+///
+/// # Errors
+/// [`Error::Io`].
+pub fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(Error::io("create directory", dir))?;
+    // The umask may have taken bits away; never added any. Make it exactly 0700.
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .map_err(Error::io("chmod", dir))
 }
 
 /// Opens a file for reading without blocking (a FIFO or a device beside an image must not hang
@@ -93,11 +124,17 @@ pub fn read_bounded(path: &Path, cap: usize) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Removes a file and makes the removal durable.
+/// Removes a file and makes the removal durable. A symlink's target is removed, with the link.
 ///
 /// # Errors
 /// [`Error::Io`].
 pub fn remove_durable(path: &Path) -> Result<()> {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+        && let Ok(target) = path.canonicalize()
+    {
+        std::fs::remove_file(&target).map_err(Error::io("remove", &target))?;
+        sync_dir(&parent_dir(&target))?;
+    }
     std::fs::remove_file(path).map_err(Error::io("remove", path))?;
     sync_dir(&parent_dir(path))
 }

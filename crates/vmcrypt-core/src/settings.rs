@@ -392,7 +392,9 @@ fn parse_line(raw: &str, flavor: Flavor) -> std::result::Result<Option<Entry>, S
     };
     let key = raw[..eq].trim();
     if !valid_key(key) {
-        return Err(format!("invalid key {key:?}"));
+        // Never echoed: in a keystore or a backup the text before a '=' may be part of a key
+        // (base64 ends in '='); the line number is enough to find it.
+        return Err("the text before '=' is not a settings key".into());
     }
     let after = &raw[eq + 1..];
     let lead = after.len() - after.trim_start().len();

@@ -125,17 +125,27 @@ impl<const SLOT: usize> Drop for LockedSlots<SLOT> {
     }
 }
 
-/// Makes this process non-dumpable: no core file, and other processes of the same user cannot
-/// ptrace it or read its /proc/PID/mem. For a process that holds keys for a long time.
+/// Makes this process non-dumpable: no core file (RLIMIT_CORE 0 as well, for kernels whose
+/// core pattern pipes dumps to a helper), and other processes of the same user cannot ptrace
+/// it or read its /proc/PID/mem. For every process that holds keys: the agent, and the CLI
+/// while it runs a job.
 ///
 /// # Errors
 /// [`Error::Unsupported`] if the kernel refuses.
 pub fn harden_process() -> Result<()> {
-    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable).map_err(
-        |e| Error::Unsupported {
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+        .map_err(|e| Error::Unsupported {
             what: format!("making the process non-dumpable (prctl: {e})"),
-        },
-    )
+        })?;
+    let none = rustix::process::Rlimit {
+        current: Some(0),
+        maximum: Some(0),
+    };
+    rustix::process::setrlimit(rustix::process::Resource::Core, none).map_err(|e| {
+        Error::Unsupported {
+            what: format!("turning core dumps off (setrlimit: {e})"),
+        }
+    })
 }
 
 /// Whether this process is dumpable (for tests and `agent status`).

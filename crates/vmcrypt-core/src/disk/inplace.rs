@@ -292,8 +292,17 @@ pub(crate) fn clear_unrecorded_job(path: &Path) -> Result<()> {
         return Ok(());
     }
     let jpath = journal_path(disk.payload_path());
-    if !jpath.exists() {
-        return Ok(());
+    match std::fs::symlink_metadata(&jpath) {
+        Err(_) => return Ok(()),
+        // vmcrypt only ever makes a regular file there: anything else is not its journal, and
+        // not its to remove.
+        Ok(m) if !m.is_file() => {
+            return Err(Error::input(format!(
+                "{} is not a regular file; it is not a vmcrypt journal, so it is left alone: move it away",
+                jpath.display()
+            )));
+        }
+        Ok(_) => {}
     }
     let mut head = vec![0u8; crate::reencrypt::journal::BLOCK];
     let claimed = FileStorage::open(&jpath)

@@ -112,11 +112,28 @@ impl ImageJob {
         let dst_file;
         let (dst, dst_path): (&File, &Path) = match &self.dst {
             Some(p) => {
+                use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
                 dst_file = OpenOptions::new()
                     .write(true)
                     .create_new(true)
+                    .mode(0o600)
                     .open(p)
                     .map_err(Error::io("create", p))?;
+                // The output gets the source's mode; plaintext never more than 0600 (the
+                // source's mode or 0600, whichever is stricter), whatever the umask.
+                let src_mode = src
+                    .metadata()
+                    .map_err(Error::io("stat", &self.src))?
+                    .permissions()
+                    .mode()
+                    & 0o777;
+                let mode = match self.dir {
+                    Direction::Decrypt => src_mode & 0o600,
+                    _ => src_mode,
+                };
+                dst_file
+                    .set_permissions(std::fs::Permissions::from_mode(mode))
+                    .map_err(Error::io("chmod", p))?;
                 (&dst_file, p)
             }
             None => (&src, &self.src),

@@ -238,6 +238,7 @@ impl Disk {
         let s = Settings::read(path, Flavor::Descriptor)?;
         let extent = vmdk::flat_extent(&s, path)?;
         let payload = path.with_file_name(&extent.file);
+        check_inside_folder(&payload, path)?;
         let payload_len = extent
             .sectors
             .checked_mul(512)
@@ -437,6 +438,42 @@ pub(crate) fn lock_files(path: &Path) -> Result<crate::lock::DiskLock> {
         files.push((meta, Access::Write));
     }
     DiskLock::acquire(&files)
+}
+
+static OUTSIDE_FOLDER_ALLOWED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Lets a VMDK's flat extent, and a VMX's disks, resolve (through a symlink or an absolute
+/// path) outside the folder of the file that names them. Refused by default: a hostile
+/// descriptor or VMX must not point a job run by root at any file of the host. Process-wide.
+pub fn dangerous_allow_outside_folder(yes: bool) {
+    OUTSIDE_FOLDER_ALLOWED.store(yes, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Checks that `file`, named by `namer`, resolves inside `namer`'s folder, unless
+/// [`dangerous_allow_outside_folder`] allowed otherwise.
+///
+/// # Errors
+/// [`Error::InvalidInput`] for a file outside; [`Error::Io`] when a path cannot be resolved.
+pub(crate) fn check_inside_folder(file: &Path, namer: &Path) -> Result<()> {
+    if OUTSIDE_FOLDER_ALLOWED.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(());
+    }
+    let folder = crate::fsutil::parent_dir(namer);
+    let folder = folder
+        .canonicalize()
+        .map_err(Error::io("resolve", &folder))?;
+    let real = file.canonicalize().map_err(Error::io("resolve", file))?;
+    if real.parent() != Some(folder.as_path()) {
+        return Err(Error::input(format!(
+            "{} (named by {}) resolves to {}, outside {}: refused, since a descriptor or VMX could point a job at any file; pass --allow-outside-folder if this layout is intended",
+            file.display(),
+            namer.display(),
+            real.display(),
+            folder.display()
+        )));
+    }
+    Ok(())
 }
 
 /// `IMAGE.vmcrypt` for `IMAGE`.

@@ -581,9 +581,32 @@ impl OutputPaths {
         if same(src.path(), out) || same(src.payload_path(), out) {
             return Err(Error::input("input and output are the same file"));
         }
+        // Names the input's own files take or may take: its sidecar, its journal, its
+        // descriptor and payload under another spelling of the path.
+        let reserved: Vec<PathBuf> = [
+            src.path().to_path_buf(),
+            src.payload_path().to_path_buf(),
+            src.metadata_path().to_path_buf(),
+            sidecar_path(src.path()),
+            super::journal_path(src.payload_path()),
+        ]
+        .iter()
+        .filter_map(|p| resolved(p))
+        .collect();
+        let check_free = |p: &Path| -> Result<()> {
+            if resolved(p).is_some_and(|r| reserved.contains(&r)) {
+                return Err(Error::input(format!(
+                    "{} is a name the input's own files use (its metadata, journal or payload); choose another output",
+                    p.display()
+                )));
+            }
+            Ok(())
+        };
         match src.format() {
             DiskFormat::Raw => {
                 let meta_path = sidecar_path(out);
+                check_free(out)?;
+                check_free(&meta_path)?;
                 exists(out)?;
                 exists(&meta_path)?;
                 let disk = Disk {
@@ -615,6 +638,8 @@ impl OutputPaths {
                     })?;
                 let flat_name = format!("{stem}-flat.vmdk");
                 let flat = out.with_file_name(&flat_name);
+                check_free(out)?;
+                check_free(&flat)?;
                 exists(out)?;
                 exists(&flat)?;
                 let (settings, extent) = src
@@ -646,6 +671,13 @@ impl OutputPaths {
             }
         }
     }
+}
+
+/// A path with its folder resolved (symlinks, `.`, `..`), for comparing names of files that
+/// may not exist yet.
+fn resolved(p: &Path) -> Option<PathBuf> {
+    let dir = crate::fsutil::parent_dir(p).canonicalize().ok()?;
+    Some(dir.join(p.file_name()?))
 }
 
 /// Removes partial outputs unless cleared.

@@ -15,7 +15,9 @@ const PROC_READ_CAP: u64 = 64 * 1024;
 
 /// A short description of whoever else holds a lock on `file`.
 pub(super) fn describe(file: &File) -> String {
-    let unknown = || "another program, e.g. QEMU (its process is not visible to this user)".into();
+    let unknown = || {
+        "another program, e.g. QEMU, or a job of another user (its process is not visible to this user)".into()
+    };
     let Ok(meta) = file.metadata() else {
         return unknown();
     };

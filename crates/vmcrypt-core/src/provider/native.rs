@@ -35,7 +35,9 @@ const K_BACKED_UP: &str = "vmcrypt.keystore.backedUp";
 const B_PREFIX: &str = "vmcrypt.backup.";
 const BACKUP_AAD: &[u8] = b"vmcrypt native backup v1\0";
 /// Upper bound on Argon2 memory accepted from a backup file (a hostile file must not exhaust RAM).
-const MAX_BACKUP_MEMORY_KIB: u32 = 4 * 1024 * 1024;
+/// The most memory a backup may ask a restore for: 1 GiB, 16 times the default (backups are
+/// written with the defaults).
+const MAX_BACKUP_MEMORY_KIB: u32 = 1024 * 1024;
 
 /// Argon2id parameters for backups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +59,36 @@ impl Default for BackupParams {
             parallelism: 1,
         }
     }
+}
+
+/// A keystore must belong to the user running vmcrypt (or root), and sit in a folder that
+/// nobody else can write (or that is sticky, like /tmp): whoever can replace the file can
+/// hand vmcrypt a KDK of their choosing, and every disk encrypted after that is theirs.
+fn check_owner_and_folder(
+    path: &Path,
+    meta: &std::fs::Metadata,
+) -> std::result::Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let me = rustix::process::geteuid().as_raw();
+    let trusted = |uid: u32| uid == me || uid == 0;
+    if !trusted(meta.uid()) {
+        return Err(format!(
+            "owned by uid {}, not by this user ({me}) or root; refusing a key another user controls",
+            meta.uid()
+        ));
+    }
+    let dir = crate::fsutil::parent_dir(path);
+    let d = std::fs::metadata(&dir).map_err(|e| format!("cannot read its folder: {e}"))?;
+    let sticky = d.mode() & 0o1000 != 0;
+    if !trusted(d.uid()) || (d.mode() & 0o022 != 0 && !sticky) {
+        return Err(format!(
+            "its folder {} can be written by others (mode {:o}, owner uid {}); move the keystore to a private folder",
+            dir.display(),
+            d.mode() & 0o7777,
+            d.uid()
+        ));
+    }
+    Ok(())
 }
 
 /// The native key provider.
@@ -87,7 +119,7 @@ impl NativeProvider {
             backed_up: false,
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
+            crate::fsutil::create_private_dir(dir)?;
         }
         p.save()?;
         tracing::info!(provider = name, keystore = %path.display(), "created native keystore");
@@ -117,6 +149,7 @@ impl NativeProvider {
                 path.display()
             )));
         }
+        check_owner_and_folder(path, &meta).map_err(ks)?;
         let s = Settings::read(path, Flavor::Vmx)?;
         if s.get(K_VERSION) != Some("1") {
             return Err(ks("not a vmcrypt keystore (version 1)".into()));
@@ -279,7 +312,7 @@ impl NativeProvider {
             backed_up: true,
         };
         if let Some(dir) = keystore.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
+            crate::fsutil::create_private_dir(dir)?;
         }
         p.save()?;
         Ok(p)
@@ -336,11 +369,46 @@ impl KeyProvider for NativeProvider {
 fn stretch(passphrase: &[u8], salt: &[u8], p: BackupParams) -> Result<Zeroizing<[u8; 32]>> {
     let params = argon2::Params::new(p.memory_kib, p.iterations, p.parallelism, Some(32))
         .map_err(|e| Error::input(format!("Argon2 parameters: {e}")))?;
+    // The memory is allocated here, fallibly, and only if the host has it: a backup that asks
+    // for more is an error, never an abort or an OOM kill.
+    let blocks = params.block_count();
+    let bytes = blocks.saturating_mul(std::mem::size_of::<argon2::Block>());
+    if let Some(avail) = mem_available()
+        && bytes as u64 > avail
+    {
+        return Err(Error::input(format!(
+            "the backup's Argon2 parameters need {} MiB of memory; this host has {} MiB available",
+            bytes >> 20,
+            avail >> 20
+        )));
+    }
+    let mut memory: Vec<argon2::Block> = Vec::new();
+    memory.try_reserve_exact(blocks).map_err(|_| {
+        Error::input(format!(
+            "cannot allocate the {} MiB the backup's Argon2 parameters need",
+            bytes >> 20
+        ))
+    })?;
+    memory.resize(blocks, argon2::Block::default());
     let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let mut out = Zeroizing::new([0u8; 32]);
-    a.hash_password_into(passphrase, salt, out.as_mut())
-        .map_err(|e| Error::input(format!("Argon2: {e}")))?;
+    let r = a
+        .hash_password_into_with_memory(passphrase, salt, out.as_mut(), &mut memory)
+        .map_err(|e| Error::input(format!("Argon2: {e}")));
+    // The blocks hold values derived from the passphrase.
+    memory.fill(argon2::Block::default());
+    std::hint::black_box(&memory);
+    r?;
     Ok(out)
+}
+
+/// `MemAvailable` from /proc/meminfo, in bytes.
+fn mem_available() -> Option<u64> {
+    let text = crate::fsutil::read_bounded(Path::new("/proc/meminfo"), 64 * 1024).ok()?;
+    let text = String::from_utf8_lossy(&text);
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 fn backup_aad(p: &BackupParams, salt: &[u8]) -> Vec<u8> {

@@ -66,11 +66,25 @@ impl FileStorage {
     /// # Errors
     /// [`Error::Io`].
     pub fn open(path: &Path) -> Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Non-blocking open, then regular files only: a FIFO in a journal's place is an error,
+        // not a hang.
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
             .open(path)
             .map_err(Error::io("open", path))?;
+        if !file.metadata().map_err(Error::io("stat", path))?.is_file() {
+            return Err(Error::input(format!(
+                "{} is not a regular file",
+                path.display()
+            )));
+        }
+        // Reads and writes block as usual from here (O_NONBLOCK means nothing for a regular
+        // file, but clear it all the same).
+        rustix::fs::fcntl_setfl(&file, rustix::fs::OFlags::empty())
+            .map_err(|e| Error::io("open", path)(e.into()))?;
         Ok(FileStorage {
             file,
             path: path.to_path_buf(),

@@ -144,6 +144,32 @@ impl Vm {
         let settings = Settings::read(path, Flavor::Vmx)?;
         let meta = read_meta(&settings, path)?;
         let disks = find_disks(&settings, path);
+        let mut seen: Vec<(PathBuf, &str)> = Vec::new();
+        for d in &disks {
+            if !d.path.exists() {
+                continue;
+            }
+            crate::disk::check_inside_folder(&d.path, path)?;
+            // The same disk under two names (name, ./name, an absolute path, a symlink) would
+            // be encrypted twice, and then decrypt to noise.
+            let real = d
+                .path
+                .canonicalize()
+                .map_err(Error::io("resolve", &d.path))?;
+            if let Some((_, first)) = seen.iter().find(|(p, _)| *p == real) {
+                return Err(Error::settings(
+                    path,
+                    None,
+                    format!(
+                        "{} and {} name the same disk {}",
+                        first,
+                        d.key,
+                        real.display()
+                    ),
+                ));
+            }
+            seen.push((real, &d.key));
+        }
         Ok(Vm {
             path: path.to_path_buf(),
             settings,
