@@ -258,22 +258,33 @@ fn a_malformed_keystore_line_is_reported_without_its_value() {
         .expect("kdk line")
         .to_string();
     assert!(kdk.ends_with('='), "base64 of 32 bytes ends in padding");
-    // The KDK's line loses its key and quotes (a bad merge, an editor): `BASE64=`.
-    let broken = text.replace(&format!("vmcrypt.keystore.kdk = \"{kdk}\""), &kdk);
-    std::fs::write(&ks, broken).expect("write");
-    for json in [false, true] {
-        let mut args = vec!["encrypt", "d.img", "--output", "x.img"];
-        if json {
-            args.insert(0, "--json");
-        }
-        let o = e.run(&args);
-        assert_eq!(code(&o), Some(1));
-        let all = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
-        assert!(all.contains("line"), "{all}");
-        let stem = kdk.trim_end_matches('=');
-        for w in stem.as_bytes().windows(8) {
-            let w = std::str::from_utf8(w).expect("ascii");
-            assert!(!all.contains(w), "the error shows part of the key: {all}");
+    let line = format!("vmcrypt.keystore.kdk = \"{kdk}\"");
+    // The KDK's line mangled as a bad merge or an editor would: its key and quotes lost
+    // (`BASE64=`, where a '+' or '/' makes the text before '=' an invalid key), its '=' lost,
+    // its closing quote lost, a stray quote.
+    let mangled = [
+        kdk.clone(),
+        format!("+{kdk}"),
+        format!("vmcrypt.keystore.kdk \"{kdk}\""),
+        format!("vmcrypt.keystore.kdk = \"{kdk}"),
+        format!("vmcrypt.keystore.kdk = {kdk}\""),
+    ];
+    for m in &mangled {
+        std::fs::write(&ks, text.replace(&line, m)).expect("write");
+        for json in [false, true] {
+            let mut args = vec!["encrypt", "d.img", "--output", "x.img"];
+            if json {
+                args.insert(0, "--json");
+            }
+            let o = e.run(&args);
+            assert_eq!(code(&o), Some(1), "{m}");
+            let all = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+            assert!(all.contains("keystore"), "{all}");
+            let stem = kdk.trim_end_matches('=');
+            for w in stem.as_bytes().windows(8) {
+                let w = std::str::from_utf8(w).expect("ascii");
+                assert!(!all.contains(w), "the error shows part of the key: {all}");
+            }
         }
     }
 }
