@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     name = "vmcrypt",
     version,
     about,
-    after_help = "Examples:\n  vmcrypt encrypt disk.vmdk --output disk-enc.vmdk\n  vmcrypt inspect disk-enc.vmdk --json\n  vmcrypt decrypt disk-enc.vmdk --in-place\n\nExit codes: 0 ok, 1 failed, 2 usage, 3 key service unreachable (safe to retry), 4 unwrap or integrity failure, 5 disk in use (another job or program, e.g. QEMU, holds it)."
+    after_help = "Examples:\n  vmcrypt encrypt disk.vmdk --output disk-enc.vmdk\n  vmcrypt inspect disk-enc.vmdk --json\n  vmcrypt decrypt disk-enc.vmdk --in-place\n\nExit codes: 0 ok, 1 failed, 2 usage, 3 key service unreachable (safe to retry), 4 unwrap or integrity failure, 5 disk in use (another job or program, e.g. QEMU, holds it), 130 interrupted."
 )]
 pub struct Cli {
     /// Configuration file (default: $VMCRYPT_CONFIG, else $XDG_CONFIG_HOME/vmcrypt/config.toml).

@@ -16,7 +16,10 @@ use cli::{Cli, Command};
 use output::Out;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => return usage_error(e),
+    };
     init_logging(&cli);
     vmcrypt_core::disk::dangerous_allow_outside_folder(cli.allow_outside_folder);
     // Every command may hold keys: no core dump, no ptrace by other processes of the user.
@@ -26,6 +29,7 @@ fn main() -> ExitCode {
     let out = Out {
         json: cli.json,
         quiet: cli.quiet,
+        printed: std::cell::Cell::new(false),
     };
     let result = match &cli.command {
         Command::Provider(p) => cmd::provider::run(&cli, p, &out),
@@ -50,6 +54,35 @@ fn main() -> ExitCode {
             ExitCode::from(output::exit_code(&e))
         }
     }
+}
+
+/// An argument error: clap's own message and exit code 2, or with `--json` anywhere on the
+/// command line one JSON document (help and version print as usual).
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind as K;
+    let wants_json = std::env::args_os().skip(1).any(|a| a == "--json");
+    if !wants_json
+        || matches!(
+            e.kind(),
+            K::DisplayHelp | K::DisplayVersion | K::DisplayHelpOnMissingArgumentOrSubcommand
+        )
+    {
+        // clap prints (ignoring a closed pipe) and exits: 0 for help and version, 2 otherwise.
+        e.exit();
+    }
+    // clap's text: the error in the first paragraph, then tips, usage and "try --help".
+    let text = e.render().to_string();
+    let (what, rest) = text.split_once("\n\n").unwrap_or((&text, ""));
+    let one_line = |t: &str| t.split_whitespace().collect::<Vec<_>>().join(" ");
+    let message = one_line(what.trim_start_matches("error:"));
+    let hint = one_line(rest);
+    let doc = serde_json::json!({
+        "version": output::JSON_VERSION,
+        "error": {"kind": "usage", "message": message, "causes": [], "exit_code": 2,
+                  "hint": if hint.is_empty() { None } else { Some(hint) }},
+    });
+    output::print_line(&doc.to_string());
+    ExitCode::from(2)
 }
 
 /// Logs go to stderr: warnings by default (so the missing-backup warning shows), `-q` errors

@@ -8,6 +8,21 @@ use vmcrypt_core::{Error, ErrorKind};
 pub struct Out {
     pub json: bool,
     pub quiet: bool,
+    /// Whether a JSON document was printed: `--json` prints exactly one, so an error after a
+    /// result (a check that found every server down) goes into the exit code and stderr only.
+    pub printed: std::cell::Cell<bool>,
+}
+
+/// Writes a line to stdout. A reader that went away (`vmcrypt ... | head`) ends the process
+/// quietly with 141, as a shell reports SIGPIPE, instead of a panic.
+pub fn print_line(text: &str) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    if let Err(e) = writeln!(o, "{text}").and_then(|()| o.flush())
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        std::process::exit(141);
+    }
 }
 
 /// Version of the JSON documents.
@@ -20,9 +35,10 @@ impl Out {
             if let Value::Object(m) = &mut doc {
                 m.insert("version".into(), json!(JSON_VERSION));
             }
-            println!("{doc}");
+            self.printed.set(true);
+            print_line(&doc.to_string());
         } else if !self.quiet && !human.is_empty() {
-            println!("{human}");
+            print_line(human);
         }
     }
 
@@ -33,7 +49,8 @@ impl Out {
         }
     }
 
-    /// Prints an error: `error: ...`, a `caused by:` line per source, an optional hint.
+    /// Prints an error: `error: ...`, a `caused by:` line per source, an optional hint; with
+    /// `--json`, one document with the same (unless a result document was printed already).
     pub fn error(&self, e: &Error) {
         let mut chain = Vec::new();
         let mut src = std::error::Error::source(e);
@@ -42,11 +59,17 @@ impl Out {
             src = s.source();
         }
         if self.json {
+            if self.printed.get() {
+                // The one document is out: the error goes to stderr and the exit code.
+                eprintln!("error: {e}");
+                return;
+            }
             let doc = json!({
                 "version": JSON_VERSION,
-                "error": { "kind": kind_name(e.kind()), "message": e.to_string(), "causes": chain, "exit_code": exit_code(e) }
+                "error": { "kind": kind_name(e.kind()), "message": e.to_string(), "causes": chain, "exit_code": exit_code(e), "hint": hint(e) }
             });
-            println!("{doc}");
+            self.printed.set(true);
+            print_line(&doc.to_string());
             return;
         }
         eprintln!("error: {e}");
@@ -60,9 +83,10 @@ impl Out {
 }
 
 /// 0 ok, 1 failed, 2 usage (clap), 3 key service unreachable, 4 unwrap or integrity failure,
-/// 5 disk in use.
+/// 5 disk in use, 130 interrupted (SIGINT or SIGTERM, after the job's clean-up).
 pub fn exit_code(e: &Error) -> u8 {
     match e.kind() {
+        ErrorKind::Cancelled => 130,
         ErrorKind::KeyService => 3,
         ErrorKind::UnwrapFailed => 4,
         ErrorKind::InUse => 5,

@@ -145,6 +145,15 @@ fn all_servers_down_exit_3_and_nothing_changes() {
         3,
     );
     assert!(err.contains("all 3 servers"), "{err}");
+    // `provider check` with every server down: exit 3, and --json prints exactly one
+    // document, the report, with the error in it.
+    let o = e.run(&["--json", "provider", "check", "cluster"]);
+    assert_eq!(o.status.code(), Some(3));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(out.lines().count(), 1, "one document: {out}");
+    let j = json(&out);
+    assert_eq!(j["healthy"], 0);
+    assert_eq!(j["error"]["exit_code"], 3);
 }
 
 #[test]
