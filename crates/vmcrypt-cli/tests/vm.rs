@@ -287,9 +287,13 @@ fn tampering_is_refused_with_exit_4() {
     std::fs::write(e.path(DISKS[2]), &saved).expect("roll back");
     let err = refused(&e, &["vm", "decrypt", "web01.vmx"], 4);
     assert!(err.contains("key generation"), "{err}");
-    assert_eq!(
-        json(&e.ok(&["--json", "vm", "inspect", "web01.vmx"]))["consistent"],
-        false
+    let j = json(&e.expect(&["--json", "vm", "inspect", "web01.vmx"], 4));
+    assert_eq!(j["consistent"], false);
+    assert!(
+        j["problems"][0]
+            .as_str()
+            .is_some_and(|p| p.contains("generations")),
+        "{j}"
     );
 
     // A disk of this VM swapped in from the other VM.
@@ -477,4 +481,171 @@ fn vm_encrypt_and_decrypt_killed_mid_disk_are_resumed() {
     e.ok(&["resume", "web01.vmx"]);
     assert_restored(&e);
     assert!(e.ok(&["resume", "web01.vmx"]).contains("nothing to resume"));
+}
+
+#[test]
+fn lone_jobs_on_a_disk_of_an_encrypted_vm_are_refused_with_a_hint() {
+    let e = vm_env();
+    e.ok(&["vm", "encrypt", "web01.vmx"]);
+    for (args, hint) in [
+        (vec!["decrypt", DISKS[0], "--in-place"], "vm decrypt"),
+        (vec!["rekey", DISKS[0], "--shallow"], "vm rekey"),
+        (vec!["rekey", DISKS[0], "--deep"], "vm rekey"),
+    ] {
+        let err = refused(&e, &args, 1);
+        assert!(err.contains(hint), "{args:?}: {err}");
+    }
+    // A decrypted copy elsewhere leaves the VM as it is.
+    e.ok(&["decrypt", DISKS[1], "--output", "copy.vmdk"]);
+    assert_identical(&e.path(&format!("orig/{}", DISKS[1])), &e.path("copy.vmdk"));
+    // A plain disk of a VM whose encryption was cut short: the VM's job owns it.
+    let p = vm_env();
+    let o = p.run_env(
+        &["vm", "encrypt", "web01.vmx"],
+        &[
+            ("VMCRYPT_FAILPOINT", "reencrypt-chunk-synced"),
+            ("VMCRYPT_CHUNK_BYTES", "262144"),
+        ],
+    );
+    assert_eq!(o.status.code(), None, "{}", stderr(&o));
+    let plain = inspect_any(&p)["disks"]
+        .as_array()
+        .expect("disks")
+        .iter()
+        .filter(|d| d["encrypted"] == false)
+        .map(|d| d["path"].as_str().expect("path").to_string())
+        .next_back()
+        .expect("a disk not reached yet");
+    let err = refused(&p, &["encrypt", &plain, "--in-place"], 1);
+    assert!(
+        err.contains("vm encrypt") && err.contains("web01.vmx"),
+        "{err}"
+    );
+    p.ok(&["resume", "web01.vmx"]);
+    p.ok(&["vm", "decrypt", "web01.vmx"]);
+    assert_restored(&p);
+}
+
+/// `vm inspect --json` whatever its exit code.
+fn inspect_any(e: &Env) -> serde_json::Value {
+    json(&String::from_utf8_lossy(
+        &e.run(&["--json", "vm", "inspect", "web01.vmx"]).stdout,
+    ))
+}
+
+#[test]
+fn vm_inspect_fails_for_a_missing_or_plain_disk_and_resume_repairs_a_lone_decrypt() {
+    let base = vm_env();
+    base.ok(&["vm", "encrypt", "web01.vmx"]);
+    // A missing disk.
+    let e = Env::copy_of(&base);
+    std::fs::remove_file(e.path(&flat(DISKS[2]))).expect("rm");
+    let o = e.run(&["vm", "inspect", "web01.vmx"]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("consistent:   NO") && text.contains("cannot be read"),
+        "{text}"
+    );
+    // A disk decrypted on its own, as an earlier version allowed: replace its files by a
+    // decrypted copy, which is what a lone in-place decrypt left.
+    let e = Env::copy_of(&base);
+    e.ok(&["decrypt", DISKS[1], "--output", "lone.vmdk"]);
+    std::fs::rename(e.path("lone-flat.vmdk"), e.path(&flat(DISKS[1]))).expect("mv");
+    std::fs::copy(e.path(&format!("orig/{}", DISKS[1])), e.path(DISKS[1])).expect("cp");
+    let j = json(&e.expect(&["--json", "vm", "inspect", "web01.vmx"], 4));
+    assert!(
+        j["problems"]
+            .as_array()
+            .expect("problems")
+            .iter()
+            .any(|p| p.as_str().is_some_and(|p| p.contains("not encrypted"))),
+        "{j}"
+    );
+    e.expect(&["vm", "decrypt", "web01.vmx"], 4);
+    // resume VMX repairs it: the disk is encrypted again under the VM's key and generation.
+    let r = json(&e.ok(&["--json", "resume", "web01.vmx"]));
+    assert_eq!(r["resumed"], true, "{r}");
+    assert_eq!(inspect(&e)["consistent"], true);
+    e.ok(&["vm", "decrypt", "web01.vmx"]);
+    assert_restored(&e);
+}
+
+#[test]
+fn a_forged_rekey_generation_is_refused_before_commit() {
+    let e = Env::new();
+    e.ok(&["provider", "add-native", "native"]);
+    e.raw_image("d.img", MIB);
+    let orig = std::fs::read(e.path("d.img")).expect("read");
+    e.ok(&["encrypt", "d.img", "--in-place"]);
+    edit(&e.path("d.img.vmcrypt"), |t| {
+        format!("{t}vmcrypt.rekeyGeneration = \"5\"\n")
+    });
+    let err = refused(&e, &["rekey", "d.img", "--shallow"], 4);
+    assert!(err.contains("rekeyGeneration 5"), "{err}");
+    e.ok(&["decrypt", "d.img", "--output", "back.img"]);
+    assert_eq!(std::fs::read(e.path("back.img")).expect("read"), orig);
+    // The same on a VM: its VMX and every descriptor claim a staged rekey to generation 2
+    // (the next one, so every generation check passes) that no keySafe holds.
+    let v = vm_env();
+    v.ok(&["vm", "encrypt", "web01.vmx"]);
+    edit(&v.path("web01.vmx"), |t| {
+        format!("{t}\r\nvmcrypt.rekeyGeneration = \"2\"")
+    });
+    for d in DISKS {
+        edit(&v.path(d), |t| {
+            format!("{t}ddb.vmcrypt.rekeyGeneration = \"2\"\n")
+        });
+    }
+    let err = refused(&v, &["vm", "rekey", "web01.vmx", "--shallow"], 4);
+    assert!(err.contains("rekeyGeneration 2"), "{err}");
+    // And a target that skips a generation is refused as well.
+    let v = vm_env();
+    v.ok(&["vm", "encrypt", "web01.vmx"]);
+    edit(&v.path("web01.vmx"), |t| {
+        format!("{t}\r\nvmcrypt.rekeyGeneration = \"7\"")
+    });
+    refused(&v, &["vm", "rekey", "web01.vmx", "--shallow"], 4);
+}
+
+#[test]
+fn an_interrupted_vm_job_names_the_vmx_to_resume() {
+    let e = vm_env();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pause = dir.path().join("p");
+    let mut child = e
+        .command(
+            &["vm", "encrypt", "web01.vmx"],
+            &[
+                ("VMCRYPT_PAUSE_AT", "locked"),
+                ("VMCRYPT_PAUSE_FILE", pause.to_str().expect("utf8")),
+            ],
+        )
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !pause.exists() {
+        assert!(std::time::Instant::now() < until && child.try_wait().expect("wait").is_none());
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    std::fs::remove_file(&pause).expect("release");
+    let o = child.wait_with_output().expect("wait");
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("resume") && err.contains("web01.vmx"), "{err}");
+    assert!(
+        !DISKS
+            .iter()
+            .any(|d| err.contains(&format!("resume {}", e.path(d).display()))),
+        "the hint names the VMX, not a disk: {err}"
+    );
+    e.ok(&["resume", "web01.vmx"]);
+    e.ok(&["vm", "decrypt", "web01.vmx"]);
+    assert_restored(&e);
 }

@@ -128,6 +128,9 @@ pub fn run(cli: &Cli, cmd: &VmCmd, out: &Out) -> Result<()> {
                 "consistent:   {}",
                 if i.consistent { "yes" } else { "NO" }
             ));
+            for p in &i.problems {
+                lines.push(format!("problem:      {p}"));
+            }
             let doc = json!({
                 "vmx": i.vmx,
                 "encrypted": i.meta.is_some(),
@@ -143,8 +146,21 @@ pub fn run(cli: &Cli, cmd: &VmCmd, out: &Out) -> Result<()> {
                     "keys": d.keys.iter().map(|(p, k)| json!({"provider": p, "key_id": k})).collect::<Vec<_>>(),
                 })).collect::<Vec<_>>(),
                 "consistent": i.consistent,
+                "problems": i.problems,
             });
+            // Not consistent: the report, then exit 4, as for any metadata mismatch.
+            let failed = (!i.consistent).then(|| vmcrypt_core::Error::Integrity {
+                path: i.vmx.clone(),
+                reason: i.problems.join("; "),
+            });
+            let mut doc = doc;
+            if let Some(e) = &failed {
+                doc["error"] = json!({"kind": "unwrap_failed", "message": e.to_string(), "exit_code": crate::output::exit_code(e)});
+            }
             out.result(&lines.join("\n"), doc);
+            if let Some(e) = failed {
+                return Err(e);
+            }
         }
     }
     Ok(())

@@ -252,7 +252,32 @@ fn finish(disk: &mut Disk, after: Option<&EncryptionMeta>, jpath: &Path) -> Resu
     Ok(())
 }
 
-fn resumable(path: &Path, e: Error) -> Error {
+thread_local! {
+    /// What `resume` must be given to finish the job under way on this thread: the VMX while a
+    /// VM job runs its disks' jobs (resuming one disk alone would not finish the VM job).
+    static RESUME_TARGET: std::cell::RefCell<Option<PathBuf>> = const { std::cell::RefCell::new(None) };
+}
+
+/// While this guard lives, hints to resume an interrupted disk job on this thread name `vmx`.
+pub(crate) struct ResumeAs(Option<PathBuf>);
+
+/// Names `vmx` in the resume hints of the disk jobs this thread runs until the guard drops.
+pub(crate) fn resume_as(vmx: &Path) -> ResumeAs {
+    ResumeAs(RESUME_TARGET.with(|t| t.replace(Some(vmx.to_path_buf()))))
+}
+
+impl Drop for ResumeAs {
+    fn drop(&mut self) {
+        let previous = self.0.take();
+        RESUME_TARGET.with(|t| *t.borrow_mut() = previous);
+    }
+}
+
+fn resumable(disk: &Path, e: Error) -> Error {
+    let target = RESUME_TARGET
+        .with(|t| t.borrow().clone())
+        .unwrap_or_else(|| disk.to_path_buf());
+    let path = target.as_path();
     match e {
         Error::Cancelled { done, .. } => {
             tracing::warn!(

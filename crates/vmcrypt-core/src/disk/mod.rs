@@ -18,16 +18,16 @@ use std::path::{Path, PathBuf};
 
 use vmcrypt_xts::SectorSize;
 
-pub(crate) use inplace::rekey_deep;
 pub use inplace::{
     JOURNAL_EXT, ResumeReport, chunk_size, journal_path, rekey_disk_deep, resume_disk,
 };
+pub(crate) use inplace::{rekey_deep, resume_as};
 pub use job::{DEFAULT_CHUNK, ImageJob, ImageJobBuilder, JobStats, NoProgress, Progress};
-pub(crate) use ops::unwrap_disk_key;
 pub use ops::{
     DecryptOptions, DiskReport, EncryptOptions, KekRef, check_encrypt, decrypt_disk, encrypt_disk,
     encrypt_disk_with, unlock, verify_kek,
 };
+pub(crate) use ops::{check_encrypt_vm_disk, decrypt_disk_of, encrypt_vm_disk_at, unwrap_disk_key};
 pub use rekey::{RekeyReport, rekey_disk_shallow};
 pub(crate) use rekey::{commit as rekey_commit, pending_target, stage as rekey_stage};
 

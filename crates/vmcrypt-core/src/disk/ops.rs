@@ -139,6 +139,7 @@ pub fn encrypt_disk(
 ) -> Result<DiskReport> {
     let _lock = super::lock_for_job(path)?;
     let (disk, out) = preflight_encrypt(path, opts)?;
+    refuse_vm_member(path, opts)?;
     let disk_uuid = random_uuid()?;
     let (key_id, kek) = provider.create_kek(&KeyPurpose::Disk(disk_uuid.clone()))?;
     let kek_ref = KekRef {
@@ -177,16 +178,25 @@ pub fn encrypt_disk_with(
 ) -> Result<DiskReport> {
     let _lock = super::lock_for_job(path)?;
     let (disk, out) = preflight_encrypt(path, opts)?;
-    encrypt_prepared(
-        disk,
-        out,
-        kek,
-        random_uuid()?,
-        vm_uuid,
-        opts,
-        progress,
-        cancel,
-    )
+    let vm = vm_uuid.map(|u| (u, 1));
+    encrypt_prepared(disk, out, kek, random_uuid()?, vm, opts, progress, cancel)
+}
+
+/// Encrypts a plain disk of the VM `vm_uuid` in place under the VM's KEK at the VM's key
+/// `generation`: how `resume VMX` repairs a VM one of whose disks was decrypted on its own.
+pub(crate) fn encrypt_vm_disk_at(
+    path: &Path,
+    kek: &KekRef<'_>,
+    vm_uuid: &str,
+    generation: u64,
+    opts: &EncryptOptions,
+    progress: &dyn Progress,
+    cancel: &AtomicBool,
+) -> Result<DiskReport> {
+    let _lock = super::lock_for_job(path)?;
+    let (disk, out) = preflight_encrypt(path, opts)?;
+    let vm = Some((vm_uuid, generation));
+    encrypt_prepared(disk, out, kek, random_uuid()?, vm, opts, progress, cancel)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -195,7 +205,7 @@ fn encrypt_prepared(
     out: Option<OutputPaths>,
     kek: &KekRef<'_>,
     disk_uuid: String,
-    vm_uuid: Option<&str>,
+    vm: Option<(&str, u64)>,
     opts: &EncryptOptions,
     progress: &dyn Progress,
     cancel: &AtomicBool,
@@ -214,13 +224,17 @@ fn encrypt_prepared(
         sector_size: unit,
         payload_offset,
     };
+    let (vm_uuid, generation) = match vm {
+        Some((u, g)) => (Some(u), g),
+        None => (None, 1),
+    };
     let dek = Dek::generate_xts()?;
     let ctx = WrapContext {
         provider: kek.provider,
         key_id: kek.key_id,
         vm_uuid,
         disk: &identity,
-        generation: 1,
+        generation,
     };
     let key_safe = KeyLocator::List(vec![wrap_dek(kek.kek, &dek, &ctx)?]);
     // The fresh keySafe must open before it protects data.
@@ -234,7 +248,7 @@ fn encrypt_prepared(
     }
     let meta = EncryptionMeta {
         identity: identity.clone(),
-        generation: 1,
+        generation,
         rekey_generation: None,
         vm_uuid: vm_uuid.map(str::to_string),
         key_safe,
@@ -276,8 +290,33 @@ fn encrypt_prepared(
 /// # Errors
 /// As [`encrypt_disk`] for the disk and the output.
 pub fn check_encrypt(path: &Path, opts: &EncryptOptions) -> Result<()> {
+    check_encrypt_vm_disk(path, opts)?;
+    refuse_vm_member(path, opts)
+}
+
+/// [`check_encrypt`] for a disk a VM job encrypts: the VM that lists it is the one asking.
+pub(crate) fn check_encrypt_vm_disk(path: &Path, opts: &EncryptOptions) -> Result<()> {
     let _lock = super::lock_for_job(path)?;
     preflight(path, opts).map(|_| ())
+}
+
+/// Refuses to encrypt, on its own, a plain disk that an encrypted (or encrypting) VM in the
+/// same folder lists: `vm encrypt` owns it, with the VM's KEK and uuid. An encrypted copy
+/// elsewhere (`--output`) leaves the VM as it is.
+fn refuse_vm_member(path: &Path, opts: &EncryptOptions) -> Result<()> {
+    if opts.output.is_some() {
+        return Ok(());
+    }
+    if let Some(vmx) = crate::vm::encrypted_vm_listing(path) {
+        return Err(Error::input(format!(
+            "{} is a disk of the encrypted VM {}: run `vmcrypt vm encrypt {}` (or `vmcrypt resume {}`) instead",
+            path.display(),
+            vmx.display(),
+            vmx.display(),
+            vmx.display()
+        )));
+    }
+    Ok(())
 }
 
 /// The checks of an encryption under the disk's lock, after clearing what a job that never
@@ -348,6 +387,18 @@ pub fn decrypt_disk(
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<DiskReport> {
+    decrypt_disk_of(path, lookup, opts, progress, cancel, false)
+}
+
+/// [`decrypt_disk`]; `vm_disk` allows a disk of a VM (the VM job decrypts all its disks).
+pub(crate) fn decrypt_disk_of(
+    path: &Path,
+    lookup: &ProviderLookup<'_>,
+    opts: &DecryptOptions,
+    progress: &dyn Progress,
+    cancel: &AtomicBool,
+    vm_disk: bool,
+) -> Result<DiskReport> {
     let _lock = super::lock_for_job(path)?;
     if opts.output.is_none() {
         super::inplace::clear_unrecorded_job(path)?;
@@ -357,6 +408,14 @@ pub fn decrypt_disk(
         .encryption()
         .cloned()
         .ok_or_else(|| Error::input(format!("{} is not encrypted", path.display())))?;
+    if meta.vm_uuid.is_some() && !vm_disk && opts.output.is_none() {
+        // A lone decrypt in place would leave the VM's keySafe and sealed entries beside a
+        // plain disk: decrypt the VM. (A decrypted copy elsewhere leaves the VM as it is.)
+        return Err(Error::input(format!(
+            "{} belongs to an encrypted VM: decrypt the VM (`vmcrypt vm decrypt VMX`), or decrypt a copy with --output",
+            path.display()
+        )));
+    }
     let out = opts
         .output
         .as_deref()

@@ -90,8 +90,11 @@ pub(crate) fn stage(disk: &mut Disk, dek: &Dek, new: &KekRef<'_>, target: u64) -
     disk.write_meta(Some(&staged))
 }
 
-/// Commit: keeps only the new wrapping (idempotent).
-pub(crate) fn commit(disk: &mut Disk) -> Result<()> {
+/// Commit: keeps only the new wrapping (idempotent). The wrapping kept must hold `dek` under
+/// `new` bound to the target generation: a `rekeyGeneration` that was forged (or any target
+/// the keySafe is not bound to) is refused here, before the one write that would make the
+/// disk unopenable.
+pub(crate) fn commit(disk: &mut Disk, new: &KekRef<'_>, dek: &Dek) -> Result<()> {
     let meta = disk
         .encryption()
         .cloned()
@@ -99,6 +102,33 @@ pub(crate) fn commit(disk: &mut Disk) -> Result<()> {
     let Some(target) = meta.rekey_generation else {
         return Ok(());
     };
+    let bound = our_pairs(&meta.key_safe)
+        .last()
+        .is_some_and(|(p, k, locked)| {
+            let ctx = WrapContext {
+                provider: p,
+                key_id: k,
+                vm_uuid: meta.vm_uuid.as_deref(),
+                disk: &meta.identity,
+                generation: target,
+            };
+            *p == new.provider
+                && *k == new.key_id
+                && crate::wrap::unwrap_dek(new.kek, locked, &ctx).is_ok_and(|d| {
+                    bool::from(subtle::ConstantTimeEq::ct_eq(
+                        &d.expose_secret()[..],
+                        &dek.expose_secret()[..],
+                    ))
+                })
+        });
+    if !bound {
+        return Err(Error::Integrity {
+            path: disk.metadata_path().to_path_buf(),
+            reason: format!(
+                "rekeyGeneration {target} is not what the keySafe's newest key is bound to (altered metadata?); refusing to commit, nothing changed"
+            ),
+        });
+    }
     let newest = crate::wrap::newest_only(&meta.key_safe)?;
     let committed = super::EncryptionMeta {
         key_safe: newest,
@@ -161,7 +191,7 @@ pub fn rekey_disk_shallow(
     };
     let target = meta.rekey_generation.unwrap_or(meta.generation + 1);
     stage(&mut disk, &dek, &new, target)?;
-    commit(&mut disk)?;
+    commit(&mut disk, &new, &dek)?;
     let generation = disk.encryption().map(|m| m.generation).unwrap_or_default();
     tracing::info!(disk = %path.display(), provider = %prov_name, key_id = %key_id, generation, "disk rekeyed (shallow)");
     Ok(RekeyReport {

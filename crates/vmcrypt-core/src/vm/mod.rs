@@ -404,6 +404,28 @@ fn read_meta(s: &Settings, path: &Path) -> Result<Option<VmMeta>> {
     }))
 }
 
+/// An encrypted (or encrypting) VM in `disk`'s folder whose VMX lists `disk`, if any. Looks
+/// at no more than 64 `.vmx` files; unreadable ones are skipped.
+pub(crate) fn encrypted_vm_listing(disk: &Path) -> Option<PathBuf> {
+    let real = disk.canonicalize().ok()?;
+    let dir = crate::fsutil::parent_dir(disk);
+    std::fs::read_dir(&dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x.eq_ignore_ascii_case("vmx")))
+        .take(64)
+        .find(|vmx| {
+            Vm::open(vmx).is_ok_and(|vm| {
+                vm.meta().is_some()
+                    && vm
+                        .disks()
+                        .iter()
+                        .any(|d| d.path.canonicalize().is_ok_and(|p| p == real))
+            })
+        })
+}
+
 fn find_disks(s: &Settings, vmx: &Path) -> Vec<VmDisk> {
     let dir = crate::fsutil::parent_dir(vmx);
     s.entries()

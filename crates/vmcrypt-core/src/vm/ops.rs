@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::{Vm, VmMeta, VmState};
 use crate::disk::{
-    DecryptOptions, Disk, DiskState, EncryptOptions, KekRef, Progress, decrypt_disk,
+    DecryptOptions, Disk, DiskState, EncryptOptions, KekRef, Progress, decrypt_disk_of,
     encrypt_disk_with, pending_target, rekey_commit, rekey_stage, unwrap_disk_key, verify_kek,
 };
 use crate::locator::KeyLocator;
@@ -152,8 +152,11 @@ pub struct VmInfo {
     pub keys: Vec<(String, String)>,
     /// The disks.
     pub disks: Vec<VmDiskInfo>,
-    /// Whether the VMX and its disks agree (VM uuid, generations).
+    /// Whether the VMX and its disks agree (VM uuid, generations), every disk can be read,
+    /// and an encrypted VM has no plain disk.
     pub consistent: bool,
+    /// What is wrong, one line each, when not consistent.
+    pub problems: Vec<String>,
 }
 
 /// Describes a VM without unwrapping anything.
@@ -195,9 +198,36 @@ pub fn vm_inspect(vmx: &Path) -> Result<VmInfo> {
         }
         disks.push(info);
     }
-    let consistent = match &meta {
-        None => disks.iter().all(|d| d.state.is_none()),
+    let mut problems = Vec::new();
+    for d in &disks {
+        let name = d.path.display();
+        if let Some(e) = &d.error {
+            problems.push(format!("{name} cannot be read: {e}"));
+        }
+    }
+    match &meta {
+        None => {
+            for d in disks.iter().filter(|d| d.state.is_some()) {
+                problems.push(format!(
+                    "{} is encrypted but the VM is not",
+                    d.path.display()
+                ));
+            }
+        }
         Some(m) => {
+            for d in disks.iter().filter(|d| d.error.is_none()) {
+                let name = d.path.display();
+                match d.state {
+                    Some(_) if !d.belongs => {
+                        problems.push(format!("{name} is encrypted for another VM, or on its own"))
+                    }
+                    // Mid `vm encrypt` or `vm decrypt`, some disks are plain: `resume` finishes.
+                    None if m.state == VmState::Encrypted => problems.push(format!(
+                        "{name} is not encrypted while the VM is (decrypted on its own?)"
+                    )),
+                    _ => {}
+                }
+            }
             let gens: Vec<(u64, Option<u64>)> = std::iter::once((m.generation, m.rekey_generation))
                 .chain(
                     disks
@@ -205,15 +235,19 @@ pub fn vm_inspect(vmx: &Path) -> Result<VmInfo> {
                         .filter_map(|d| d.generation.map(|g| (g, d.rekey_generation))),
                 )
                 .collect();
-            disks.iter().all(|d| d.state.is_none() || d.belongs) && generations_agree(&gens)
+            if !generations_agree(&gens) {
+                problems.push("the key generations of the VMX and its disks disagree".into());
+            }
         }
-    };
+    }
+    let consistent = problems.is_empty();
     Ok(VmInfo {
         vmx: vmx.to_path_buf(),
         meta,
         keys,
         disks,
         consistent,
+        problems,
     })
 }
 
@@ -233,6 +267,7 @@ pub fn vm_encrypt(
     cancel: &AtomicBool,
 ) -> Result<VmReport> {
     let _lock = lock_vm(vmx)?;
+    let _resume = crate::disk::resume_as(vmx);
     let started = Instant::now();
     let mut vm = Vm::open(vmx)?;
     let disk_opts = EncryptOptions {
@@ -259,7 +294,7 @@ pub fn vm_encrypt(
     for d in vm.disks() {
         let disk = Disk::open(&d.path)?;
         match disk.encryption() {
-            None => crate::disk::check_encrypt(&d.path, &disk_opts)?,
+            None => crate::disk::check_encrypt_vm_disk(&d.path, &disk_opts)?,
             Some(e)
                 if resumed
                     && e.vm_uuid.as_deref() == vm.meta().map(|m| m.vm_uuid.as_str())
@@ -370,6 +405,7 @@ pub fn vm_decrypt(
     cancel: &AtomicBool,
 ) -> Result<VmReport> {
     let _lock = lock_vm(vmx)?;
+    let _resume = crate::disk::resume_as(vmx);
     let started = Instant::now();
     let mut vm = Vm::open(vmx)?;
     let meta = vm
@@ -401,7 +437,7 @@ pub fn vm_decrypt(
     };
     for (disk, _) in &disks {
         if disk.encryption().is_some() {
-            bytes += decrypt_disk(disk.path(), lookup, &dopts, progress, cancel)?.bytes;
+            bytes += decrypt_disk_of(disk.path(), lookup, &dopts, progress, cancel, true)?.bytes;
         }
     }
     vm.restore_config(&sealed)?;
@@ -429,6 +465,7 @@ pub fn vm_rekey_shallow(
     lookup: &ProviderLookup<'_>,
 ) -> Result<VmReport> {
     let _lock = lock_vm(vmx)?;
+    let _resume = crate::disk::resume_as(vmx);
     let started = Instant::now();
     let (mut vm, meta, config_key, _, _, _) = open_encrypted_vm(vmx, lookup)?;
     let mut disks = open_vm_disks(&vm, &meta, lookup, false)?;
@@ -480,16 +517,57 @@ pub fn vm_rekey_shallow(
     vm.write_meta(&staged)?;
     crate::failpoint::hit(&format!("vm-rekey-{step}"));
     step += 1;
-    for (disk, _) in &mut disks {
-        rekey_commit(disk)?;
+    for (disk, dek) in &mut disks {
+        rekey_commit(disk, &new, dek)?;
         crate::failpoint::hit(&format!("vm-rekey-{step}"));
         step += 1;
     }
+    check_vm_bound(&vm, &staged, &config_key, &new, target)?;
     let committed = commit_vm(&mut vm, staged, target)?;
     tracing::info!(vmx = %vmx.display(), provider = %prov_name, key_id = %key_id, generation = target, "VM rekeyed (shallow)");
     Ok(report(
         &vm, &committed, prov_name, key_id, 0, resumed, started,
     ))
+}
+
+/// Before the VM's commit: the newest pair of its keySafe must hold `config_key` under `new`,
+/// bound to `target` (a forged `rekeyGeneration` is refused before the write that would make
+/// the VM unopenable).
+fn check_vm_bound(
+    vm: &Vm,
+    staged: &VmMeta,
+    config_key: &ConfigKey,
+    new: &KekRef<'_>,
+    target: u64,
+) -> Result<()> {
+    let bound = our_pairs(&staged.key_safe)
+        .last()
+        .is_some_and(|(p, k, locked)| {
+            let ctx = VmKeyContext {
+                provider: p,
+                key_id: k,
+                vm_uuid: &staged.vm_uuid,
+                generation: target,
+            };
+            *p == new.provider
+                && *k == new.key_id
+                && unwrap_config_key(new.kek, locked, &ctx).is_ok_and(|c| {
+                    bool::from(subtle::ConstantTimeEq::ct_eq(
+                        &c.expose_secret()[..],
+                        &config_key.expose_secret()[..],
+                    ))
+                })
+        });
+    if bound {
+        Ok(())
+    } else {
+        Err(Error::Integrity {
+            path: vm.path().to_path_buf(),
+            reason: format!(
+                "rekeyGeneration {target} is not what the VM keySafe's newest key is bound to (altered metadata?); refusing to commit"
+            ),
+        })
+    }
 }
 
 /// The VM's last rekey step: only the newest configuration-key pair is kept, at `target`.
@@ -519,6 +597,7 @@ pub fn vm_rekey_deep(
     cancel: &AtomicBool,
 ) -> Result<VmReport> {
     let _lock = lock_vm(vmx)?;
+    let _resume = crate::disk::resume_as(vmx);
     let started = Instant::now();
     let (mut vm, meta, config_key, prov, key_id, kek) = open_encrypted_vm(vmx, lookup)?;
     let threads = opts.worker_threads();
@@ -569,6 +648,7 @@ pub fn vm_resume(
     cancel: &AtomicBool,
 ) -> Result<Option<VmReport>> {
     let _lock = lock_vm(vmx)?;
+    let _resume = crate::disk::resume_as(vmx);
     let vm = Vm::open(vmx)?;
     let Some(meta) = vm.meta().cloned() else {
         return Ok(None);
@@ -584,6 +664,9 @@ pub fn vm_resume(
             vm_encrypt(vmx, provider.as_ref(), lookup, opts, progress, cancel).map(Some)
         }
         VmState::Decrypting => vm_decrypt(vmx, lookup, opts, progress, cancel).map(Some),
+        _ if meta.rekey_generation.is_none() && has_plain_disk(&vm) => {
+            repair_plain_disks(vmx, lookup, opts, progress, cancel).map(Some)
+        }
         _ => {
             let disk_mid_job = vm.disks().iter().any(|d| {
                 Disk::open(&d.path)
@@ -610,6 +693,54 @@ pub fn vm_resume(
             }
         }
     }
+}
+
+fn has_plain_disk(vm: &Vm) -> bool {
+    vm.disks()
+        .iter()
+        .any(|d| Disk::open(&d.path).is_ok_and(|x| x.encryption().is_none()))
+}
+
+/// An encrypted VM with a plain disk (decrypted on its own, by an earlier version that let a
+/// lone `decrypt` do so): the disk is encrypted again under the VM's KEK, uuid and key
+/// generation, so the VM opens and decrypts as a whole again.
+fn repair_plain_disks(
+    vmx: &Path,
+    lookup: &ProviderLookup<'_>,
+    opts: &VmOptions,
+    progress: &dyn Progress,
+    cancel: &AtomicBool,
+) -> Result<VmReport> {
+    let started = Instant::now();
+    let (vm, meta, _, prov, key_id, kek) = open_encrypted_vm(vmx, lookup)?;
+    let kek_ref = KekRef {
+        provider: &prov,
+        key_id: &key_id,
+        kek: &kek,
+    };
+    let disk_opts = EncryptOptions {
+        sector_size: opts.sector_size,
+        output: None,
+        threads: opts.threads,
+        assume_raw: false,
+    };
+    let mut bytes = 0;
+    for d in vm.disks() {
+        if Disk::open(&d.path)?.encryption().is_none() {
+            tracing::warn!(disk = %d.path.display(), vmx = %vmx.display(), "a disk of the encrypted VM is plain: encrypting it again under the VM's key");
+            bytes += crate::disk::encrypt_vm_disk_at(
+                &d.path,
+                &kek_ref,
+                &meta.vm_uuid,
+                meta.generation,
+                &disk_opts,
+                progress,
+                cancel,
+            )?
+            .bytes;
+        }
+    }
+    Ok(report(&vm, &meta, prov, key_id, bytes, true, started))
 }
 
 /// The VM keySafe staged with the new wrapping (idempotent).
