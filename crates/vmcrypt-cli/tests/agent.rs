@@ -526,3 +526,54 @@ fn forget_drops_a_key_the_agent_would_otherwise_keep_serving() {
         agent.log()
     );
 }
+
+#[test]
+fn slow_clients_are_cut_off_by_a_frame_deadline_and_never_block_new_ones() {
+    let e = Env::new();
+    e.ok(&["provider", "add-native", "native"]);
+    let agent = AgentProc::start(&e);
+    // 1024 clients that start a request and never finish it (one byte of a length prefix).
+    let mut slow = Vec::new();
+    for _ in 0..1024 {
+        let mut s = UnixStream::connect(&agent.socket).expect("connect");
+        s.write_all(&[0]).expect("first byte");
+        slow.push(s);
+    }
+    // And one that trickles a byte a second: each read is quick, the frame never is.
+    let mut trickle = UnixStream::connect(&agent.socket).expect("connect");
+    let started = Instant::now();
+    // A new client is served at once beside them.
+    let t = Instant::now();
+    let j = json(&e.ok(&["--agent", agent.sock(), "--json", "agent", "status"]));
+    assert!(j["agent"]["pid"].as_u64().is_some(), "{j}");
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "served in {:?}",
+        t.elapsed()
+    );
+    let mut cut_after = None;
+    for i in 0..12u8 {
+        if trickle.write_all(&[i]).is_err() {
+            cut_after = Some(started.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let cut_after = cut_after.expect("the trickling client was never cut off");
+    // The whole frame has 5 s (FRAME_DEADLINE), however slowly it comes.
+    assert!(
+        cut_after >= Duration::from_secs(4) && cut_after < Duration::from_secs(9),
+        "cut off after {cut_after:?}"
+    );
+    // Every stalled client was closed by then.
+    for (i, s) in slow.iter_mut().enumerate() {
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut b = [0u8; 64];
+        match s.read(&mut b) {
+            Ok(0) | Err(_) => {}
+            Ok(n) => panic!("stalled client {i} got {n} bytes instead of being closed"),
+        }
+    }
+    e.ok(&["--agent", agent.sock(), "agent", "status"]);
+}

@@ -130,8 +130,20 @@ impl Agent {
 
 /// How long a connection may sit between requests before the agent closes it.
 pub const IDLE: Duration = Duration::from_secs(60);
-/// Connections served at once; more are closed at once with a warning.
-pub const MAX_CONNECTIONS: usize = 1024;
+/// How long a request may take to arrive once its first byte has: the whole frame, not each
+/// read (a client that trickles one byte at a time is cut off after this, however slowly it
+/// sends).
+pub const FRAME_DEADLINE: Duration = Duration::from_secs(5);
+/// Connections served at once; more are closed at once with a warning. Each has its own
+/// thread with a small stack, so slow clients cost memory in proportion, never a stall of
+/// the others.
+pub const MAX_CONNECTIONS: usize = 4096;
+/// Connections one peer user may hold at once (the agent serves its own user and root): one
+/// of them cannot take every slot from the other.
+pub const MAX_PER_UID: usize = MAX_CONNECTIONS / 2;
+/// Stack of a connection thread: enough for a provider call (TLS to a KMS), small enough for
+/// thousands.
+const CONNECTION_STACK: usize = 512 * 1024;
 
 /// Creates the agent's socket at `path`, mode 0600. A stale socket (nobody answers) is
 /// replaced; a live one, or a path that is not a socket, is an error.
@@ -250,6 +262,7 @@ fn peer_allowed(s: &UnixStream) -> std::result::Result<u32, (u32, i32)> {
 /// [`Error::Io`] if accepting fails for good.
 pub fn serve(listener: UnixListener, agent: Arc<Agent>, shutdown: &Shutdown) -> Result<()> {
     let active = Arc::new(AtomicUsize::new(0));
+    let per_uid: Arc<Mutex<HashMap<u32, usize>>> = Arc::new(Mutex::new(HashMap::new()));
     tracing::info!(socket = %shutdown.path.display(), "agent serving");
     for conn in listener.incoming() {
         if shutdown.stopped() {
@@ -285,16 +298,46 @@ pub fn serve(listener: UnixListener, agent: Arc<Agent>, shutdown: &Shutdown) -> 
             tracing::warn!("agent: {MAX_CONNECTIONS} connections open; closing a new one");
             continue;
         }
+        let admitted = {
+            let mut m = per_uid.lock().unwrap_or_else(PoisonError::into_inner);
+            let n = m.entry(uid).or_insert(0);
+            (*n < MAX_PER_UID).then(|| *n += 1).is_some()
+        };
+        if !admitted {
+            active.fetch_sub(1, Ordering::SeqCst);
+            tracing::warn!(
+                uid,
+                "agent: uid {uid} holds {MAX_PER_UID} connections; closing a new one"
+            );
+            continue;
+        }
+        let release = {
+            let active = active.clone();
+            let per_uid = per_uid.clone();
+            move || {
+                active.fetch_sub(1, Ordering::SeqCst);
+                let mut m = per_uid.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(n) = m.get_mut(&uid) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+        };
         let agent = agent.clone();
-        let active = active.clone();
         let spawned = std::thread::Builder::new()
             .name("vmcrypt-agent-conn".into())
+            .stack_size(CONNECTION_STACK)
             .spawn(move || {
                 connection(stream, &agent, uid);
-                active.fetch_sub(1, Ordering::SeqCst);
+                release();
             });
         if let Err(e) = spawned {
             tracing::warn!("agent: cannot start a connection thread: {e}");
+            // The closure (and with it the release) never ran: give the slots back here.
+            active.fetch_sub(1, Ordering::SeqCst);
+            let mut m = per_uid.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(n) = m.get_mut(&uid) {
+                *n = n.saturating_sub(1);
+            }
         }
     }
     let _ = std::fs::remove_file(&shutdown.path);
@@ -303,12 +346,41 @@ pub fn serve(listener: UnixListener, agent: Arc<Agent>, shutdown: &Shutdown) -> 
     Ok(())
 }
 
-/// One connection: requests until the peer closes, goes idle, or sends something malformed.
+/// A connection's reader: [`IDLE`] to wait for a request's first byte, then
+/// [`FRAME_DEADLINE`] for the rest of the frame, whatever the number of reads.
+struct Deadlined<'a> {
+    s: &'a UnixStream,
+    deadline: Option<std::time::Instant>,
+}
+
+impl std::io::Read for Deadlined<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let timeout = match self.deadline {
+            None => IDLE,
+            Some(d) => d
+                .checked_duration_since(std::time::Instant::now())
+                .filter(|left| !left.is_zero())
+                .ok_or(std::io::ErrorKind::TimedOut)?,
+        };
+        self.s.set_read_timeout(Some(timeout))?;
+        let n = std::io::Read::read(&mut self.s, buf)?;
+        if n > 0 && self.deadline.is_none() {
+            self.deadline = Some(std::time::Instant::now() + FRAME_DEADLINE);
+        }
+        Ok(n)
+    }
+}
+
+/// One connection: requests until the peer closes, goes idle, is too slow to send a request,
+/// or sends something malformed.
 fn connection(mut s: UnixStream, agent: &Agent, uid: u32) {
-    let _ = s.set_read_timeout(Some(IDLE));
     let _ = s.set_write_timeout(Some(Duration::from_secs(10)));
     loop {
-        let body = match proto::read_frame(&mut s, proto::MAX_REQUEST) {
+        let mut r = Deadlined {
+            s: &s,
+            deadline: None,
+        };
+        let body = match proto::read_frame(&mut r, proto::MAX_REQUEST) {
             Ok(Frame::Body(b)) => b,
             Ok(Frame::Closed) => return,
             Ok(Frame::TooLarge(n)) => {
