@@ -128,17 +128,21 @@ impl Config {
             default: None,
             providers: Vec::new(),
         };
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(cfg),
-            Err(e) => {
-                return Err(Error::Io {
-                    op: "read",
-                    path: path.to_path_buf(),
-                    source: e,
-                });
+        // Non-blocking, regular files only, bounded: a FIFO or /dev/zero given as the config
+        // is an error at once.
+        let bytes = match vmcrypt_core::fsutil::read_bounded(path, vmcrypt_core::settings::MAX_SIZE)
+        {
+            Ok(b) => b,
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(cfg);
             }
+            Err(e) => return Err(e),
         };
+        let text = String::from_utf8(bytes).map_err(|_| Error::InvalidSettings {
+            path: path.to_path_buf(),
+            line: None,
+            reason: "not UTF-8 text".into(),
+        })?;
         let bad = |reason: String| Error::InvalidSettings {
             path: path.to_path_buf(),
             line: None,

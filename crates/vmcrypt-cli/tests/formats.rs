@@ -84,52 +84,62 @@ fn descriptors_written_by_qemu_are_read_and_keep_their_padding() {
 }
 
 #[test]
-fn the_sparse_vmdk_hint_makes_a_disk_vmcrypt_accepts() {
-    let e = Env::new();
-    e.ok(&["provider", "add-native", "native"]);
-    let sparse = e.path("sparse.vmdk");
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "vmdk",
-        sparse.to_str().expect("utf8"),
-        "4M",
-    ]);
-    let o = Command::new("qemu-io")
-        .args([
+fn the_conversion_hint_for_other_vmdks_makes_a_disk_vmcrypt_accepts() {
+    for sub in [
+        "monolithicSparse",
+        "twoGbMaxExtentSparse",
+        "twoGbMaxExtentFlat",
+        "streamOptimized",
+    ] {
+        let e = Env::new();
+        e.ok(&["provider", "add-native", "native"]);
+        let src = e.path("src.vmdk");
+        qemu_img(&[
+            "create",
+            "-q",
             "-f",
             "vmdk",
-            "-c",
-            "write -P 0x42 0 65536",
-            sparse.to_str().expect("utf8"),
-        ])
-        .output()
-        .expect("qemu-io");
-    assert!(o.status.success());
-    let before = snapshot(e.dir.path());
-    let o = e.run(&["encrypt", "sparse.vmdk", "--in-place"]);
-    assert_eq!(code(&o), Some(1));
-    let err = stderr(&o);
-    assert!(!err.contains("sector-size"), "{err}");
-    assert_eq!(snapshot(e.dir.path()), before);
-    // Carry out the command the hint prints, as an operator would paste it.
-    let cmd = err
-        .split('`')
-        .nth(1)
-        .filter(|c| c.starts_with("qemu-img convert"))
-        .unwrap_or_else(|| panic!("a qemu-img command in the hint: {err}"));
-    let words: Vec<&str> = cmd.split_whitespace().collect();
-    let o = Command::new(words[0])
-        .args(&words[1..])
-        .current_dir(e.dir.path())
-        .output()
-        .expect("qemu-img");
-    assert!(o.status.success(), "{cmd}: {}", stderr(&o));
-    let flat = words.last().expect("output name").to_string();
-    e.ok(&["encrypt", &flat, "--in-place"]);
-    e.ok(&["decrypt", &flat, "--output", "back.vmdk"]);
-    assert_identical(&sparse, &e.path("back.vmdk"));
+            "-o",
+            &format!("subformat={sub}"),
+            src.to_str().expect("utf8"),
+            "4M",
+        ]);
+        if sub != "streamOptimized" {
+            let o = Command::new("qemu-io")
+                .args([
+                    "-f",
+                    "vmdk",
+                    "-c",
+                    "write -P 0x42 0 65536",
+                    src.to_str().expect("utf8"),
+                ])
+                .output()
+                .expect("qemu-io");
+            assert!(o.status.success(), "{sub}: {}", stderr(&o));
+        }
+        let before = snapshot(e.dir.path());
+        let o = e.run(&["encrypt", "src.vmdk", "--in-place"]);
+        assert_eq!(code(&o), Some(1), "{sub}");
+        let err = stderr(&o);
+        assert!(!err.contains("sector-size"), "{err}");
+        assert_eq!(snapshot(e.dir.path()), before, "{sub}");
+        // Carry out the command the hint prints, as an operator would paste it.
+        let cmd = err
+            .split('`')
+            .find(|c| c.starts_with("qemu-img convert"))
+            .unwrap_or_else(|| panic!("{sub}: a qemu-img command in the hint: {err}"));
+        let words: Vec<&str> = cmd.split_whitespace().collect();
+        let o = Command::new(words[0])
+            .args(&words[1..])
+            .current_dir(e.dir.path())
+            .output()
+            .expect("qemu-img");
+        assert!(o.status.success(), "{cmd}: {}", stderr(&o));
+        let flat = words.last().expect("output name").to_string();
+        e.ok(&["encrypt", &flat, "--in-place"]);
+        e.ok(&["decrypt", &flat, "--output", "back.vmdk"]);
+        assert_identical(&src, &e.path("back.vmdk"));
+    }
 }
 
 #[test]

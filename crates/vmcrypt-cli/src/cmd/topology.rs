@@ -9,10 +9,11 @@ use crate::output::Out;
 /// Prints the report; returns the exit code (0 clean or warnings only, 1 with errors).
 pub fn run(t: &TopologyCmd, out: &Out) -> Result<u8> {
     let TopologyCmd::Check { file } = t;
-    let text = std::fs::read_to_string(file).map_err(|e| Error::Io {
-        op: "read",
+    let bytes = vmcrypt_core::fsutil::read_bounded(file, vmcrypt_core::settings::MAX_SIZE)?;
+    let text = String::from_utf8(bytes).map_err(|_| Error::InvalidSettings {
         path: file.clone(),
-        source: e,
+        line: None,
+        reason: "not UTF-8 text".into(),
     })?;
     let topology = Topology::from_toml(&text).map_err(|e| Error::InvalidSettings {
         path: file.clone(),

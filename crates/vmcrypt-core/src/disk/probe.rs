@@ -56,7 +56,8 @@ impl Container {
                 "{p} is a LUKS volume, already encrypted; open it with cryptsetup or QEMU's luks driver, or convert it to raw first"
             ),
             Container::VmdkSparse => format!(
-                "{p} is a sparse VMDK; convert it to a flat one with `qemu-img convert -O vmdk -o subformat=monolithicFlat {p} {stem}-vmcrypt.vmdk`, then encrypt that"
+                "{p} is a sparse VMDK; convert it to a flat one with `{}`, then encrypt that",
+                to_flat_vmdk(path)
             ),
             c => format!(
                 "{p} is a {} image, not a raw one; convert it with `qemu-img convert -O raw {p} {stem}.img`, then encrypt that (or pass --format raw if it really is a raw image that happens to start with these bytes)",
@@ -64,6 +65,21 @@ impl Container {
             ),
         }
     }
+}
+
+/// The command that makes a monolithicFlat VMDK vmcrypt accepts from the VMDK at `path`
+/// (`STEM-vmcrypt.vmdk` beside it).
+pub fn to_flat_vmdk(path: &std::path::Path) -> String {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "disk".into());
+    let out = path.with_file_name(format!("{stem}-vmcrypt.vmdk"));
+    format!(
+        "qemu-img convert -O vmdk -o subformat=monolithicFlat {} {}",
+        path.display(),
+        out.display()
+    )
 }
 
 /// Reads the magics of an open file of `len` bytes.

@@ -48,8 +48,9 @@ pub fn flat_extent(s: &Settings, path: &Path) -> Result<Extent> {
     if !matches!(create_type, "monolithicFlat" | "vmfs") {
         return Err(Error::Unsupported {
             what: format!(
-                "VMDK createType {create_type:?} in {} (only monolithicFlat and vmfs flat disks; convert with `qemu-img convert -O vmdk -o subformat=monolithicFlat`)",
-                path.display()
+                "VMDK createType {create_type:?} in {} (only monolithicFlat and vmfs flat disks); convert it with `{}`, then encrypt that",
+                path.display(),
+                super::probe::to_flat_vmdk(path)
             ),
         });
     }
