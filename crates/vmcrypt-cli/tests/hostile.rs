@@ -324,33 +324,16 @@ fn a_running_job_cannot_dump_core() {
     let e = Env::new();
     e.ok(&["provider", "add-native", "native"]);
     e.raw_image("d.img", MIB);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pause = dir.path().join("p");
-    let mut child = e
-        .command(
-            &["encrypt", "d.img", "--in-place"],
-            &[
-                ("VMCRYPT_PAUSE_AT", "locked"),
-                ("VMCRYPT_PAUSE_FILE", pause.to_str().expect("utf8")),
-            ],
-        )
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let until = Instant::now() + Duration::from_secs(30);
-    while !pause.exists() {
-        assert!(Instant::now() < until && child.try_wait().expect("wait").is_none());
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).expect("limits");
+    let held = hold(&e, &["encrypt", "d.img", "--in-place"]);
+    let limits =
+        std::fs::read_to_string(format!("/proc/{}/limits", held.child.id())).expect("limits");
     let core = limits
         .lines()
         .find(|l| l.starts_with("Max core file size"))
         .expect("core line");
     assert_eq!(core.split_whitespace().nth(4), Some("0"), "{core}");
     assert_eq!(core.split_whitespace().nth(5), Some("0"), "{core}");
-    std::fs::remove_file(&pause).expect("release");
-    assert!(child.wait().expect("wait").success());
+    assert!(release(held).status.success());
 }
 
 #[test]

@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -16,53 +15,6 @@ use std::time::{Duration, Instant};
 use common::*;
 
 const MIB: u64 = 1024 * 1024;
-
-/// A job held at its pause point, and the file whose removal lets it go on.
-struct Held {
-    child: Child,
-    file: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-fn hold(e: &Env, args: &[&str]) -> Held {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("paused");
-    let f = file.to_str().expect("utf8").to_string();
-    let mut child = e
-        .command(
-            args,
-            &[("VMCRYPT_PAUSE_AT", "locked"), ("VMCRYPT_PAUSE_FILE", &f)],
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn vmcrypt");
-    let until = Instant::now() + Duration::from_secs(60);
-    while !file.exists() {
-        if let Some(status) = child.try_wait().expect("wait") {
-            let mut err = String::new();
-            if let Some(mut s) = child.stderr.take() {
-                let _ = s.read_to_string(&mut err);
-            }
-            panic!("vmcrypt {args:?} ended ({status}) before it held its locks: {err}");
-        }
-        assert!(
-            Instant::now() < until,
-            "vmcrypt {args:?} never reached its locks"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    Held {
-        child,
-        file,
-        _dir: dir,
-    }
-}
-
-fn release(h: Held) -> Output {
-    std::fs::remove_file(&h.file).expect("release");
-    h.child.wait_with_output().expect("wait")
-}
 
 fn code(o: &Output) -> Option<i32> {
     o.status.code()

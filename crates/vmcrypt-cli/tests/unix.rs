@@ -4,7 +4,6 @@
 mod common;
 
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -48,31 +47,9 @@ fn sigint_stops_a_job_with_130_after_its_clean_up() {
     e.raw_image("d.img", 8 * MIB);
     std::fs::copy(e.path("d.img"), e.path("d.orig")).expect("copy");
     e.ok(&["encrypt", "d.img", "--in-place"]);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pause = dir.path().join("p");
-    let mut child = e
-        .command(
-            &["decrypt", "d.img", "--in-place"],
-            &[
-                ("VMCRYPT_PAUSE_AT", "locked"),
-                ("VMCRYPT_PAUSE_FILE", pause.to_str().expect("utf8")),
-            ],
-        )
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let until = Instant::now() + Duration::from_secs(30);
-    while !pause.exists() {
-        assert!(Instant::now() < until && child.try_wait().expect("wait").is_none());
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let kill = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(kill.success());
-    std::fs::remove_file(&pause).expect("release");
-    let o = child.wait_with_output().expect("wait");
+    let held = hold(&e, &["decrypt", "d.img", "--in-place"]);
+    interrupt(&held);
+    let o = release(held);
     assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
     assert!(stderr(&o).contains("cancelled"), "{}", stderr(&o));
     // Nothing is lost: whatever state the job left, resume and decrypt give the original.

@@ -611,31 +611,9 @@ fn a_forged_rekey_generation_is_refused_before_commit() {
 #[test]
 fn an_interrupted_vm_job_names_the_vmx_to_resume() {
     let e = vm_env();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pause = dir.path().join("p");
-    let mut child = e
-        .command(
-            &["vm", "encrypt", "web01.vmx"],
-            &[
-                ("VMCRYPT_PAUSE_AT", "locked"),
-                ("VMCRYPT_PAUSE_FILE", pause.to_str().expect("utf8")),
-            ],
-        )
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !pause.exists() {
-        assert!(std::time::Instant::now() < until && child.try_wait().expect("wait").is_none());
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    let kill = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(kill.success());
-    std::fs::remove_file(&pause).expect("release");
-    let o = child.wait_with_output().expect("wait");
+    let held = hold(&e, &["vm", "encrypt", "web01.vmx"]);
+    interrupt(&held);
+    let o = release(held);
     assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(err.contains("resume") && err.contains("web01.vmx"), "{err}");

@@ -2,8 +2,10 @@
 //! file digests to prove "unchanged".
 #![allow(dead_code)]
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 pub struct Env {
     pub dir: tempfile::TempDir,
@@ -222,4 +224,61 @@ pub fn flip_base64_char(locator: &str, from: usize) -> String {
     let mut out = b.to_vec();
     out[pos] = if out[pos] == b'A' { b'B' } else { b'A' };
     String::from_utf8(out).expect("ascii")
+}
+
+/// A vmcrypt job held at its `locked` pause point (just after it took its locks), and the
+/// file whose removal lets it go on.
+pub struct Held {
+    pub child: Child,
+    file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+pub fn hold(e: &Env, args: &[&str]) -> Held {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("paused");
+    let f = file.to_str().expect("utf8").to_string();
+    let mut child = e
+        .command(
+            args,
+            &[("VMCRYPT_PAUSE_AT", "locked"), ("VMCRYPT_PAUSE_FILE", &f)],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn vmcrypt");
+    let until = Instant::now() + Duration::from_secs(60);
+    while !file.exists() {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let mut err = String::new();
+            if let Some(mut s) = child.stderr.take() {
+                let _ = s.read_to_string(&mut err);
+            }
+            panic!("vmcrypt {args:?} ended ({status}) before it held its locks: {err}");
+        }
+        assert!(
+            Instant::now() < until,
+            "vmcrypt {args:?} never reached its locks"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Held {
+        child,
+        file,
+        _dir: dir,
+    }
+}
+
+/// Sends SIGINT to a held job (it stays held until released).
+pub fn interrupt(h: &Held) {
+    let ok = Command::new("kill")
+        .args(["-INT", &h.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(ok.success());
+}
+
+pub fn release(h: Held) -> Output {
+    std::fs::remove_file(&h.file).expect("release");
+    h.child.wait_with_output().expect("wait")
 }

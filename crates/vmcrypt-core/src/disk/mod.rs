@@ -27,7 +27,7 @@ pub use ops::{
     DecryptOptions, DiskReport, EncryptOptions, KekRef, check_encrypt, decrypt_disk, encrypt_disk,
     encrypt_disk_with, unlock, verify_kek,
 };
-pub(crate) use ops::{check_encrypt_vm_disk, decrypt_disk_of, encrypt_vm_disk_at, unwrap_disk_key};
+pub(crate) use ops::{check_encrypt_vm_disk, decrypt_disk_of, encrypt_under, unwrap_disk_key};
 pub use rekey::{RekeyReport, rekey_disk_shallow};
 pub(crate) use rekey::{commit as rekey_commit, pending_target, stage as rekey_stage};
 

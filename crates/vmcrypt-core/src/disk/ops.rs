@@ -176,26 +176,22 @@ pub fn encrypt_disk_with(
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<DiskReport> {
-    let _lock = super::lock_for_job(path)?;
-    let (disk, out) = preflight_encrypt(path, opts)?;
-    let vm = vm_uuid.map(|u| (u, 1));
-    encrypt_prepared(disk, out, kek, random_uuid()?, vm, opts, progress, cancel)
+    encrypt_under(path, kek, vm_uuid.map(|u| (u, 1)), opts, progress, cancel)
 }
 
-/// Encrypts a plain disk of the VM `vm_uuid` in place under the VM's KEK at the VM's key
-/// `generation`: how `resume VMX` repairs a VM one of whose disks was decrypted on its own.
-pub(crate) fn encrypt_vm_disk_at(
+/// Encrypts a plain disk under an existing KEK; for a VM's disk, `vm` is the VM's uuid and key
+/// generation (1 for a new VM; the VM's own when `resume VMX` repairs a VM one of whose disks
+/// was decrypted on its own).
+pub(crate) fn encrypt_under(
     path: &Path,
     kek: &KekRef<'_>,
-    vm_uuid: &str,
-    generation: u64,
+    vm: Option<(&str, u64)>,
     opts: &EncryptOptions,
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<DiskReport> {
     let _lock = super::lock_for_job(path)?;
     let (disk, out) = preflight_encrypt(path, opts)?;
-    let vm = Some((vm_uuid, generation));
     encrypt_prepared(disk, out, kek, random_uuid()?, vm, opts, progress, cancel)
 }
 

@@ -49,6 +49,16 @@ impl VmOptions {
 
 impl VmOptions {
     /// The thread count to use: the one set, else every core.
+    /// What each disk of a VM job is encrypted with: in place, this data unit and threads.
+    fn disk_options(&self) -> EncryptOptions {
+        EncryptOptions {
+            sector_size: self.sector_size,
+            output: None,
+            threads: self.threads,
+            assume_raw: false,
+        }
+    }
+
     fn worker_threads(&self) -> usize {
         self.threads.unwrap_or_else(|| {
             std::thread::available_parallelism()
@@ -270,12 +280,7 @@ pub fn vm_encrypt(
     let _resume = crate::disk::resume_as(vmx);
     let started = Instant::now();
     let mut vm = Vm::open(vmx)?;
-    let disk_opts = EncryptOptions {
-        sector_size: opts.sector_size,
-        output: None,
-        threads: opts.threads,
-        assume_raw: false,
-    };
+    let disk_opts = opts.disk_options();
     let resumed = match vm.meta() {
         None => false,
         Some(m) if m.state == VmState::Encrypting => true,
@@ -718,26 +723,15 @@ fn repair_plain_disks(
         key_id: &key_id,
         kek: &kek,
     };
-    let disk_opts = EncryptOptions {
-        sector_size: opts.sector_size,
-        output: None,
-        threads: opts.threads,
-        assume_raw: false,
-    };
+    let disk_opts = opts.disk_options();
     let mut bytes = 0;
     for d in vm.disks() {
         if Disk::open(&d.path)?.encryption().is_none() {
             tracing::warn!(disk = %d.path.display(), vmx = %vmx.display(), "a disk of the encrypted VM is plain: encrypting it again under the VM's key");
-            bytes += crate::disk::encrypt_vm_disk_at(
-                &d.path,
-                &kek_ref,
-                &meta.vm_uuid,
-                meta.generation,
-                &disk_opts,
-                progress,
-                cancel,
-            )?
-            .bytes;
+            let vm_at = Some((meta.vm_uuid.as_str(), meta.generation));
+            bytes +=
+                crate::disk::encrypt_under(&d.path, &kek_ref, vm_at, &disk_opts, progress, cancel)?
+                    .bytes;
         }
     }
     Ok(report(&vm, &meta, prov, key_id, bytes, true, started))
