@@ -127,7 +127,18 @@ fn the_conversion_hint_for_other_vmdks_makes_a_disk_vmcrypt_accepts() {
         let cmd = err
             .split('`')
             .find(|c| c.starts_with("qemu-img convert"))
-            .unwrap_or_else(|| panic!("{sub}: a qemu-img command in the hint: {err}"));
+            .unwrap_or_else(|| {
+                panic!(
+                    "{sub}: a qemu-img command in the hint: {err}\nthe source: {:?}",
+                    String::from_utf8_lossy(
+                        &std::fs::read(&src).unwrap_or_default()[..512.min(
+                            std::fs::metadata(&src)
+                                .map(|m| m.len() as usize)
+                                .unwrap_or(0)
+                        )]
+                    )
+                )
+            });
         let words: Vec<&str> = cmd.split_whitespace().collect();
         let o = Command::new(words[0])
             .args(&words[1..])
@@ -136,7 +147,14 @@ fn the_conversion_hint_for_other_vmdks_makes_a_disk_vmcrypt_accepts() {
             .expect("qemu-img");
         assert!(o.status.success(), "{cmd}: {}", stderr(&o));
         let flat = words.last().expect("output name").to_string();
-        e.ok(&["encrypt", &flat, "--in-place"]);
+        let o = e.run(&["encrypt", &flat, "--in-place"]);
+        assert_eq!(
+            code(&o),
+            Some(0),
+            "{sub}: {}\ndescriptor as qemu-img wrote it: {:?}",
+            stderr(&o),
+            String::from_utf8_lossy(&std::fs::read(e.path(&flat)).unwrap_or_default())
+        );
         e.ok(&["decrypt", &flat, "--output", "back.vmdk"]);
         assert_identical(&src, &e.path("back.vmdk"));
     }

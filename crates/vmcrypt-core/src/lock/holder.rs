@@ -16,7 +16,9 @@ const PROC_READ_CAP: u64 = 64 * 1024;
 /// A short description of whoever else holds a lock on `file`.
 pub(super) fn describe(file: &File) -> String {
     let unknown = || {
-        "another program, e.g. QEMU, or a job of another user (its process is not visible to this user)".into()
+        // A vmcrypt job is non-dumpable, so even a job of the same user hides its /proc/PID/fd
+        // from users without CAP_SYS_PTRACE; so do other users' processes.
+        "another program (e.g. QEMU) or another vmcrypt job, whose process this user cannot see".into()
     };
     let Ok(meta) = file.metadata() else {
         return unknown();
