@@ -27,23 +27,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
         path
     };
     let dir = parent_dir(path);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut rnd = [0u8; 6];
-    crate::secret::random_fill(&mut rnd)?;
-    let tag: String = rnd.iter().map(|b| format!("{b:02x}")).collect();
-    let tmp = dir.join(format!(".{name}.vmcrypt-tmp-{tag}"));
+    let tmp = temp_name(path)?;
     let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)
-            .map_err(Error::io("create", &tmp))?;
-        f.write_all(bytes).map_err(Error::io("write", &tmp))?;
-        f.sync_all().map_err(Error::io("fsync", &tmp))?;
+        let f = write_temp(&tmp, bytes, mode)?;
         // A job that holds `path` locked keeps it locked: the new file is locked before it
         // takes the name.
         let carried = crate::lock::carry_over(path, &f, &tmp)?;
@@ -79,6 +65,62 @@ pub fn create_private_dir(dir: &Path) -> Result<()> {
     // The umask may have taken bits away; never added any. Make it exactly 0700.
     std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .map_err(Error::io("chmod", dir))
+}
+
+/// Creates `path` with `bytes` (permission `mode`), durably, and only if no file has that name:
+/// two processes creating the same file at once cannot replace each other's (a keystore
+/// replaced under a job that already encrypted with it would lose that disk). The file appears
+/// whole or not at all.
+///
+/// # Errors
+/// [`Error::InvalidInput`] if `path` exists; [`Error::Io`].
+pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let tmp = temp_name(path)?;
+    let result = (|| {
+        drop(write_temp(&tmp, bytes, mode)?);
+        // link(2) fails when the name exists, where rename(2) would replace it.
+        std::fs::hard_link(&tmp, path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                Error::input(format!(
+                    "{} already exists; not overwriting it",
+                    path.display()
+                ))
+            } else {
+                Error::io("create", path)(e)
+            }
+        })?;
+        std::fs::remove_file(&tmp).map_err(Error::io("remove", &tmp))?;
+        sync_dir(&parent_dir(path))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// A fresh temp name beside `path`.
+fn temp_name(path: &Path) -> Result<PathBuf> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut rnd = [0u8; 6];
+    crate::secret::random_fill(&mut rnd)?;
+    let tag: String = rnd.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(parent_dir(path).join(format!(".{name}.vmcrypt-tmp-{tag}")))
+}
+
+/// Creates `tmp` (which must not exist) with `bytes` and fsyncs it.
+fn write_temp(tmp: &Path, bytes: &[u8], mode: u32) -> Result<File> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(tmp)
+        .map_err(Error::io("create", tmp))?;
+    f.write_all(bytes).map_err(Error::io("write", tmp))?;
+    f.sync_all().map_err(Error::io("fsync", tmp))?;
+    Ok(f)
 }
 
 /// Opens a file for reading without blocking (a FIFO or a device beside an image must not hang
@@ -189,6 +231,42 @@ pub fn parent_dir(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn creating_a_new_file_never_replaces_one_even_in_a_race() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("native.keystore");
+        for round in 0..20u8 {
+            let _ = std::fs::remove_file(&p);
+            let results: Vec<(u8, Result<()>)> = std::thread::scope(|s| {
+                let hs: Vec<_> = (0..4u8)
+                    .map(|i| {
+                        let p = &p;
+                        s.spawn(move || (i, write_new(p, &[round, i], 0o600)))
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().expect("thread")).collect()
+            });
+            let won: Vec<u8> = results
+                .iter()
+                .filter(|(_, r)| r.is_ok())
+                .map(|(i, _)| *i)
+                .collect();
+            assert_eq!(won.len(), 1, "exactly one creates the file");
+            assert_eq!(
+                std::fs::read(&p).expect("read"),
+                vec![round, won[0]],
+                "the winner's bytes"
+            );
+            for (_, r) in &results {
+                if let Err(e) = r {
+                    assert!(matches!(e, Error::InvalidInput { .. }), "{e}");
+                }
+            }
+        }
+        // No temp file is left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).expect("ls").count(), 1);
+    }
 
     #[test]
     fn started_writeback_keeps_every_byte_and_reports_a_pipe() {

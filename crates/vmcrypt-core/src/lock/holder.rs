@@ -18,7 +18,8 @@ pub(super) fn describe(file: &File) -> String {
     let unknown = || {
         // A vmcrypt job is non-dumpable, so even a job of the same user hides its /proc/PID/fd
         // from users without CAP_SYS_PTRACE; so do other users' processes.
-        "another program (e.g. QEMU) or another vmcrypt job, whose process this user cannot see".into()
+        "another program (e.g. QEMU) or another vmcrypt job, whose process this user cannot see"
+            .into()
     };
     let Ok(meta) = file.metadata() else {
         return unknown();

@@ -121,7 +121,7 @@ impl NativeProvider {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             crate::fsutil::create_private_dir(dir)?;
         }
-        p.save()?;
+        p.save(true)?;
         tracing::info!(provider = name, keystore = %path.display(), "created native keystore");
         Ok(p)
     }
@@ -236,7 +236,7 @@ impl NativeProvider {
         // Write through a temp file so a partial backup never looks like a complete one.
         write_atomic(out, s.render().as_bytes(), 0o600)?;
         self.backed_up = true;
-        self.save()?;
+        self.save(false)?;
         tracing::info!(provider = %self.name, backup = %out.display(), "native keystore backed up");
         Ok(())
     }
@@ -314,11 +314,12 @@ impl NativeProvider {
         if let Some(dir) = keystore.parent().filter(|d| !d.as_os_str().is_empty()) {
             crate::fsutil::create_private_dir(dir)?;
         }
-        p.save()?;
+        p.save(true)?;
         Ok(p)
     }
 
-    fn save(&self) -> Result<()> {
+    /// Writes the keystore: a new one only if none exists (`new`), else in place of the old.
+    fn save(&self, new: bool) -> Result<()> {
         let mut s = Settings::new(
             Flavor::Vmx,
             &[
@@ -333,7 +334,11 @@ impl NativeProvider {
         )?;
         s.set(K_BACKED_UP, if self.backed_up { "TRUE" } else { "FALSE" })?;
         let text = Zeroizing::new(s.render());
-        write_atomic(&self.path, text.as_bytes(), 0o600)
+        if new {
+            crate::fsutil::write_new(&self.path, text.as_bytes(), 0o600)
+        } else {
+            write_atomic(&self.path, text.as_bytes(), 0o600)
+        }
     }
 
     fn derive(&self, id: &KeyId) -> Result<Kek> {
