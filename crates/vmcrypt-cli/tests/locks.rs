@@ -389,3 +389,48 @@ fn qemu_refuses_an_image_while_vmcrypt_holds_it() {
     assert_eq!(code(&release(held)), Some(0));
     assert_plaintext(&e, "d.img", &e.path("d.orig"));
 }
+
+#[test]
+fn two_jobs_racing_for_one_output_never_remove_each_others_file() {
+    let t = Env::new();
+    t.ok(&["provider", "add-native", "native"]);
+    t.raw_image("a.img", 32 * MIB);
+    t.raw_image("bb.img", 32 * MIB);
+    for round in 0..6 {
+        let e = Env::copy_of(&t);
+        let (a, b) = (
+            ["encrypt", "a.img", "--output", "o.img"],
+            ["encrypt", "bb.img", "--output", "o.img"],
+        );
+        let (oa, ob) = if round % 2 == 0 {
+            race(&e, &a, &b)
+        } else {
+            race(&e, &b, &a)
+        };
+        let won: Vec<&Output> = [&oa, &ob]
+            .into_iter()
+            .filter(|o| code(o) == Some(0))
+            .collect();
+        assert_eq!(
+            won.len(),
+            1,
+            "round {round}: {}\n{}",
+            stderr(&oa),
+            stderr(&ob)
+        );
+        // The winner's output is whole and decrypts to the winner's source.
+        let src = if code(&oa) == Some(0) {
+            if round % 2 == 0 { "a.img" } else { "bb.img" }
+        } else if round % 2 == 0 {
+            "bb.img"
+        } else {
+            "a.img"
+        };
+        e.ok(&["decrypt", "o.img", "--output", "back.img"]);
+        assert!(
+            std::fs::read(e.path("back.img")).expect("read")
+                == std::fs::read(e.path(src)).expect("read"),
+            "round {round}: the output is not {src}'s"
+        );
+    }
+}

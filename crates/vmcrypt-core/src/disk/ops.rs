@@ -589,12 +589,21 @@ impl JobPlan<'_> {
             Some(out) => {
                 let mut guard = Cleanup(out.created.clone());
                 let mut out_disk = out.disk;
-                let stats = self
+                let ran = self
                     .builder(disk.payload_path())
                     .source_offset(self.src_offset)
                     .output(out_disk.payload_path())
-                    .build()?
-                    .run(progress, cancel)?;
+                    .build()
+                    .and_then(|job| job.run(progress, cancel));
+                let stats = match ran {
+                    // Another process created the output first (after our check that it did
+                    // not exist): it is that process's file, not ours to remove.
+                    Err(e) if created_by_another(&e, out_disk.payload_path()) => {
+                        guard.0.clear();
+                        return Err(e);
+                    }
+                    other => other?,
+                };
                 out_disk.write_meta(after)?;
                 guard.0.clear();
                 Ok((stats, out_disk))
@@ -733,6 +742,12 @@ impl OutputPaths {
 fn resolved(p: &Path) -> Option<PathBuf> {
     let dir = crate::fsutil::parent_dir(p).canonicalize().ok()?;
     Some(dir.join(p.file_name()?))
+}
+
+/// Whether `e` says that creating `p` failed because the file exists.
+fn created_by_another(e: &Error, p: &Path) -> bool {
+    matches!(e, Error::Io { op: "create", path, source }
+        if path == p && source.kind() == std::io::ErrorKind::AlreadyExists)
 }
 
 /// Removes partial outputs unless cleared.
