@@ -251,3 +251,30 @@ fn a_descriptor_near_the_size_cap_is_refused_before_the_job() {
     // Still readable by vmcrypt, as it was.
     e.ok(&["inspect", "big.vmdk"]);
 }
+
+#[test]
+fn a_descriptor_with_leftover_bytes_after_its_nul_is_read_as_qemu_reads_it() {
+    // QEMU writes its CID without leading zeros, in place: a shorter CID leaves the old
+    // text's last byte behind the NUL, as seen after a qemu-io write:
+    // `ddb.toolsVersion = "2147483647"\n\0\n\0\0...`.
+    let e = Env::new();
+    e.ok(&["provider", "add-native", "native"]);
+    let vmdk = e.vmdk("r.vmdk", MIB);
+    let flat = e.path("r-flat.vmdk");
+    let orig = std::fs::read(&flat).expect("flat");
+    let text = std::fs::read(&vmdk).expect("descriptor");
+    let mut block = text.clone();
+    block.extend_from_slice(b"\0\n");
+    block.resize(512, 0);
+    std::fs::write(&vmdk, &block).expect("write");
+    // QEMU reads it (up to the NUL).
+    qemu_img(&["info", "-f", "vmdk", vmdk.to_str().expect("utf8")]);
+    e.ok(&["encrypt", "r.vmdk", "--in-place"]);
+    qemu_img(&["info", "-f", "vmdk", vmdk.to_str().expect("utf8")]);
+    e.ok(&["decrypt", "r.vmdk", "--in-place"]);
+    assert_eq!(std::fs::read(&flat).expect("flat"), orig);
+    let back = std::fs::read(&vmdk).expect("descriptor");
+    let end = back.iter().position(|b| *b == 0).expect("padded");
+    assert_eq!(&back[..end], &text[..], "the text is QEMU's, line for line");
+    assert!(back[end..].iter().all(|b| *b == 0) && back.len().is_multiple_of(512));
+}

@@ -221,19 +221,48 @@ fn jobs_started_at_the_same_instant_one_wins_the_other_is_refused() {
     t.ok(&["provider", "add-native", "native"]);
     t.raw_image("big.img", 128 * MIB);
     std::fs::copy(t.path("big.img"), t.path("big.orig")).expect("copy");
+    t.vmdk("a.vmdk", 64 * MIB);
+    t.vmdk("b.vmdk", 32 * MIB);
+    for d in ["a", "b"] {
+        std::fs::copy(
+            t.path(&format!("{d}-flat.vmdk")),
+            t.path(&format!("{d}.orig")),
+        )
+        .expect("copy");
+    }
+    std::fs::write(
+        t.path("vm.vmx"),
+        ".encoding = \"UTF-8\"\nscsi0.present = \"TRUE\"\nscsi0:0.fileName = \"a.vmdk\"\nscsi0:1.fileName = \"b.vmdk\"\n",
+    )
+    .expect("vmx");
     let enc = ["encrypt", "big.img", "--in-place"];
     let deep = ["rekey", "big.img", "--deep"];
     let dec = ["decrypt", "big.img", "--in-place"];
-    let rounds: &[(&[&str], &[&str], bool)] = &[
-        (&enc, &enc, false),
-        (&enc, &enc, false),
-        (&deep, &dec, true),
-        (&dec, &deep, true),
+    let resume = ["resume", "big.img"];
+    let vm = ["vm", "encrypt", "vm.vmx"];
+    let disk = ["encrypt", "a.vmdk", "--in-place"];
+    // (first, second, how the disk starts: plain, encrypted, or mid-encryption)
+    let rounds: &[(&[&str], &[&str], &str)] = &[
+        (&enc, &enc, "plain"),
+        (&enc, &enc, "plain"),
+        (&deep, &dec, "encrypted"),
+        (&dec, &deep, "encrypted"),
+        (&resume, &resume, "interrupted"),
+        (&vm, &vm, "plain"),
+        (&vm, &disk, "plain"),
+        (&disk, &vm, "plain"),
     ];
-    for (a, b, encrypted_first) in rounds {
+    for (a, b, start) in rounds {
         let e = Env::copy_of(&t);
-        if *encrypted_first {
-            e.ok(&enc);
+        match *start {
+            "encrypted" => {
+                e.ok(&enc);
+            }
+            "interrupted" => {
+                let o = e.run_env(&enc, &[("VMCRYPT_FAILPOINT", "inplace-job-recorded")]);
+                assert_eq!(code(&o), None, "the failpoint aborts: {}", stderr(&o));
+            }
+            _ => {}
         }
         let (oa, ob) = race(&e, a, b);
         let mut codes = [code(&oa), code(&ob)];
@@ -246,6 +275,9 @@ fn jobs_started_at_the_same_instant_one_wins_the_other_is_refused() {
             stderr(&ob)
         );
         assert_plaintext(&e, "big.img", &e.path("big.orig"));
+        for d in ["a", "b"] {
+            assert_plaintext(&e, &format!("{d}.vmdk"), &e.path(&format!("{d}.orig")));
+        }
     }
 }
 

@@ -62,16 +62,18 @@ impl Settings {
                 format!("larger than {MAX_SIZE} bytes; not a settings file"),
             ));
         }
-        // QEMU writes a descriptor as a NUL-padded 512-byte block (after `qemu-img convert`
-        // and whenever it updates the CID on a write): the padding is not content.
+        // QEMU writes a descriptor as a C string in a NUL-padded 512-byte block (after
+        // `qemu-img convert`, and whenever it updates the CID on a write) and reads it back up to
+        // the first NUL. Its CID is written without leading zeros, so a rewrite can shorten the
+        // text and leave the old text's last bytes after the NUL (seen: `...\"\n\0\n\0\0...`).
+        // So, as QEMU does: the text ends at the first NUL; the rest is padding.
         let mut padded_len = None;
         let mut bytes = bytes;
-        if flavor == Flavor::Descriptor {
-            let end = bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
-            if end < bytes.len() {
-                padded_len = Some(bytes.len());
-                bytes = &bytes[..end];
-            }
+        if flavor == Flavor::Descriptor
+            && let Some(end) = bytes.iter().position(|b| *b == 0)
+        {
+            padded_len = Some(bytes.len());
+            bytes = &bytes[..end];
         }
         if bytes.contains(&0) {
             return Err(Error::settings(
@@ -464,10 +466,17 @@ mod tests {
         let grown = s.render();
         assert_eq!(grown.len(), 1024, "outgrown: the next whole block");
         assert!(grown.len() > text_len + 600 && grown.ends_with('\0'));
-        // NULs are only padding at the end, and only in descriptors.
-        let mut inner = bytes.clone();
-        inner[3] = 0;
-        assert!(Settings::parse(&inner, Flavor::Descriptor, path).is_err());
+        // As QEMU reads it: the text ends at the first NUL, whatever follows (a shorter CID
+        // rewritten in place leaves the old text's tail behind it).
+        let mut remnant = bytes.clone();
+        remnant[text_len + 1] = b'\n';
+        let s = Settings::parse(&remnant, Flavor::Descriptor, path).expect("remnant after the NUL");
+        assert_eq!(
+            s.render().as_bytes(),
+            &bytes[..],
+            "rendered without the remnant"
+        );
+        // Only descriptors are NUL padded.
         assert!(Settings::parse(&bytes, Flavor::Vmx, path).is_err());
     }
 
