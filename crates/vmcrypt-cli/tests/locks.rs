@@ -3,8 +3,8 @@
 //! Each pair of mutating commands runs with the first held just after it took its locks (the
 //! `locked` pause point), in both orders: the second exits 5 and changes nothing, the first
 //! finishes, and the data then reads back as the original bit for bit. A race loop runs pairs
-//! at the same instant with no pause. Real qemu-io and qemu-nbd hold images open as a running
-//! VM's QEMU would.
+//! at the same instant with no pause. Real qemu-io, qemu-nbd and qemu-storage-daemon hold
+//! images open as a running VM's QEMU would.
 
 mod common;
 
@@ -385,6 +385,41 @@ fn an_image_qemu_io_or_qemu_nbd_has_open_is_refused_by_every_mutating_command() 
     assert_eq!(state(&e), before, "nothing changed beside qemu-nbd");
     q.kill().expect("stop qemu-nbd");
     q.wait().expect("qemu-nbd ends");
+    // qemu-storage-daemon exporting a raw image, as a hypervisor's storage daemon would.
+    let sock = e.path("qsd.sock");
+    let img = e.path("d.img");
+    let mut q = qemu_tool(
+        "qemu-storage-daemon",
+        &[
+            "--blockdev",
+            &format!("driver=file,filename={},node-name=disk0", img.display()),
+            "--nbd-server",
+            &format!("addr.type=unix,addr.path={}", sock.display()),
+            "--export",
+            "type=nbd,id=e0,node-name=disk0,writable=on",
+        ],
+    );
+    wait_for_lock(q.id());
+    let before = state(&e);
+    let o = e.run(&["encrypt", "d.img", "--in-place"]);
+    assert_eq!(
+        code(&o),
+        Some(5),
+        "beside qemu-storage-daemon: {}",
+        stderr(&o)
+    );
+    assert!(
+        stderr(&o).contains("qemu-storage-daemon"),
+        "names the holder: {}",
+        stderr(&o)
+    );
+    assert_eq!(
+        state(&e),
+        before,
+        "nothing changed beside qemu-storage-daemon"
+    );
+    q.kill().expect("stop qemu-storage-daemon");
+    q.wait().expect("qemu-storage-daemon ends");
     // Once QEMU let go, the same job runs.
     e.ok(&["encrypt", "a.vmdk", "--in-place"]);
     assert_plaintext(&e, "a.vmdk", &e.path("a.orig"));

@@ -84,16 +84,23 @@ fn find_pid(needle: &str) -> Option<u32> {
 
 fn describe_pid(pid: u32) -> String {
     let base = std::path::PathBuf::from(format!("/proc/{pid}"));
-    let name = read_capped(&base.join("comm"))
-        .map(|c| String::from_utf8_lossy(&c).trim().to_string())
+    let args: Vec<String> = read_capped(&base.join("cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    // The program's name: its argv[0] without the folder (comm is cut at 15 bytes:
+    // "qemu-storage-da"), else comm.
+    let name = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .or_else(|| {
+            read_capped(&base.join("comm")).map(|c| String::from_utf8_lossy(&c).trim().to_string())
+        })
         .unwrap_or_default();
     if name == "vmcrypt" {
-        let args: Vec<String> = read_capped(&base.join("cmdline"))
-            .unwrap_or_default()
-            .split(|b| *b == 0)
-            .filter(|a| !a.is_empty())
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
         let mut line = args.join(" ");
         if line.chars().count() > 300 {
             line = line.chars().take(300).collect::<String>() + " ...";
