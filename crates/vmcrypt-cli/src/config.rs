@@ -91,6 +91,18 @@ pub struct Config {
     pub default: Option<String>,
     /// Providers by name, in file order.
     pub providers: Vec<(String, ProviderConfig)>,
+    /// The file's bytes as loaded (None: it did not exist), so that a save can tell whether
+    /// another command changed it in between.
+    loaded: Option<Vec<u8>>,
+}
+
+fn changed_meanwhile(path: &Path) -> Error {
+    Error::InvalidInput {
+        reason: format!(
+            "{} was changed by another command while this one ran; nothing was saved: run the command again",
+            path.display()
+        ),
+    }
 }
 
 impl Config {
@@ -127,6 +139,7 @@ impl Config {
             agent: None,
             default: None,
             providers: Vec::new(),
+            loaded: None,
         };
         // Non-blocking, regular files only, bounded: a FIFO or /dev/zero given as the config
         // is an error at once.
@@ -138,6 +151,7 @@ impl Config {
             }
             Err(e) => return Err(e),
         };
+        cfg.loaded = Some(bytes.clone());
         let text = String::from_utf8(bytes).map_err(|_| Error::InvalidSettings {
             path: path.to_path_buf(),
             line: None,
@@ -259,8 +273,15 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Writes the file atomically.
-    pub fn save(&self) -> Result<()> {
+    /// Writes the file atomically, unless another command changed it since it was loaded:
+    /// two provider commands at once must not silently drop each other's change. The file is
+    /// locked while it is compared and replaced; a first file is created with link(2), so two
+    /// first saves cannot both land.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when the file changed meanwhile (nothing is written: run the
+    /// command again); I/O errors.
+    pub fn save(&mut self) -> Result<()> {
         let mut providers = Table::new();
         for (name, p) in &self.providers {
             let mut t = Table::new();
@@ -301,7 +322,48 @@ impl Config {
         vmcrypt_core::fsutil::create_private_dir(&dir)?;
         let text =
             format!("# vmcrypt configuration (written by vmcrypt; comments are not kept)\n{root}");
-        vmcrypt_core::fsutil::write_atomic(&self.path, text.as_bytes(), 0o600)
+        let _lock = self.lock_for_save()?;
+        let now = match vmcrypt_core::fsutil::read_bounded(
+            &self.path,
+            vmcrypt_core::settings::MAX_SIZE,
+        ) {
+            Ok(b) => Some(b),
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        if now != self.loaded {
+            return Err(changed_meanwhile(&self.path));
+        }
+        match &self.loaded {
+            Some(_) => vmcrypt_core::fsutil::write_atomic(&self.path, text.as_bytes(), 0o600)?,
+            None => vmcrypt_core::fsutil::write_new(&self.path, text.as_bytes(), 0o600).map_err(
+                |e| match e {
+                    Error::InvalidInput { .. } => changed_meanwhile(&self.path),
+                    other => other,
+                },
+            )?,
+        }
+        self.loaded = Some(text.into_bytes());
+        Ok(())
+    }
+
+    /// The config file's lock, waiting up to 10 s for another command to finish its save;
+    /// none for a file that does not exist yet.
+    fn lock_for_save(&self) -> Result<Option<vmcrypt_core::lock::DiskLock>> {
+        use vmcrypt_core::lock::{Access, DiskLock};
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match DiskLock::acquire(&[(&self.path, Access::Write)]) {
+                Ok(l) => return Ok(Some(l)),
+                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                    return Ok(None);
+                }
+                Err(Error::InUse { .. }) if std::time::Instant::now() < until => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// The config file path.

@@ -501,3 +501,47 @@ fn two_jobs_racing_for_one_output_never_remove_each_others_file() {
         );
     }
 }
+
+#[test]
+fn two_provider_commands_at_once_never_drop_each_others_change() {
+    for round in 0..8 {
+        let e = Env::new();
+        e.ok(&["provider", "add-native", "base"]);
+        let (a, b) = (
+            ["provider", "add-native", "one"],
+            ["provider", "add-native", "two"],
+        );
+        let (oa, ob) = if round % 2 == 0 {
+            race(&e, &a, &b)
+        } else {
+            race(&e, &b, &a)
+        };
+        let list = e.ok(&["--json", "provider", "list"]);
+        let names: Vec<String> = json(&list)["providers"]
+            .as_array()
+            .expect("providers")
+            .iter()
+            .map(|p| p["name"].as_str().expect("name").to_string())
+            .collect();
+        let (first, second) = if round % 2 == 0 {
+            ("one", "two")
+        } else {
+            ("two", "one")
+        };
+        for (o, name) in [(&oa, first), (&ob, second)] {
+            match code(o) {
+                Some(0) => assert!(
+                    names.iter().any(|n| n == name),
+                    "round {round}: {name} reported added but lost: {names:?}"
+                ),
+                Some(1) => assert!(
+                    stderr(o).contains("changed by another command"),
+                    "round {round}: {}",
+                    stderr(o)
+                ),
+                c => panic!("round {round}: {name}: exit {c:?}: {}", stderr(o)),
+            }
+        }
+        assert!(names.iter().any(|n| n == "base"), "{names:?}");
+    }
+}
