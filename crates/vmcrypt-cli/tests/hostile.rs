@@ -365,3 +365,42 @@ fn a_backup_asking_for_more_memory_than_allowed_is_refused() {
     assert_eq!(code(&o), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("out of range"), "{}", stderr(&o));
 }
+
+#[test]
+fn a_symlink_in_the_journals_place_is_never_written_or_removed() {
+    let e = Env::new();
+    e.ok(&["provider", "add-native", "native"]);
+    e.raw_image("d.img", MIB);
+    std::fs::write(e.path("victim.txt"), b"precious").expect("victim");
+    let journal = e.path("d.img.vmcrypt-journal");
+    symlink(e.path("victim.txt"), &journal).expect("symlink");
+    let o = e.run(&["encrypt", "d.img", "--in-place"]);
+    assert_eq!(code(&o), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not a regular file"), "{}", stderr(&o));
+    // An interrupted job whose journal was swapped for a symlink: resume refuses.
+    std::fs::remove_file(&journal).expect("rm");
+    let o = e.run_env(
+        &["encrypt", "d.img", "--in-place"],
+        &[("VMCRYPT_FAILPOINT", "inplace-job-recorded")],
+    );
+    assert_eq!(code(&o), None, "the failpoint aborts");
+    std::fs::rename(&journal, e.path("real-journal")).expect("mv");
+    symlink(e.path("victim.txt"), &journal).expect("symlink");
+    let o = e.run(&["resume", "d.img"]);
+    assert_ne!(code(&o), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read(e.path("victim.txt")).expect("victim"),
+        b"precious"
+    );
+    assert!(
+        std::fs::symlink_metadata(&journal)
+            .expect("link")
+            .file_type()
+            .is_symlink()
+    );
+    // With the real journal back, the job finishes.
+    std::fs::remove_file(&journal).expect("rm");
+    std::fs::rename(e.path("real-journal"), &journal).expect("mv");
+    e.ok(&["resume", "d.img"]);
+    e.ok(&["decrypt", "d.img", "--in-place"]);
+}

@@ -166,19 +166,28 @@ pub fn read_bounded(path: &Path, cap: usize) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Removes a file and makes the removal durable. A symlink's target is removed, with the link.
+/// Removes a file and makes the removal durable. A symlink is removed itself, never its
+/// target (see [`remove_followed`]).
 ///
 /// # Errors
 /// [`Error::Io`].
 pub fn remove_durable(path: &Path) -> Result<()> {
+    std::fs::remove_file(path).map_err(Error::io("remove", path))?;
+    sync_dir(&parent_dir(path))
+}
+
+/// Removes a metadata file that may be a symlink: its target, then the link, each durably
+/// (metadata symlinks are followed for every read and write, docs/threat-model.md).
+///
+/// # Errors
+/// [`Error::Io`].
+pub fn remove_followed(path: &Path) -> Result<()> {
     if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
         && let Ok(target) = path.canonicalize()
     {
-        std::fs::remove_file(&target).map_err(Error::io("remove", &target))?;
-        sync_dir(&parent_dir(&target))?;
+        remove_durable(&target)?;
     }
-    std::fs::remove_file(path).map_err(Error::io("remove", path))?;
-    sync_dir(&parent_dir(path))
+    remove_durable(path)
 }
 
 /// fsyncs a directory so that renames and creations in it are durable.

@@ -330,7 +330,7 @@ pub(crate) fn clear_unrecorded_job(path: &Path) -> Result<()> {
         Ok(_) => {}
     }
     let mut head = vec![0u8; crate::reencrypt::journal::BLOCK];
-    let claimed = FileStorage::open(&jpath)
+    let claimed = FileStorage::open_no_follow(&jpath)
         .and_then(|j| j.read_at(&mut head, 0))
         .ok()
         .and_then(|()| crate::reencrypt::shift::peek_move(&head));
@@ -438,7 +438,7 @@ pub fn resume_disk(
         });
     }
     let payload = FileStorage::open(disk.payload_path())?;
-    let journal = FileStorage::open(&jpath)?;
+    let journal = FileStorage::open_no_follow(&jpath)?;
     let len = meta.identity.payload_size;
     let unit = meta.identity.sector_size;
     let with_path = |e: Error| match e {

@@ -380,7 +380,7 @@ impl Disk {
                 }
                 None => {
                     if self.meta_path.exists() {
-                        crate::fsutil::remove_durable(&self.meta_path)?;
+                        crate::fsutil::remove_followed(&self.meta_path)?;
                     }
                     self.settings = None;
                 }

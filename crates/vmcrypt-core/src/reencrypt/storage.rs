@@ -66,13 +66,26 @@ impl FileStorage {
     /// # Errors
     /// [`Error::Io`].
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, 0)
+    }
+
+    /// Opens an existing file that must not be a symlink (a journal: vmcrypt only ever makes
+    /// a regular file there, and writes to it).
+    ///
+    /// # Errors
+    /// [`Error::Io`] (`ELOOP` for a symlink); [`Error::InvalidInput`] for a non-regular file.
+    pub fn open_no_follow(path: &Path) -> Result<Self> {
+        Self::open_with(path, libc::O_NOFOLLOW)
+    }
+
+    fn open_with(path: &Path, flags: i32) -> Result<Self> {
         use std::os::unix::fs::OpenOptionsExt;
         // Non-blocking open, then regular files only: a FIFO in a journal's place is an error,
         // not a hang.
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | flags)
             .open(path)
             .map_err(Error::io("open", path))?;
         if !file.metadata().map_err(Error::io("stat", path))?.is_file() {
