@@ -21,7 +21,7 @@ use vmcrypt_xts::SectorSize;
 pub use inplace::{
     JOURNAL_EXT, ResumeReport, chunk_size, journal_path, rekey_disk_deep, resume_disk,
 };
-pub(crate) use inplace::{rekey_deep, resume_as};
+pub(crate) use inplace::{ResumeAs, rekey_deep, resume_as};
 pub use job::{DEFAULT_CHUNK, ImageJob, ImageJobBuilder, JobStats, NoProgress, Progress};
 pub use ops::{
     DecryptOptions, DiskReport, EncryptOptions, KekRef, check_encrypt, decrypt_disk, encrypt_disk,

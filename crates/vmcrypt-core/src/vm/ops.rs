@@ -84,6 +84,22 @@ pub fn lock_vm(vmx: &Path) -> Result<crate::lock::DiskLock> {
     Ok(lock)
 }
 
+/// What a VM job holds while it runs: the VM's locks, and the hint that names the VMX when
+/// one of its disk jobs is interrupted.
+struct VmJob {
+    _lock: crate::lock::DiskLock,
+    _resume: crate::disk::ResumeAs,
+}
+
+impl VmJob {
+    fn begin(vmx: &Path) -> Result<VmJob> {
+        Ok(VmJob {
+            _lock: lock_vm(vmx)?,
+            _resume: crate::disk::resume_as(vmx),
+        })
+    }
+}
+
 /// Resumes every disk of the VM whose in-place job stopped in `state`.
 fn resume_disks_in(
     vm: &Vm,
@@ -276,8 +292,7 @@ pub fn vm_encrypt(
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<VmReport> {
-    let _lock = lock_vm(vmx)?;
-    let _resume = crate::disk::resume_as(vmx);
+    let _job = VmJob::begin(vmx)?;
     let started = Instant::now();
     let mut vm = Vm::open(vmx)?;
     let disk_opts = opts.disk_options();
@@ -409,8 +424,7 @@ pub fn vm_decrypt(
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<VmReport> {
-    let _lock = lock_vm(vmx)?;
-    let _resume = crate::disk::resume_as(vmx);
+    let _job = VmJob::begin(vmx)?;
     let started = Instant::now();
     let mut vm = Vm::open(vmx)?;
     let meta = vm
@@ -469,8 +483,7 @@ pub fn vm_rekey_shallow(
     provider: Option<&dyn KeyProvider>,
     lookup: &ProviderLookup<'_>,
 ) -> Result<VmReport> {
-    let _lock = lock_vm(vmx)?;
-    let _resume = crate::disk::resume_as(vmx);
+    let _job = VmJob::begin(vmx)?;
     let started = Instant::now();
     let (mut vm, meta, config_key, _, _, _) = open_encrypted_vm(vmx, lookup)?;
     let mut disks = open_vm_disks(&vm, &meta, lookup, false)?;
@@ -601,8 +614,7 @@ pub fn vm_rekey_deep(
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<VmReport> {
-    let _lock = lock_vm(vmx)?;
-    let _resume = crate::disk::resume_as(vmx);
+    let _job = VmJob::begin(vmx)?;
     let started = Instant::now();
     let (mut vm, meta, config_key, prov, key_id, kek) = open_encrypted_vm(vmx, lookup)?;
     let threads = opts.worker_threads();
@@ -652,8 +664,7 @@ pub fn vm_resume(
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<Option<VmReport>> {
-    let _lock = lock_vm(vmx)?;
-    let _resume = crate::disk::resume_as(vmx);
+    let _job = VmJob::begin(vmx)?;
     let vm = Vm::open(vmx)?;
     let Some(meta) = vm.meta().cloned() else {
         return Ok(None);
