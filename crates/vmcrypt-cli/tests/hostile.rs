@@ -142,6 +142,7 @@ fn a_vmx_naming_one_disk_twice_or_a_disk_elsewhere_is_refused() {
     symlink(e.path("a.vmdk"), e.path("alias.vmdk")).expect("symlink");
     let abs = e.path("a.vmdk");
     for (name, second) in [
+        ("same", "a.vmdk".to_string()),
         ("dot", "./a.vmdk".to_string()),
         ("absolute", abs.display().to_string()),
         ("symlink", "alias.vmdk".to_string()),

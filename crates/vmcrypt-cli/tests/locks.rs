@@ -385,6 +385,34 @@ fn an_image_qemu_io_or_qemu_nbd_has_open_is_refused_by_every_mutating_command() 
     assert_eq!(state(&e), before, "nothing changed beside qemu-nbd");
     q.kill().expect("stop qemu-nbd");
     q.wait().expect("qemu-nbd ends");
+    // qemu-nbd serving a disk of an encrypted VM: every VM job on it is refused too.
+    e.ok(&["vm", "encrypt", "vm.vmx"]);
+    let sock = e.path("nbd2.sock");
+    let mut q = qemu_tool(
+        "qemu-nbd",
+        &[
+            "-f",
+            "vmdk",
+            "--socket",
+            sock.to_str().expect("utf8"),
+            e.path("b.vmdk").to_str().expect("utf8"),
+        ],
+    );
+    wait_for_lock(q.id());
+    let before = state(&e);
+    for c in [
+        vec!["vm", "decrypt", "vm.vmx"],
+        vec!["vm", "rekey", "vm.vmx", "--shallow"],
+        vec!["vm", "rekey", "vm.vmx", "--deep"],
+        vec!["resume", "vm.vmx"],
+    ] {
+        let o = e.run(&c);
+        assert_eq!(code(&o), Some(5), "{c:?} beside qemu-nbd: {}", stderr(&o));
+    }
+    assert_eq!(state(&e), before, "nothing changed beside qemu-nbd");
+    q.kill().expect("stop qemu-nbd");
+    q.wait().expect("qemu-nbd ends");
+    e.ok(&["vm", "decrypt", "vm.vmx"]);
     // qemu-storage-daemon exporting a raw image, as a hypervisor's storage daemon would.
     let sock = e.path("qsd.sock");
     let img = e.path("d.img");
