@@ -130,6 +130,14 @@ pub enum Error {
     },
 }
 
+impl From<vmcrypt_secmem::Error> for Error {
+    fn from(e: vmcrypt_secmem::Error) -> Self {
+        Error::Unsupported {
+            what: e.to_string(),
+        }
+    }
+}
+
 impl Error {
     /// The coarse kind of this error.
     pub fn kind(&self) -> ErrorKind {

@@ -36,9 +36,8 @@
 //! not detect tampering with it; the metadata is authenticated by the key wrap.
 #![warn(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
-// `unsafe` only in agent::locked (locked memory for cached keys) and lock::ofd (the OFD lock
-// fcntl), allowed there and explained.
-#![deny(unsafe_code)]
+// The system calls that take raw pointers (locked memory, OFD locks) are in vmcrypt-secmem.
+#![forbid(unsafe_code)]
 
 pub mod agent;
 pub mod disk;

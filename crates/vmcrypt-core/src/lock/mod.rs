@@ -1,7 +1,7 @@
 //! One owner per disk: every job locks the files it works on before it reads or changes them,
 //! and holds the locks to its end.
 //!
-//! The locks are open file description locks over the whole file (see `ofd`):
+//! The locks are open file description locks over the whole file (`vmcrypt_secmem::ofd`):
 //! - a job that writes a file takes an exclusive lock; it conflicts with every other vmcrypt
 //!   job and with the byte-range locks QEMU, qemu-img, qemu-io, qemu-nbd and
 //!   qemu-storage-daemon take on an image they open (from byte 100), so vmcrypt refuses an
@@ -22,7 +22,8 @@
 //! process, so a host agent running two jobs at once cannot mix them either.
 
 mod holder;
-mod ofd;
+
+use vmcrypt_secmem::ofd;
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};

@@ -14,7 +14,7 @@ use std::os::fd::AsRawFd;
 
 /// The kind of lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
+pub enum Kind {
     /// Shared (`F_RDLCK`): the file must be open for reading.
     Read,
     /// Exclusive (`F_WRLCK`): the file must be open for writing.
@@ -40,7 +40,10 @@ fn flock(kind: Kind, start: u64, len: u64) -> io::Result<libc::flock> {
 
 /// Takes a lock on `len` bytes from `start` (0 = to the end, whatever the size) without
 /// waiting. Ok(false) when another open file description holds a conflicting lock.
-pub(crate) fn try_lock(file: &File, kind: Kind, start: u64, len: u64) -> io::Result<bool> {
+///
+/// # Errors
+/// The call's error (`EBADF` for a descriptor not open for the kind, `EINVAL`).
+pub fn try_lock(file: &File, kind: Kind, start: u64, len: u64) -> io::Result<bool> {
     let fl = flock(kind, start, len)?;
     // SAFETY: the descriptor is open for the duration of the call (borrowed from `file`), and
     // F_OFD_SETLK reads one `struct flock` through the pointer, which points to a live local.
@@ -57,7 +60,10 @@ pub(crate) fn try_lock(file: &File, kind: Kind, start: u64, len: u64) -> io::Res
 
 /// Whether another open file description holds a lock that conflicts with `kind` on `len`
 /// bytes from `start`.
-pub(crate) fn conflicts(file: &File, kind: Kind, start: u64, len: u64) -> io::Result<bool> {
+///
+/// # Errors
+/// The call's error.
+pub fn conflicts(file: &File, kind: Kind, start: u64, len: u64) -> io::Result<bool> {
     let mut fl = flock(kind, start, len)?;
     // SAFETY: as in `try_lock`; F_OFD_GETLK writes the first conflicting lock (or F_UNLCK)
     // back into the same live local struct.
