@@ -177,7 +177,5 @@ pub fn resume(cli: &Cli, disk: &std::path::Path, threads: Option<usize>, out: &O
 }
 
 fn default_threads() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    vmcrypt_core::disk::worker_threads(None)
 }

@@ -89,9 +89,7 @@ impl ImageJob {
             len: None,
             unit: SectorSize::default(),
             dir: Direction::Encrypt,
-            threads: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
+            threads: worker_threads(None),
         }
     }
 
@@ -295,4 +293,15 @@ impl ImageJobBuilder<'_> {
             threads: self.threads,
         })
     }
+}
+
+/// Worker threads for a job: `requested`, else one per core; at least 1.
+pub fn worker_threads(requested: Option<usize>) -> usize {
+    requested
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+        .max(1)
 }

@@ -22,7 +22,9 @@ pub use inplace::{
     JOURNAL_EXT, ResumeReport, chunk_size, journal_path, rekey_disk_deep, resume_disk,
 };
 pub(crate) use inplace::{ResumeAs, rekey_deep, resume_as};
-pub use job::{DEFAULT_CHUNK, ImageJob, ImageJobBuilder, JobStats, NoProgress, Progress};
+pub use job::{
+    DEFAULT_CHUNK, ImageJob, ImageJobBuilder, JobStats, NoProgress, Progress, worker_threads,
+};
 pub use ops::{
     DecryptOptions, DiskReport, EncryptOptions, KekRef, check_encrypt, decrypt_disk, encrypt_disk,
     encrypt_disk_with, unlock, verify_kek,

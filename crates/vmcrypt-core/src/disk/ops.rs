@@ -258,7 +258,7 @@ fn encrypt_prepared(
         src_offset: 0,
         len,
         unit,
-        threads: threads(opts.threads),
+        threads: super::worker_threads(opts.threads),
     };
     let running = EncryptionMeta {
         state: DiskState::Encrypting,
@@ -426,7 +426,7 @@ pub(crate) fn decrypt_disk_of(
         src_offset: meta.identity.payload_offset,
         len,
         unit,
-        threads: threads(opts.threads),
+        threads: super::worker_threads(opts.threads),
     };
     let running = EncryptionMeta {
         state: DiskState::Decrypting,
@@ -610,15 +610,6 @@ impl JobPlan<'_> {
             }
         }
     }
-}
-
-fn threads(t: Option<usize>) -> usize {
-    t.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    })
-    .max(1)
 }
 
 /// Where an output disk goes, planned and checked before any work.

@@ -60,11 +60,7 @@ impl VmOptions {
     }
 
     fn worker_threads(&self) -> usize {
-        self.threads.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        })
+        crate::disk::worker_threads(self.threads)
     }
 }
 
