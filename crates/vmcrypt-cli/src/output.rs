@@ -52,12 +52,7 @@ impl Out {
     /// Prints an error: `error: ...`, a `caused by:` line per source, an optional hint; with
     /// `--json`, one document with the same (unless a result document was printed already).
     pub fn error(&self, e: &Error) {
-        let mut chain = Vec::new();
-        let mut src = std::error::Error::source(e);
-        while let Some(s) = src {
-            chain.push(s.to_string());
-            src = s.source();
-        }
+        let chain = vmcrypt_core::error_causes(e);
         if self.json {
             if self.printed.get() {
                 // The one document is out: the error goes to stderr and the exit code.

@@ -183,5 +183,21 @@ impl Error {
     }
 }
 
+/// The messages of an error's sources, outermost first (the error itself not included): the
+/// `caused by:` lines of an error report.
+pub fn error_causes(e: &dyn std::error::Error) -> Vec<String> {
+    std::iter::successors(e.source(), |s| s.source())
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// An error and its causes on one line, joined by ": ".
+pub fn error_line(e: &dyn std::error::Error) -> String {
+    std::iter::once(e.to_string())
+        .chain(error_causes(e))
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
 /// Results of vmcrypt-core.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -53,5 +53,5 @@ pub mod settings;
 pub mod vm;
 pub mod wrap;
 
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Result, error_causes, error_line};
 pub use vmcrypt_xts::{Direction, SectorSize};

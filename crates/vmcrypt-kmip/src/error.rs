@@ -120,16 +120,7 @@ pub enum Error {
 
 fn summary(f: &[(String, Error)]) -> String {
     f.iter()
-        .map(|(s, e)| {
-            let mut text = e.to_string();
-            let mut src = std::error::Error::source(e);
-            while let Some(s) = src {
-                text.push_str(": ");
-                text.push_str(&s.to_string());
-                src = s.source();
-            }
-            format!("[{s}] {text}")
-        })
+        .map(|(s, e)| format!("[{s}] {}", vmcrypt_core::error_line(e)))
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -166,15 +157,11 @@ impl From<Error> for vmcrypt_core::Error {
             Error::AllFailed { provider, .. } => provider.clone(),
             _ => String::new(),
         };
-        let mut reason = e.to_string();
-        if !matches!(e, Error::AllFailed { .. }) {
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                reason.push_str(": ");
-                reason.push_str(&s.to_string());
-                src = s.source();
-            }
-        }
+        let reason = match e {
+            // Its message already lists each server with its causes.
+            Error::AllFailed { .. } => e.to_string(),
+            _ => vmcrypt_core::error_line(&e),
+        };
         match e.kind() {
             ErrorKind::Unreachable | ErrorKind::Protocol => {
                 vmcrypt_core::Error::KeyService { provider, reason }

@@ -377,14 +377,7 @@ pub(crate) fn split_host(server: &str) -> Result<&str> {
 
 /// An error with its causes on one line.
 pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
+    vmcrypt_core::error_line(e)
 }
 
 #[cfg(test)]
