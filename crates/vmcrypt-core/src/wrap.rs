@@ -263,6 +263,40 @@ pub fn newest_only(ks: &KeyLocator) -> Result<KeyLocator> {
         .ok_or_else(|| Error::input("empty keySafe"))
 }
 
+/// The entries of a keySafe: a list's items, or the one locator.
+fn entries(ks: &KeyLocator) -> Vec<KeyLocator> {
+    match ks {
+        KeyLocator::List(items) => items.clone(),
+        other => vec![other.clone()],
+    }
+}
+
+/// The keySafe with `pair` as its newest (last) entry, beside the ones it has: a deep rekey's
+/// new DEK under the same KEK, kept with the old one until the job ends.
+pub(crate) fn appended(ks: &KeyLocator, pair: KeyLocator) -> KeyLocator {
+    let mut items = entries(ks);
+    items.push(pair);
+    KeyLocator::List(items)
+}
+
+/// The keySafe with `pair`, wrapped under (`provider`, `key_id`), as its newest entry, after
+/// dropping any older pair under that same KEK (a shallow rekey to the KEK it already has is a
+/// re-wrap, not a second copy).
+pub(crate) fn rewrapped(
+    ks: &KeyLocator,
+    pair: KeyLocator,
+    provider: &str,
+    key_id: &str,
+) -> KeyLocator {
+    let mut items = entries(ks);
+    items.retain(|it| {
+        !matches!(it, KeyLocator::Pair { locker, .. }
+            if matches!(locker.as_ref(), KeyLocator::Fqid { provider: p, key_id: k, .. } if p == provider && k == key_id))
+    });
+    items.push(pair);
+    KeyLocator::List(items)
+}
+
 /// The `pair` entries of a keySafe that vmcrypt can unwrap: (provider, key id, locked data).
 /// A single pair or a list of pairs is accepted; other entries are skipped.
 pub fn our_pairs(kl: &KeyLocator) -> Vec<(&str, &str, &[u8])> {

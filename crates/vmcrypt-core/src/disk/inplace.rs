@@ -27,7 +27,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use super::{Disk, DiskState, EncryptionMeta, JobStats, Progress};
-use crate::locator::KeyLocator;
 use crate::provider::{KeyId, ProviderLookup};
 use crate::reencrypt::{FileStorage, Job, ShiftJob, Storage, Transform};
 use crate::secret::{Dek, random_fill};
@@ -564,13 +563,8 @@ pub(crate) fn rekey_deep(
         disk: &new_identity,
         generation: target,
     };
-    let mut items = match &meta.key_safe {
-        KeyLocator::List(items) => items.clone(),
-        other => vec![other.clone()],
-    };
-    items.push(wrap_dek(&kek, &new, &ctx)?);
     let running = EncryptionMeta {
-        key_safe: KeyLocator::List(items),
+        key_safe: crate::wrap::appended(&meta.key_safe, wrap_dek(&kek, &new, &ctx)?),
         rekey_generation: Some(target),
         state: DiskState::Rekeying,
         rekey_payload_offset: (to != at).then_some(to),

@@ -74,16 +74,8 @@ pub(crate) fn stage(disk: &mut Disk, dek: &Dek, new: &KekRef<'_>, target: u64) -
         generation: target,
     };
     let new_pair = wrap_dek(new.kek, dek, &ctx)?;
-    let mut items: Vec<KeyLocator> = match &meta.key_safe {
-        KeyLocator::List(items) => items.clone(),
-        other => vec![other.clone()],
-    };
-    // Drop a stale pair for the same key (a rekey to the same KEK is a re-wrap).
-    items.retain(|it| !matches!(it, KeyLocator::Pair { locker, .. }
-        if matches!(locker.as_ref(), KeyLocator::Fqid { provider, key_id, .. } if provider == new.provider && key_id == new.key_id)));
-    items.push(new_pair);
     let staged = super::EncryptionMeta {
-        key_safe: KeyLocator::List(items),
+        key_safe: crate::wrap::rewrapped(&meta.key_safe, new_pair, new.provider, new.key_id),
         rekey_generation: Some(target),
         ..meta
     };

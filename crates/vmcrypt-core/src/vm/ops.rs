@@ -751,10 +751,6 @@ fn stage_vm(
     new: &KekRef<'_>,
     target: u64,
 ) -> Result<VmMeta> {
-    let mut items = match &meta.key_safe {
-        KeyLocator::List(items) => items.clone(),
-        other => vec![other.clone()],
-    };
     if meta.rekey_generation.is_some()
         && pairs(&meta.key_safe)
             .last()
@@ -762,17 +758,15 @@ fn stage_vm(
     {
         return Ok(meta.clone());
     }
-    items.retain(|it| !matches!(it, KeyLocator::Pair { locker, .. }
-        if matches!(locker.as_ref(), KeyLocator::Fqid { provider, key_id, .. } if provider == new.provider && key_id == new.key_id)));
     let ctx = VmKeyContext {
         provider: new.provider,
         key_id: new.key_id,
         vm_uuid: &meta.vm_uuid,
         generation: target,
     };
-    items.push(wrap_config_key(new.kek, config_key, &ctx)?);
+    let pair = wrap_config_key(new.kek, config_key, &ctx)?;
     Ok(VmMeta {
-        key_safe: KeyLocator::List(items),
+        key_safe: crate::wrap::rewrapped(&meta.key_safe, pair, new.provider, new.key_id),
         rekey_generation: Some(target),
         ..meta.clone()
     })
