@@ -26,8 +26,8 @@ pub use job::{
     DEFAULT_CHUNK, ImageJob, ImageJobBuilder, JobStats, NoProgress, Progress, worker_threads,
 };
 pub use ops::{
-    DecryptOptions, DiskReport, EncryptOptions, KekRef, check_encrypt, decrypt_disk, encrypt_disk,
-    encrypt_disk_with, unlock, verify_kek,
+    DecryptOptions, DiskReport, EncryptOptions, KekRef, check_encrypt, create_verified_kek,
+    decrypt_disk, encrypt_disk, encrypt_disk_with, unlock, verify_kek,
 };
 pub(crate) use ops::{check_encrypt_vm_disk, decrypt_disk_of, encrypt_under, unwrap_disk_key};
 pub use rekey::{RekeyReport, rekey_disk_shallow};

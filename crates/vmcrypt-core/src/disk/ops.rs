@@ -141,14 +141,12 @@ pub fn encrypt_disk(
     let (disk, out) = preflight_encrypt(path, opts)?;
     refuse_vm_member(path, opts)?;
     let disk_uuid = random_uuid()?;
-    let (key_id, kek) = provider.create_kek(&KeyPurpose::Disk(disk_uuid.clone()))?;
+    let (key_id, kek) = create_verified_kek(provider, &KeyPurpose::Disk(disk_uuid.clone()))?;
     let kek_ref = KekRef {
         provider: provider.name(),
         key_id: key_id.as_str(),
         kek: &kek,
     };
-    // Prove the provider gives the key back before it protects any data.
-    verify_kek(provider, &key_id, &kek)?;
     encrypt_prepared(disk, out, &kek_ref, disk_uuid, None, opts, progress, cancel)
 }
 
@@ -514,6 +512,20 @@ pub(crate) fn unwrap_disk_key(
         }
     }
     Err(last)
+}
+
+/// Creates a KEK for `purpose` and proves the provider gives it back before it protects any
+/// data (a key the provider cannot return would lose what it wraps).
+///
+/// # Errors
+/// The provider's errors; [`Error::KeyService`] if it returns another key.
+pub fn create_verified_kek(
+    provider: &dyn KeyProvider,
+    purpose: &KeyPurpose,
+) -> Result<(KeyId, Kek)> {
+    let (id, kek) = provider.create_kek(purpose)?;
+    verify_kek(provider, &id, &kek)?;
+    Ok((id, kek))
 }
 
 /// Fetches a just-created KEK back from its provider and compares it.

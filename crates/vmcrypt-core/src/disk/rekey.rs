@@ -171,8 +171,8 @@ pub fn rekey_disk_shallow(
             (p, k, kek)
         }
         _ => {
-            let (id, kek) = provider.create_kek(&KeyPurpose::Disk(meta.identity.uuid.clone()))?;
-            super::ops::verify_kek(provider, &id, &kek)?;
+            let purpose = KeyPurpose::Disk(meta.identity.uuid.clone());
+            let (id, kek) = super::ops::create_verified_kek(provider, &purpose)?;
             (provider.name().to_string(), id.to_string(), kek)
         }
     };

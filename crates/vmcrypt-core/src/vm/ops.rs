@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use super::{Vm, VmMeta, VmState};
 use crate::disk::{
-    DecryptOptions, Disk, DiskState, EncryptOptions, KekRef, Progress, decrypt_disk_of,
-    encrypt_disk_with, pending_target, rekey_commit, rekey_stage, unwrap_disk_key, verify_kek,
+    DecryptOptions, Disk, DiskState, EncryptOptions, KekRef, Progress, create_verified_kek,
+    decrypt_disk_of, encrypt_disk_with, pending_target, rekey_commit, rekey_stage, unwrap_disk_key,
 };
 use crate::locator::KeyLocator;
 use crate::provider::{KeyId, KeyProvider, KeyPurpose, ProviderLookup};
@@ -332,8 +332,7 @@ pub fn vm_encrypt(
         (meta, p, k, kek)
     } else {
         let vm_uuid = random_uuid()?;
-        let (id, kek) = provider.create_kek(&KeyPurpose::Vm(vm_uuid.clone()))?;
-        verify_kek(provider, &id, &kek)?;
+        let (id, kek) = create_verified_kek(provider, &KeyPurpose::Vm(vm_uuid.clone()))?;
         let config_key = ConfigKey::generate()?;
         let ctx = VmKeyContext {
             provider: provider.name(),
@@ -509,8 +508,7 @@ pub fn vm_rekey_shallow(
                     owned.as_ref()
                 }
             };
-            let (id, kek) = provider.create_kek(&KeyPurpose::Vm(meta.vm_uuid.clone()))?;
-            verify_kek(provider, &id, &kek)?;
+            let (id, kek) = create_verified_kek(provider, &KeyPurpose::Vm(meta.vm_uuid.clone()))?;
             (provider.name().to_string(), id.to_string(), kek)
         }
     };
