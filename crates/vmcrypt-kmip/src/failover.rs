@@ -22,7 +22,7 @@ use rustls::ClientConfig;
 
 use crate::client::KmipClient;
 use crate::error::{Error, ErrorKind, Result};
-use crate::provider::{KmipSettings, MAX_CONNECT_TIMEOUT, chain, split_host};
+use crate::settings::{KmipSettings, MAX_CONNECT_TIMEOUT, split_host};
 use crate::transport::{Timeouts, TlsTransport};
 
 /// An operation on one connection, shareable with the hedge threads.
@@ -96,7 +96,7 @@ impl Cluster {
                     tracing::debug!(
                         server,
                         "kept connection failed ({}); reconnecting",
-                        chain(&e)
+                        vmcrypt_core::error_line(&e)
                     );
                 }
                 Err(e) => {
@@ -192,7 +192,7 @@ impl Cluster {
             "key provider {:?}: {what} on {server} failed after {:.3} s, trying the next server: {}",
             self.settings.name,
             started.elapsed().as_secs_f64(),
-            chain(e)
+            vmcrypt_core::error_line(e)
         );
     }
 

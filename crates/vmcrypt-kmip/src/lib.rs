@@ -15,6 +15,7 @@ pub mod client;
 mod error;
 mod failover;
 pub mod provider;
+mod settings;
 pub mod spec;
 pub mod transport;
 pub mod ttlv;
