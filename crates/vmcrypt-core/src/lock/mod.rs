@@ -94,11 +94,6 @@ impl DiskLock {
         Ok(lock)
     }
 
-    /// An empty lock set (for jobs on files that do not exist yet).
-    pub fn none() -> DiskLock {
-        DiskLock { ids: Vec::new() }
-    }
-
     /// Adds the locks of `other` to this set.
     pub fn extend(&mut self, mut other: DiskLock) {
         self.ids.append(&mut other.ids);
