@@ -301,6 +301,30 @@ fn wait_for_lock(pid: u32) {
     }
 }
 
+/// Starts a QEMU tool with `args`, waits until it holds its image, and checks that each of
+/// `cmds` exits 5 naming the tool and that nothing changed; then stops the tool.
+fn refused_beside(e: &Env, tool: &str, args: &[&str], cmds: &[Vec<&str>]) {
+    let mut q = qemu_tool(tool, args);
+    wait_for_lock(q.id());
+    let before = state(e);
+    for c in cmds {
+        let o = e.run(c);
+        assert_eq!(code(&o), Some(5), "{c:?} beside {tool}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(tool),
+            "names the holder: {}",
+            stderr(&o)
+        );
+    }
+    assert_eq!(state(e), before, "nothing changed beside {tool}");
+    // qemu-io ends when its stdin closes; the servers are stopped.
+    drop(q.stdin.take());
+    if tool != "qemu-io" {
+        q.kill().expect("stop the tool");
+    }
+    q.wait().expect("the tool ends");
+}
+
 fn qemu_tool(name: &str, args: &[&str]) -> Child {
     Command::new(name)
         .args(args)
@@ -317,6 +341,7 @@ fn qemu_tool(name: &str, args: &[&str]) -> Child {
 fn an_image_qemu_io_or_qemu_nbd_has_open_is_refused_by_every_mutating_command() {
     let t = template();
     let e = Env::copy_of(&t);
+    let p = |name: &str| e.path(name).to_str().expect("utf8").to_string();
     // qemu-io holds a raw image open for writing until its stdin closes, as QEMU does.
     for (image, cmds) in [
         (
@@ -337,117 +362,50 @@ fn an_image_qemu_io_or_qemu_nbd_has_open_is_refused_by_every_mutating_command() 
         ),
         ("i.img", vec![vec!["resume", "i.img"]]),
     ] {
-        let mut q = qemu_tool(
-            "qemu-io",
-            &["-f", "raw", e.path(image).to_str().expect("utf8")],
-        );
-        wait_for_lock(q.id());
-        let before = state(&e);
-        for c in &cmds {
-            let o = e.run(c);
-            assert_eq!(code(&o), Some(5), "{c:?} beside qemu-io: {}", stderr(&o));
-            assert!(
-                stderr(&o).contains("qemu-io"),
-                "names the holder: {}",
-                stderr(&o)
-            );
-        }
-        assert_eq!(state(&e), before, "nothing changed beside qemu-io");
-        drop(q.stdin.take());
-        q.wait().expect("qemu-io ends");
+        refused_beside(&e, "qemu-io", &["-f", "raw", &p(image)], &cmds);
     }
     // qemu-nbd serving a VMDK (descriptor and flat extent) as a storage daemon would.
-    let sock = e.path("nbd.sock");
-    let mut q = qemu_tool(
+    let (sock, a) = (p("nbd.sock"), p("a.vmdk"));
+    refused_beside(
+        &e,
         "qemu-nbd",
+        &["-f", "vmdk", "--socket", &sock, &a],
         &[
-            "-f",
-            "vmdk",
-            "--socket",
-            sock.to_str().expect("utf8"),
-            e.path("a.vmdk").to_str().expect("utf8"),
+            vec!["encrypt", "a.vmdk", "--in-place"],
+            vec!["vm", "encrypt", "vm.vmx"],
         ],
     );
-    wait_for_lock(q.id());
-    let before = state(&e);
-    for c in [
-        vec!["encrypt", "a.vmdk", "--in-place"],
-        vec!["vm", "encrypt", "vm.vmx"],
-    ] {
-        let o = e.run(&c);
-        assert_eq!(code(&o), Some(5), "{c:?} beside qemu-nbd: {}", stderr(&o));
-        assert!(
-            stderr(&o).contains("qemu-nbd"),
-            "names the holder: {}",
-            stderr(&o)
-        );
-    }
-    assert_eq!(state(&e), before, "nothing changed beside qemu-nbd");
-    q.kill().expect("stop qemu-nbd");
-    q.wait().expect("qemu-nbd ends");
     // qemu-nbd serving a disk of an encrypted VM: every VM job on it is refused too.
     e.ok(&["vm", "encrypt", "vm.vmx"]);
-    let sock = e.path("nbd2.sock");
-    let mut q = qemu_tool(
+    let (sock, b) = (p("nbd2.sock"), p("b.vmdk"));
+    refused_beside(
+        &e,
         "qemu-nbd",
+        &["-f", "vmdk", "--socket", &sock, &b],
         &[
-            "-f",
-            "vmdk",
-            "--socket",
-            sock.to_str().expect("utf8"),
-            e.path("b.vmdk").to_str().expect("utf8"),
+            vec!["vm", "decrypt", "vm.vmx"],
+            vec!["vm", "rekey", "vm.vmx", "--shallow"],
+            vec!["vm", "rekey", "vm.vmx", "--deep"],
+            vec!["resume", "vm.vmx"],
         ],
     );
-    wait_for_lock(q.id());
-    let before = state(&e);
-    for c in [
-        vec!["vm", "decrypt", "vm.vmx"],
-        vec!["vm", "rekey", "vm.vmx", "--shallow"],
-        vec!["vm", "rekey", "vm.vmx", "--deep"],
-        vec!["resume", "vm.vmx"],
-    ] {
-        let o = e.run(&c);
-        assert_eq!(code(&o), Some(5), "{c:?} beside qemu-nbd: {}", stderr(&o));
-    }
-    assert_eq!(state(&e), before, "nothing changed beside qemu-nbd");
-    q.kill().expect("stop qemu-nbd");
-    q.wait().expect("qemu-nbd ends");
     e.ok(&["vm", "decrypt", "vm.vmx"]);
     // qemu-storage-daemon exporting a raw image, as a hypervisor's storage daemon would.
-    let sock = e.path("qsd.sock");
-    let img = e.path("d.img");
-    let mut q = qemu_tool(
+    let blockdev = format!("driver=file,filename={},node-name=disk0", p("d.img"));
+    let server = format!("addr.type=unix,addr.path={}", p("qsd.sock"));
+    refused_beside(
+        &e,
         "qemu-storage-daemon",
         &[
             "--blockdev",
-            &format!("driver=file,filename={},node-name=disk0", img.display()),
+            &blockdev,
             "--nbd-server",
-            &format!("addr.type=unix,addr.path={}", sock.display()),
+            &server,
             "--export",
             "type=nbd,id=e0,node-name=disk0,writable=on",
         ],
+        &[vec!["encrypt", "d.img", "--in-place"]],
     );
-    wait_for_lock(q.id());
-    let before = state(&e);
-    let o = e.run(&["encrypt", "d.img", "--in-place"]);
-    assert_eq!(
-        code(&o),
-        Some(5),
-        "beside qemu-storage-daemon: {}",
-        stderr(&o)
-    );
-    assert!(
-        stderr(&o).contains("qemu-storage-daemon"),
-        "names the holder: {}",
-        stderr(&o)
-    );
-    assert_eq!(
-        state(&e),
-        before,
-        "nothing changed beside qemu-storage-daemon"
-    );
-    q.kill().expect("stop qemu-storage-daemon");
-    q.wait().expect("qemu-storage-daemon ends");
     // Once QEMU let go, the same job runs.
     e.ok(&["encrypt", "a.vmdk", "--in-place"]);
     assert_plaintext(&e, "a.vmdk", &e.path("a.orig"));
