@@ -14,6 +14,15 @@ fn code(o: &std::process::Output) -> Option<i32> {
     o.status.code()
 }
 
+/// Writes through QEMU's VMDK driver (which rewrites the descriptor's CID), as a guest would.
+fn vmdk_write(vmdk: &std::path::Path, command: &str) {
+    let o = Command::new("qemu-io")
+        .args(["-f", "vmdk", "-c", command, vmdk.to_str().expect("utf8")])
+        .output()
+        .expect("qemu-io is needed by this test (apt-get install qemu-utils)");
+    assert!(o.status.success(), "qemu-io {command}: {}", stderr(&o));
+}
+
 #[test]
 fn descriptors_written_by_qemu_are_read_and_keep_their_padding() {
     let e = Env::new();
@@ -33,17 +42,7 @@ fn descriptors_written_by_qemu_are_read_and_keep_their_padding() {
     ]);
     // qemu-io writes through the VMDK driver, which rewrites the descriptor (a new CID) as a
     // NUL-padded 512-byte block.
-    let o = Command::new("qemu-io")
-        .args([
-            "-f",
-            "vmdk",
-            "-c",
-            "write -P 0x5c 4096 8192",
-            vmdk.to_str().expect("utf8"),
-        ])
-        .output()
-        .expect("qemu-io is needed by this test (apt-get install qemu-utils)");
-    assert!(o.status.success(), "qemu-io: {}", stderr(&o));
+    vmdk_write(&vmdk, "write -P 0x5c 4096 8192");
     let desc = std::fs::read(&vmdk).expect("descriptor");
     assert_eq!(desc.len(), 512, "qemu pads its descriptor to one block");
     assert!(desc.ends_with(&[0, 0, 0, 0]), "padded with NULs");
@@ -105,17 +104,7 @@ fn the_conversion_hint_for_other_vmdks_makes_a_disk_vmcrypt_accepts() {
             "4M",
         ]);
         if sub != "streamOptimized" {
-            let o = Command::new("qemu-io")
-                .args([
-                    "-f",
-                    "vmdk",
-                    "-c",
-                    "write -P 0x42 0 65536",
-                    src.to_str().expect("utf8"),
-                ])
-                .output()
-                .expect("qemu-io");
-            assert!(o.status.success(), "{sub}: {}", stderr(&o));
+            vmdk_write(&src, "write -P 0x42 0 65536");
         }
         let before = snapshot(e.dir.path());
         let o = e.run(&["encrypt", "src.vmdk", "--in-place"]);
