@@ -153,49 +153,36 @@ fn the_conversion_hint_for_other_vmdks_makes_a_disk_vmcrypt_accepts() {
 fn container_formats_are_refused_by_name_and_raw_can_be_insisted_on() {
     let e = Env::new();
     e.ok(&["provider", "add-native", "native"]);
-    let mut made = Vec::new();
-    for (fmt, name, shown) in [
-        ("qcow2", "d.qcow2", "qcow2"),
-        ("vpc", "d.vhd", "VHD"),
-        ("vhdx", "d.vhdx", "VHDX"),
-        ("vdi", "d.vdi", "VDI"),
-        ("qed", "d.qed", "QED"),
-    ] {
-        qemu_img(&[
-            "create",
-            "-q",
-            "-f",
-            fmt,
-            e.path(name).to_str().expect("utf8"),
-            "4M",
-        ]);
-        made.push((name, shown));
-    }
-    // A fixed-size VHD: raw data and a footer at the end.
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "vpc",
-        "-o",
-        "subformat=fixed",
-        e.path("fixed.vhd").to_str().expect("utf8"),
-        "4M",
-    ]);
-    made.push(("fixed.vhd", "VHD"));
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "luks",
+    // (qemu-img format, file, the name vmcrypt must give, extra options): a fixed-size VHD is
+    // raw data with a footer at the end.
+    let luks = [
         "--object",
         "secret,id=s0,data=not-a-real-secret",
         "-o",
         "key-secret=s0,iter-time=10",
-        e.path("d.luks").to_str().expect("utf8"),
-        "4M",
-    ]);
-    made.push(("d.luks", "LUKS"));
+    ];
+    let made: Vec<(&str, &str)> = [
+        ("qcow2", "d.qcow2", "qcow2", &[][..]),
+        ("vpc", "d.vhd", "VHD", &[]),
+        ("vpc", "fixed.vhd", "VHD", &["-o", "subformat=fixed"]),
+        ("vhdx", "d.vhdx", "VHDX", &[]),
+        ("vdi", "d.vdi", "VDI", &[]),
+        ("qed", "d.qed", "QED", &[]),
+        ("luks", "d.luks", "LUKS", &luks),
+    ]
+    .into_iter()
+    .map(|(fmt, name, shown, extra)| {
+        let path = e.path(name);
+        let args = [
+            &["create", "-q", "-f", fmt][..],
+            extra,
+            &[path.to_str().expect("utf8"), "4M"],
+        ]
+        .concat();
+        qemu_img(&args);
+        (name, shown)
+    })
+    .collect();
     let before = snapshot(e.dir.path());
     for (name, shown) in &made {
         let o = e.run(&["encrypt", name, "--in-place"]);
