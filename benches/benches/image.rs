@@ -6,20 +6,18 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use vmcrypt_core::Result;
-use vmcrypt_core::disk::{DecryptOptions, EncryptOptions, NoProgress, decrypt_disk, encrypt_disk};
-use vmcrypt_core::provider::KeyProvider;
 use vmcrypt_core::provider::native::NativeProvider;
+use vmcrypt_core::provider::{KeyProvider, Registry};
+use vmcrypt_core::{DiskJob, NoProgress};
 
 const LEN: u64 = 256 << 20;
 
 fn image(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let ks = dir.path().join("native.keystore");
-    let native = NativeProvider::create("native", &ks).expect("keystore");
-    let lookup = |_: &str| -> Result<Box<dyn KeyProvider>> {
-        Ok(Box::new(NativeProvider::open("native", &ks)?))
-    };
+    let native: std::sync::Arc<dyn KeyProvider> =
+        std::sync::Arc::new(NativeProvider::create("native", &ks).expect("keystore"));
+    let registry = Registry::of(native);
     let src = dir.path().join("src.img");
     std::fs::write(&src, vec![0x17u8; LEN as usize]).expect("write image");
     let cancel = AtomicBool::new(false);
@@ -34,28 +32,21 @@ fn image(c: &mut Criterion) {
     g.bench_function("encrypt-to-new-file", |b| {
         b.iter(|| {
             remove(&enc);
-            encrypt_disk(
-                &src,
-                &native,
-                &EncryptOptions::to_output(&enc),
-                &NoProgress,
-                &cancel,
-            )
-            .expect("encrypt")
+            DiskJob::encrypt(&src)
+                .provider("native")
+                .output(&enc)
+                .run(&registry, &NoProgress, &cancel)
+                .expect("encrypt")
         })
     });
     let dec = dir.path().join("dec.img");
     g.bench_function("decrypt-to-new-file", |b| {
         b.iter(|| {
             remove(&dec);
-            decrypt_disk(
-                &enc,
-                &lookup,
-                &DecryptOptions::to_output(&dec),
-                &NoProgress,
-                &cancel,
-            )
-            .expect("decrypt")
+            DiskJob::decrypt(&enc)
+                .output(&dec)
+                .run(&registry, &NoProgress, &cancel)
+                .expect("decrypt")
         })
     });
     // In place: each iteration encrypts (moving the payload up a window) and decrypts (moving
@@ -65,22 +56,13 @@ fn image(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(2 * LEN));
     g.bench_function("encrypt-then-decrypt-in-place-crash-safe", |b| {
         b.iter(|| {
-            encrypt_disk(
-                &work,
-                &native,
-                &EncryptOptions::in_place(),
-                &NoProgress,
-                &cancel,
-            )
-            .expect("encrypt");
-            decrypt_disk(
-                &work,
-                &lookup,
-                &DecryptOptions::in_place(),
-                &NoProgress,
-                &cancel,
-            )
-            .expect("decrypt")
+            DiskJob::encrypt(&work)
+                .provider("native")
+                .run(&registry, &NoProgress, &cancel)
+                .expect("encrypt");
+            DiskJob::decrypt(&work)
+                .run(&registry, &NoProgress, &cancel)
+                .expect("decrypt")
         })
     });
     g.finish();

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use vmcrypt_core::SectorSize;
+use vmcrypt_core::locator::KeyLocator;
 use vmcrypt_core::provider::native::NativeProvider;
 use vmcrypt_core::provider::{KeyProvider, KeyPurpose};
 use vmcrypt_core::secret::{Dek, Kek};
-use vmcrypt_core::wrap::{DiskIdentity, WrapContext, our_pairs, unwrap_dek, wrap_dek};
+use vmcrypt_core::wrap::{DiskIdentity, WrapContext, unwrap_dek, wrap_dek};
 use vmcrypt_kmip::provider::{KmipProvider, KmipSettings};
 use vmcrypt_testkit::pykmip;
 
@@ -32,13 +33,15 @@ fn keys(c: &mut Criterion) {
         generation: 1,
     };
     let locator = wrap_dek(&kek, &dek, &ctx).expect("wrap");
-    let locked = our_pairs(&locator)[0].2.to_vec();
+    let KeyLocator::Pair { data: locked, .. } = &locator else {
+        panic!("wrap_dek makes a pair");
+    };
     let mut g = c.benchmark_group("keys");
     g.bench_function("wrap-dek", |b| {
         b.iter(|| wrap_dek(&kek, &dek, &ctx).expect("wrap"))
     });
     g.bench_function("unwrap-dek", |b| {
-        b.iter(|| unwrap_dek(&kek, &locked, &ctx).expect("unwrap"))
+        b.iter(|| unwrap_dek(&kek, locked, &ctx).expect("unwrap"))
     });
     let dir = tempfile::tempdir().expect("tempdir");
     let ks = dir.path().join("native.keystore");

@@ -1,5 +1,5 @@
 //! Memory maps or `pread`/`pwrite`? Times the same XTS pass over one image file both ways, in
-//! one run, so the choice in `vmcrypt_core::disk::job` rests on a measurement
+//! one run, so the choice in `vmcrypt_core::engine::copy` rests on a measurement
 //! (docs/performance.md), and the same for the ways of getting a new file onto the disk.
 //! Usage: `io_modes FILE [ROUNDS]`; the in-place passes scramble FILE (give it a scratch copy)
 //! and copies are written beside it.
@@ -10,8 +10,8 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use rayon::prelude::*;
-use vmcrypt_core::reencrypt::pieces::{Ended, PIECE, for_each_piece, for_each_piece_of};
-use vmcrypt_core::reencrypt::writeback::with_writeback;
+use vmcrypt_core::engine::pieces::{Ended, PIECE, for_each_piece, for_each_piece_of};
+use vmcrypt_core::engine::writeback::with_writeback;
 use vmcrypt_xts::{SectorSize, Xts};
 
 fn main() {

@@ -396,6 +396,15 @@ impl Config {
         self.open_local(name)
     }
 
+    /// The registry of this configuration: each provider opened on first use and kept for
+    /// the command (one KMIP connection pool, one memory of failed servers, for every disk).
+    pub fn registry(&self) -> vmcrypt_core::provider::Registry {
+        let cfg = self.clone();
+        vmcrypt_core::provider::Registry::new(move |name: &str| {
+            cfg.open(name).map(std::sync::Arc::from)
+        })
+    }
+
     /// Opens a configured provider, never through an agent.
     pub fn open_local(&self, name: &str) -> Result<Box<dyn KeyProvider>> {
         match self.get(name) {

@@ -6,6 +6,7 @@ mod cmd;
 mod config;
 mod output;
 mod passphrase;
+mod present;
 mod progress;
 
 use std::process::ExitCode;
@@ -33,13 +34,17 @@ fn main() -> ExitCode {
     };
     let result = match &cli.command {
         Command::Provider(p) => cmd::provider::run(&cli, p, &out),
-        Command::Encrypt(a) => cmd::disk::encrypt(&cli, a, &out),
-        Command::Decrypt(a) => cmd::disk::decrypt(&cli, a, &out),
+        Command::Encrypt(a) => cmd::disk::encrypt(&cli, a, &out).map(|r| present::report(&out, &r)),
+        Command::Decrypt(a) => cmd::disk::decrypt(&cli, a, &out).map(|r| present::report(&out, &r)),
         Command::Inspect(a) => cmd::inspect::run(a, &out),
         Command::Recover(r) => cmd::recover::run(&cli, r, &out),
-        Command::Rekey(a) => cmd::disk::rekey(&cli, a, &out),
-        Command::Resume { disk, threads } => cmd::disk::resume(&cli, disk, *threads, &out),
-        Command::Vm(v) => cmd::vm::run(&cli, v, &out),
+        Command::Rekey(a) => cmd::disk::rekey(&cli, a, &out).map(|r| present::report(&out, &r)),
+        Command::Resume { disk, threads } => {
+            cmd::disk::resume(&cli, disk, *threads, &out).map(|r| present::report(&out, &r))
+        }
+        Command::Vm(v) => {
+            cmd::vm::run(&cli, v, &out).map(|r| r.iter().for_each(|r| present::report(&out, r)))
+        }
         Command::Agent(a) => cmd::agent::run(&cli, a, &out),
         Command::Topology(t) => match cmd::topology::run(t, &out) {
             // The report is the output either way; only the exit code tells errors apart.

@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use vmcrypt_core::disk::Progress;
+use vmcrypt_core::Progress;
 
 /// Adapts the library's [`Progress`] to an indicatif bar.
 pub struct Bar(Option<ProgressBar>);

@@ -1,6 +1,7 @@
 //! A host agent in a few lines: one key cache shared by every operation, a disk opened for the
-//! I/O path (its DEK unwrapped through the cache, a sector read and decrypted), the same agent
-//! served on a Unix socket, and a client using it. Every key fetch is a tracing event.
+//! I/O path (an [`EncryptedDisk`]: its DEK unwrapped through the cache, read and written by
+//! guest offset), the same agent served on a Unix socket, and a client using it. Every key
+//! fetch is a tracing event.
 //!
 //! Run: `cargo run -p vmcrypt-core --example host_agent`
 //!
@@ -9,14 +10,13 @@
 //! `Arc::new(vmcrypt_kmip::provider::KmipProvider::new(settings)?)`, whose Gets are hedged,
 //! reuse their connections and try recently failed servers last (docs/agent.md).
 
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use vmcrypt_core::agent::{Agent, AgentClient, KeyCache, Shutdown};
-use vmcrypt_core::disk::{Disk, EncryptOptions, NoProgress, encrypt_disk, unlock};
 use vmcrypt_core::provider::KeyProvider;
 use vmcrypt_core::provider::native::NativeProvider;
+use vmcrypt_core::{DiskJob, EncryptedDisk, NoProgress};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
@@ -30,41 +30,44 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let keystore = dir.path().join("native.keystore");
     NativeProvider::create("native", &keystore)?;
 
+    // The agent: providers opened on first use and kept, one cache for all of them. It is the
+    // registry every job and disk of this process uses.
+    let ks = keystore.clone();
+    let agent = Arc::new(Agent::new(
+        KeyCache::new(1024)?,
+        move |name: &str| -> vmcrypt_core::Result<Arc<dyn KeyProvider>> {
+            Ok(Arc::new(NativeProvider::open(name, &ks)?))
+        },
+    ));
+
     // An encrypted disk to serve: 1 MiB of known bytes, encrypted to disk.enc.
     let plain: Vec<u8> = (0..1024 * 1024u32).map(|i| (i % 251) as u8).collect();
     let image = dir.path().join("disk.img");
     std::fs::write(&image, &plain)?;
     let disk_path = dir.path().join("disk.enc");
-    let native = NativeProvider::open("native", &keystore)?;
-    encrypt_disk(
-        &image,
-        &native,
-        &EncryptOptions::to_output(&disk_path),
-        &NoProgress,
-        &AtomicBool::new(false),
-    )?;
+    DiskJob::encrypt(&image)
+        .provider("native")
+        .output(&disk_path)
+        .run(agent.as_ref(), &NoProgress, &AtomicBool::new(false))?;
 
-    // The agent: providers opened on first use and kept, one cache for all of them.
-    let ks = keystore.clone();
-    let agent = Arc::new(Agent::new(
-        KeyCache::new(1024)?,
-        Box::new(
-            move |name: &str| -> vmcrypt_core::Result<Arc<dyn KeyProvider>> {
-                Ok(Arc::new(NativeProvider::open(name, &ks)?))
-            },
-        ),
-    ));
-
-    // The I/O path: unwrap the disk's DEK (a cache miss, then hits), decrypt one sector.
-    let disk = Disk::open(&disk_path)?;
-    let sector = read_sector(&disk, &unlock(&disk, &agent.lookup())?, 3)?;
-    assert_eq!(sector, plain[3 * 4096..4 * 4096]);
-    let again = read_sector(&disk, &unlock(&disk, &agent.lookup())?, 3)?;
-    assert_eq!(again, sector);
-    println!(
-        "sector 3 decrypted twice; the cache holds {} key(s)",
-        agent.cache().len()
-    );
+    // The I/O path: the disk opened under its lock (its DEK from the cache), a unit read
+    // and decrypted by guest offset, a 512-byte write into the middle of a unit, a flush.
+    {
+        let disk = EncryptedDisk::open(&disk_path, agent.as_ref())?;
+        let unit = disk.unit_size();
+        let mut sector = vec![0u8; unit];
+        disk.read_at(&mut sector, 3 * unit as u64)?;
+        assert_eq!(sector, plain[3 * unit..4 * unit]);
+        disk.write_partial_at(&[0x5a; 512], 3 * unit as u64 + 1024)?;
+        disk.flush()?;
+        disk.read_at(&mut sector, 3 * unit as u64)?;
+        assert_eq!(sector[1024..1536], [0x5a; 512]);
+        println!(
+            "{} bytes served in {unit}-byte units; the cache holds {} key(s)",
+            disk.len(),
+            agent.cache().len()
+        );
+    }
 
     // The same agent on a socket, for other processes (the CLI's `--agent`).
     let socket = dir.path().join("agent.sock");
@@ -75,8 +78,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::thread::spawn(move || vmcrypt_core::agent::serve(listener, agent, &shutdown))
     };
     let client = AgentClient::new(&socket);
-    let through_socket = read_sector(&disk, &unlock(&disk, &client.lookup())?, 3)?;
-    assert_eq!(through_socket, sector);
+    let through_socket = EncryptedDisk::open(&disk_path, &client)?;
+    let mut sector = vec![0u8; through_socket.unit_size()];
+    through_socket.read_at(&mut sector, 0)?;
+    assert_eq!(sector, plain[..sector.len()]);
+    drop(through_socket);
     let status = client.status()?;
     println!(
         "through {}: agent pid {}, {} cached key(s), dumpable: {}",
@@ -89,20 +95,4 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     server.join().map_err(|_| "server thread panicked")??;
     println!("agent stopped; cache zeroed ({} keys)", agent.cache().len());
     Ok(())
-}
-
-/// Reads data unit `n` of the disk's payload and decrypts it.
-fn read_sector(
-    disk: &Disk,
-    dek: &vmcrypt_core::secret::Dek,
-    n: u64,
-) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
-    let meta = disk.encryption().ok_or("disk is not encrypted")?;
-    let unit = meta.identity.sector_size;
-    let len = unit.bytes() as u64;
-    let mut buf = vec![0u8; len as usize];
-    let file = std::fs::File::open(disk.payload_path())?;
-    file.read_exact_at(&mut buf, disk.payload_offset() + n * len)?;
-    dek.xts()?.decrypt_sectors(&mut buf, n * len, unit)?;
-    Ok(buf)
 }

@@ -77,6 +77,37 @@ pub enum Error {
         /// What is wrong, with the path if there is one.
         reason: String,
     },
+    /// The disk or VM is not encrypted.
+    #[error("{} is not encrypted", path.display())]
+    NotEncrypted {
+        /// The disk or VMX.
+        path: PathBuf,
+    },
+    /// The disk is encrypted already.
+    #[error("{} is already encrypted", path.display())]
+    AlreadyEncrypted {
+        /// The disk.
+        path: PathBuf,
+    },
+    /// An in-place disk job or a VM job was interrupted: `vmcrypt resume` finishes it, and
+    /// every other job refuses the disk until then.
+    #[error("{} has an interrupted job (state {state}): run `vmcrypt resume {}` to finish it first", path.display(), resume.display())]
+    JobUnderWay {
+        /// The disk or VMX.
+        path: PathBuf,
+        /// Its state (`encrypting`, `decrypting`, `rekeying`).
+        state: &'static str,
+        /// What to resume: the disk, or the VMX of the VM job it is part of.
+        resume: PathBuf,
+    },
+    /// A disk of an encrypted VM, asked to change on its own: its VM's job does it.
+    #[error("{} belongs to a VM: {advice}", path.display())]
+    BelongsToVm {
+        /// The disk.
+        path: PathBuf,
+        /// What to run instead.
+        advice: String,
+    },
     /// Valid input that this version does not support.
     #[error("unsupported: {what}")]
     Unsupported {
@@ -147,7 +178,12 @@ impl Error {
             | Error::InvalidLocator { .. }
             | Error::Keystore { .. } => ErrorKind::InvalidSettings,
             Error::UnwrapFailed | Error::Integrity { .. } => ErrorKind::UnwrapFailed,
-            Error::InvalidInput { .. } | Error::Xts(_) => ErrorKind::InvalidInput,
+            Error::InvalidInput { .. }
+            | Error::NotEncrypted { .. }
+            | Error::AlreadyEncrypted { .. }
+            | Error::JobUnderWay { .. }
+            | Error::BelongsToVm { .. }
+            | Error::Xts(_) => ErrorKind::InvalidInput,
             Error::Unsupported { .. } => ErrorKind::Unsupported,
             Error::KeyService { .. } => ErrorKind::KeyService,
             Error::KeyRefused { .. } => ErrorKind::KeyRefused,
@@ -167,6 +203,22 @@ impl Error {
     pub(crate) fn input(reason: impl Into<String>) -> Error {
         Error::InvalidInput {
             reason: reason.into(),
+        }
+    }
+
+    /// [`Error::JobUnderWay`] for `path`, to be resumed as itself.
+    pub(crate) fn job_under_way(path: &std::path::Path, state: &'static str) -> Error {
+        Error::JobUnderWay {
+            path: path.to_path_buf(),
+            state,
+            resume: path.to_path_buf(),
+        }
+    }
+
+    /// [`Error::NotEncrypted`] for `path`.
+    pub(crate) fn not_encrypted(path: &std::path::Path) -> Error {
+        Error::NotEncrypted {
+            path: path.to_path_buf(),
         }
     }
 

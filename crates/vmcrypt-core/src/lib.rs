@@ -1,34 +1,47 @@
-//! vmcrypt-core: the library a host agent links to encrypt VM disks.
+//! vmcrypt-core: the library a host agent links to encrypt VM disks and to serve them live.
 //!
 //! Each disk gets its own data encryption key (DEK, XTS-AES-256), wrapped under a key
 //! encryption key (KEK) that lives in a key provider, and stored as a `vmware:key/...` locator
 //! in the disk's settings (a VMDK descriptor, or a sidecar beside a raw image).
 //!
-//! The short path, one step at a time:
+//! The front door, for a host agent: a [`provider::ProviderRegistry`] (providers by name,
+//! each opened once and shared by every job and disk), jobs built then run ([`DiskJob`],
+//! [`VmJob`]) giving one serializable [`Report`], and an [`EncryptedDisk`] to read and write
+//! by guest offset:
 //!
 //! ```
+//! use std::sync::Arc;
 //! use std::sync::atomic::AtomicBool;
-//! use vmcrypt_core::disk::{decrypt_disk, encrypt_disk, DecryptOptions, EncryptOptions, NoProgress};
-//! use vmcrypt_core::provider::{native::NativeProvider, KeyProvider};
+//! use vmcrypt_core::provider::{KeyProvider, Registry, native::NativeProvider};
+//! use vmcrypt_core::{DiskJob, EncryptedDisk, NoProgress};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let dir = tempfile::tempdir()?;
+//! let keystore = dir.path().join("native.keystore");
+//! NativeProvider::create("native", &keystore)?;
+//! // Providers by name, each opened on first use and then shared.
+//! let registry = Registry::new(move |name: &str| -> vmcrypt_core::Result<Arc<dyn KeyProvider>> {
+//!     Ok(Arc::new(NativeProvider::open(name, &keystore)?))
+//! });
+//! // Encrypt a disk in place: new DEK, wrapped under a new KEK, metadata in disk.img.vmcrypt.
 //! let image = dir.path().join("disk.img");
 //! std::fs::write(&image, vec![7u8; 64 * 1024])?;
-//! // A provider: here the embedded one, with its keystore file.
-//! let native = NativeProvider::create("native", &dir.path().join("native.keystore"))?;
-//! // Encrypt: new DEK, wrapped under a new KEK, metadata in disk.img.vmcrypt.
-//! let out = dir.path().join("disk.enc");
-//! encrypt_disk(&image, &native, &EncryptOptions::to_output(&out), &NoProgress, &AtomicBool::new(false))?;
-//! // Decrypt: the keySafe names the provider; the lookup hands it over.
-//! let ks = native.path().to_path_buf();
-//! let lookup = move |name: &str| -> vmcrypt_core::Result<Box<dyn KeyProvider>> {
-//!     Ok(Box::new(NativeProvider::open(name, &ks)?))
-//! };
-//! let back = dir.path().join("disk.dec");
-//! decrypt_disk(&out, &lookup, &DecryptOptions::to_output(&back), &NoProgress, &AtomicBool::new(false))?;
-//! assert_eq!(std::fs::read(&back)?, std::fs::read(&image)?);
+//! let report = DiskJob::encrypt(&image)
+//!     .provider("native")
+//!     .run(&registry, &NoProgress, &AtomicBool::new(false))?;
+//! assert_eq!(report.bytes, 64 * 1024);
+//! // Serve it: read and write by guest offset, under the disk's lock.
+//! let disk = EncryptedDisk::open(&image, &registry)?;
+//! let mut unit = vec![0u8; disk.unit_size()];
+//! disk.read_at(&mut unit, 4096)?;
+//! assert_eq!(unit, vec![7u8; 4096]);
+//! disk.write_at(&vec![1u8; 4096], 0)?;
+//! disk.flush()?;
 //! # Ok(()) }
 //! ```
+//!
+//! Inside, layers point one way (docs/architecture.md): the ground floor ([`Progress`],
+//! [`JobStats`], worker threads, cancel flags) under the engines that rewrite payloads, under
+//! the keySafe and the key wrap, under disks, under VMs.
 //!
 //! # Security
 //! Secret types ([`secret::Dek`], [`secret::Kek`], [`secret::Kdk`]) zeroize on drop and have no
@@ -41,17 +54,32 @@
 
 pub mod agent;
 pub mod disk;
+#[cfg(feature = "testing")]
+pub mod engine;
+#[cfg(not(feature = "testing"))]
+mod engine;
 mod error;
 mod failpoint;
 pub mod fsutil;
+mod keysafe;
 pub mod locator;
 pub mod lock;
+mod progress;
 pub mod provider;
-pub mod reencrypt;
+mod report;
 pub mod secret;
 pub mod settings;
 pub mod vm;
+#[cfg(feature = "testing")]
 pub mod wrap;
+#[cfg(not(feature = "testing"))]
+mod wrap;
 
+pub use disk::{DiskJob, EncryptedDisk};
+pub use engine::Tuning;
 pub use error::{Error, ErrorKind, Result, error_causes, error_line};
+pub use progress::{JobStats, NoProgress, Progress, worker_threads};
+pub use report::Report;
+pub use vm::VmJob;
+
 pub use vmcrypt_xts::{Direction, SectorSize};

@@ -250,74 +250,6 @@ fn open_key(kek: &Kek, locked: &[u8], cipher: &str, aad: &[u8]) -> Result<Zeroiz
     }
 }
 
-/// A keySafe reduced to its last (newest) entry: how a rekey commits.
-///
-/// # Errors
-/// [`Error::InvalidInput`] for an empty keySafe.
-pub fn newest_only(ks: &KeyLocator) -> Result<KeyLocator> {
-    let last = match ks {
-        KeyLocator::List(items) => items.last().cloned(),
-        other => Some(other.clone()),
-    };
-    last.map(|l| KeyLocator::List(vec![l]))
-        .ok_or_else(|| Error::input("empty keySafe"))
-}
-
-/// The entries of a keySafe: a list's items, or the one locator.
-fn entries(ks: &KeyLocator) -> Vec<KeyLocator> {
-    match ks {
-        KeyLocator::List(items) => items.clone(),
-        other => vec![other.clone()],
-    }
-}
-
-/// The keySafe with `pair` as its newest (last) entry, beside the ones it has: a deep rekey's
-/// new DEK under the same KEK, kept with the old one until the job ends.
-pub(crate) fn appended(ks: &KeyLocator, pair: KeyLocator) -> KeyLocator {
-    let mut items = entries(ks);
-    items.push(pair);
-    KeyLocator::List(items)
-}
-
-/// The keySafe with `pair`, wrapped under (`provider`, `key_id`), as its newest entry, after
-/// dropping any older pair under that same KEK (a shallow rekey to the KEK it already has is a
-/// re-wrap, not a second copy).
-pub(crate) fn rewrapped(
-    ks: &KeyLocator,
-    pair: KeyLocator,
-    provider: &str,
-    key_id: &str,
-) -> KeyLocator {
-    let mut items = entries(ks);
-    items.retain(|it| {
-        !matches!(it, KeyLocator::Pair { locker, .. }
-            if matches!(locker.as_ref(), KeyLocator::Fqid { provider: p, key_id: k, .. } if p == provider && k == key_id))
-    });
-    items.push(pair);
-    KeyLocator::List(items)
-}
-
-/// The `pair` entries of a keySafe that vmcrypt can unwrap: (provider, key id, locked data).
-/// A single pair or a list of pairs is accepted; other entries are skipped.
-pub fn our_pairs(kl: &KeyLocator) -> Vec<(&str, &str, &[u8])> {
-    let items: Vec<&KeyLocator> = match kl {
-        KeyLocator::List(items) => items.iter().collect(),
-        other => vec![other],
-    };
-    items
-        .into_iter()
-        .filter_map(|it| match it {
-            KeyLocator::Pair { locker, mac, data } if mac == WRAP_ALG => match locker.as_ref() {
-                KeyLocator::Fqid {
-                    provider, key_id, ..
-                } => Some((provider.as_str(), key_id.as_str(), data.as_slice())),
-                _ => None,
-            },
-            _ => None,
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,7 +274,7 @@ mod tests {
     }
 
     fn locked(kl: &KeyLocator) -> Vec<u8> {
-        our_pairs(kl)[0].2.to_vec()
+        crate::keysafe::pairs(kl)[0].locked.to_vec()
     }
 
     #[test]

@@ -4,13 +4,12 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use vmcrypt_core::disk::{
-    DecryptOptions, Disk, DiskState, EncryptOptions, NoProgress, Progress, decrypt_disk,
-    encrypt_disk, journal_path, rekey_disk_deep, resume_disk,
-};
-use vmcrypt_core::provider::KeyProvider;
+use std::sync::Arc;
+
+use vmcrypt_core::disk::{Disk, DiskState, journal_path};
 use vmcrypt_core::provider::native::NativeProvider;
-use vmcrypt_core::{Error, Result};
+use vmcrypt_core::provider::{KeyProvider, Registry};
+use vmcrypt_core::{DiskJob, Error, NoProgress, Progress};
 
 const LEN: usize = 20 << 20; // three 8 MiB chunks
 
@@ -30,32 +29,25 @@ fn image(dir: &Path) -> (std::path::PathBuf, Vec<u8>) {
     (p, data)
 }
 
-fn setup() -> (tempfile::TempDir, NativeProvider) {
+/// A temp dir and a registry holding its native provider "native".
+fn setup() -> (tempfile::TempDir, Registry) {
     let dir = tempfile::tempdir().expect("tempdir");
     let p = NativeProvider::create("native", &dir.path().join("ks")).expect("keystore");
-    (dir, p)
+    (dir, Registry::of(Arc::new(p) as Arc<dyn KeyProvider>))
 }
 
-fn lookup(ks: &Path) -> impl Fn(&str) -> Result<Box<dyn KeyProvider>> + '_ {
-    move |name: &str| -> Result<Box<dyn KeyProvider>> {
-        Ok(Box::new(NativeProvider::open(name, ks)?))
-    }
+fn encrypt(img: &Path) -> DiskJob {
+    DiskJob::encrypt(img).provider("native")
 }
 
 #[test]
 fn cancelled_in_place_encrypt_is_resumed() {
     let (dir, native) = setup();
     let (img, data) = image(dir.path());
-    let ks = dir.path().join("ks");
     let flag = AtomicBool::new(false);
-    let err = encrypt_disk(
-        &img,
-        &native,
-        &EncryptOptions::in_place(),
-        &CancelAfterFirstChunk(&flag),
-        &flag,
-    )
-    .expect_err("cancelled");
+    let err = encrypt(&img)
+        .run(&native, &CancelAfterFirstChunk(&flag), &flag)
+        .expect_err("cancelled");
     assert!(
         // The payload (20 MiB) is one data-shift window: cancelled inside it, no window is
         // durable yet, and resume redoes it from its intact source.
@@ -71,17 +63,16 @@ fn cancelled_in_place_encrypt_is_resumed() {
     // Every other job refuses the disk until it is resumed.
     let never = AtomicBool::new(false);
     assert!(
-        decrypt_disk(
-            &img,
-            &lookup(&ks),
-            &DecryptOptions::to_output(dir.path().join("x")),
-            &NoProgress,
-            &never
-        )
-        .is_err()
+        DiskJob::decrypt(&img)
+            .output(dir.path().join("x"))
+            .run(&native, &NoProgress, &never)
+            .is_err()
     );
-    let r = resume_disk(&img, &lookup(&ks), 2, &NoProgress, &never).expect("resume");
-    assert_eq!(r.from, 0);
+    let r = DiskJob::resume(&img)
+        .threads(2)
+        .run(&native, &NoProgress, &never)
+        .expect("resume");
+    assert_eq!(r.from, Some(0));
     assert!(r.bytes == LEN as u64, "{r:?}");
     assert!(!journal_path(&img).exists());
     assert_eq!(
@@ -94,19 +85,16 @@ fn cancelled_in_place_encrypt_is_resumed() {
     );
     // Resuming again is harmless.
     assert_eq!(
-        resume_disk(&img, &lookup(&ks), 2, &NoProgress, &never)
+        DiskJob::resume(&img)
+            .threads(2)
+            .run(&native, &NoProgress, &never)
             .expect("again")
             .bytes,
         0
     );
-    decrypt_disk(
-        &img,
-        &lookup(&ks),
-        &DecryptOptions::in_place(),
-        &NoProgress,
-        &never,
-    )
-    .expect("decrypt");
+    DiskJob::decrypt(&img)
+        .run(&native, &NoProgress, &never)
+        .expect("decrypt");
     assert_eq!(std::fs::read(&img).expect("read"), data);
 }
 
@@ -115,24 +103,13 @@ fn cancelled_in_place_decrypt_is_resumed() {
     let (dir, native) = setup();
     let (img, data) = image(dir.path());
     let never = AtomicBool::new(false);
-    encrypt_disk(
-        &img,
-        &native,
-        &EncryptOptions::in_place(),
-        &NoProgress,
-        &never,
-    )
-    .expect("encrypt");
-    let ks = dir.path().join("ks");
+    encrypt(&img)
+        .run(&native, &NoProgress, &never)
+        .expect("encrypt");
     let flag = AtomicBool::new(false);
-    let err = decrypt_disk(
-        &img,
-        &lookup(&ks),
-        &DecryptOptions::in_place(),
-        &CancelAfterFirstChunk(&flag),
-        &flag,
-    )
-    .expect_err("cancelled");
+    let err = DiskJob::decrypt(&img)
+        .run(&native, &CancelAfterFirstChunk(&flag), &flag)
+        .expect_err("cancelled");
     assert!(
         matches!(
             err,
@@ -151,7 +128,10 @@ fn cancelled_in_place_decrypt_is_resumed() {
             .state,
         DiskState::Decrypting
     );
-    resume_disk(&img, &lookup(&ks), 2, &NoProgress, &never).expect("resume");
+    DiskJob::resume(&img)
+        .threads(2)
+        .run(&native, &NoProgress, &never)
+        .expect("resume");
     assert!(Disk::open(&img).expect("open").encryption().is_none());
     assert_eq!(std::fs::read(&img).expect("read"), data);
 }
@@ -161,19 +141,16 @@ fn deep_rekey_rewrites_every_sector_under_a_new_dek() {
     let (dir, native) = setup();
     let (img, data) = image(dir.path());
     let never = AtomicBool::new(false);
-    let ks = dir.path().join("ks");
-    encrypt_disk(
-        &img,
-        &native,
-        &EncryptOptions::in_place(),
-        &NoProgress,
-        &never,
-    )
-    .expect("encrypt");
+    encrypt(&img)
+        .run(&native, &NoProgress, &never)
+        .expect("encrypt");
     let before = std::fs::read(&img).expect("read");
-    let (_, generation) =
-        rekey_disk_deep(&img, &lookup(&ks), 2, &NoProgress, &never).expect("deep rekey");
-    assert_eq!(generation, 2);
+    let generation = DiskJob::rekey_deep(&img)
+        .threads(2)
+        .run(&native, &NoProgress, &never)
+        .expect("deep rekey")
+        .generation;
+    assert_eq!(generation, Some(2));
     let after = std::fs::read(&img).expect("read");
     assert!(
         before
@@ -191,14 +168,9 @@ fn deep_rekey_rewrites_every_sector_under_a_new_dek() {
         (meta.generation, meta.state, meta.keys().len()),
         (2, DiskState::Encrypted, 1)
     );
-    decrypt_disk(
-        &img,
-        &lookup(&ks),
-        &DecryptOptions::in_place(),
-        &NoProgress,
-        &never,
-    )
-    .expect("decrypt");
+    DiskJob::decrypt(&img)
+        .run(&native, &NoProgress, &never)
+        .expect("decrypt");
     assert_eq!(std::fs::read(&img).expect("read"), data);
 }
 
@@ -208,14 +180,10 @@ fn cancelled_output_job_leaves_no_output() {
     let (img, data) = image(dir.path());
     let out = dir.path().join("out.img");
     let flag = AtomicBool::new(false);
-    let err = encrypt_disk(
-        &img,
-        &native,
-        &EncryptOptions::to_output(&out),
-        &CancelAfterFirstChunk(&flag),
-        &flag,
-    )
-    .expect_err("cancelled");
+    let err = encrypt(&img)
+        .output(&out)
+        .run(&native, &CancelAfterFirstChunk(&flag), &flag)
+        .expect_err("cancelled");
     assert!(matches!(err, Error::Cancelled { .. }), "{err:?}");
     assert!(!out.exists());
     assert!(!dir.path().join("out.img.vmcrypt").exists());
@@ -228,24 +196,17 @@ fn same_ciphertext_for_any_thread_count() {
     let (img, data) = image(dir.path());
     let never = AtomicBool::new(false);
     let one = dir.path().join("one.img");
-    encrypt_disk(
-        &img,
-        &native,
-        &EncryptOptions::to_output(&one).threads(1),
-        &NoProgress,
-        &never,
-    )
-    .expect("encrypt");
-    let ks = dir.path().join("ks");
+    encrypt(&img)
+        .output(&one)
+        .threads(1)
+        .run(&native, &NoProgress, &never)
+        .expect("encrypt");
     // Decrypt the one-thread ciphertext with three threads, and compare with the plaintext.
     let back = dir.path().join("back.img");
-    decrypt_disk(
-        &one,
-        &lookup(&ks),
-        &DecryptOptions::to_output(&back).threads(3),
-        &NoProgress,
-        &never,
-    )
-    .expect("decrypt");
+    DiskJob::decrypt(&one)
+        .output(&back)
+        .threads(3)
+        .run(&native, &NoProgress, &never)
+        .expect("decrypt");
     assert_eq!(std::fs::read(&back).expect("read"), data);
 }

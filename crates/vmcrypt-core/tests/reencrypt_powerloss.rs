@@ -8,8 +8,8 @@
 use std::sync::atomic::AtomicBool;
 
 use std::sync::{Arc, Mutex};
-use vmcrypt_core::disk::NoProgress;
-use vmcrypt_core::reencrypt::{Job, Storage, Transform};
+use vmcrypt_core::NoProgress;
+use vmcrypt_core::engine::{Job, Storage, Transform};
 use vmcrypt_core::{Error, SectorSize};
 
 mod sim;
@@ -178,7 +178,7 @@ fn altered_journals_are_refused_before_any_write() {
     // Stop cleanly after 4 chunks: chunk 3 is written and durable, its slot (index 1) is the
     // newest, chunk 4 is untouched.
     struct StopAfter<'a>(&'a AtomicBool, std::sync::atomic::AtomicU64);
-    impl vmcrypt_core::disk::Progress for StopAfter<'_> {
+    impl vmcrypt_core::Progress for StopAfter<'_> {
         fn advance(&self, bytes: u64) {
             use std::sync::atomic::Ordering::Relaxed;
             if self.1.fetch_add(bytes, Relaxed) + bytes >= 4 * CHUNK {

@@ -6,8 +6,8 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
-use vmcrypt_core::disk::NoProgress;
-use vmcrypt_core::reencrypt::{ShiftJob, Transform};
+use vmcrypt_core::NoProgress;
+use vmcrypt_core::engine::{ShiftJob, Transform};
 use vmcrypt_core::{Error, SectorSize};
 
 mod sim;
@@ -223,7 +223,7 @@ fn write_and_fsync_errors_at_every_step() {
 
 /// Stops a job cleanly once `windows` windows are durable.
 struct StopAfter<'a>(&'a AtomicBool, std::sync::atomic::AtomicU64, u64);
-impl vmcrypt_core::disk::Progress for StopAfter<'_> {
+impl vmcrypt_core::Progress for StopAfter<'_> {
     fn advance(&self, bytes: u64) {
         use std::sync::atomic::Ordering::Relaxed;
         if self.1.fetch_add(bytes, Relaxed) + bytes >= self.2 * SHIFT {

@@ -65,7 +65,7 @@ fn serve(
     let open = move |name: &str| -> Result<Arc<dyn KeyProvider>> {
         Ok(Arc::from(Config::load(&cfg_path)?.open_local(name)?))
     };
-    let agent = Arc::new(Agent::new(cache, Box::new(open)).in_flight(max_in_flight));
+    let agent = Arc::new(Agent::new(cache, open).in_flight(max_in_flight));
     let listener = vmcrypt_core::agent::bind(socket)?;
     let shutdown = Shutdown::new(&listener, socket)?;
     let signalled = Arc::new(AtomicBool::new(false));

@@ -9,15 +9,13 @@ pub mod recover;
 pub mod topology;
 pub mod vm;
 
-use vmcrypt_core::Result;
-use vmcrypt_core::provider::KeyProvider;
 use vmcrypt_core::provider::native::NativeProvider;
+use vmcrypt_core::{Result, Tuning};
 
 use crate::cli::Cli;
 use crate::config::{Config, ProviderConfig};
 use crate::output::Out;
 
-/// Loads the configuration named by the flags.
 /// Loads the configuration named by the flags (with `--agent`, providers are the agent's).
 pub fn load_config(cli: &Cli) -> Result<Config> {
     let mut cfg = Config::load(&Config::locate(cli.config.as_deref())?)?;
@@ -25,23 +23,31 @@ pub fn load_config(cli: &Cli) -> Result<Config> {
     Ok(cfg)
 }
 
-/// The provider for a new key: the one named, else the default, else a native provider created
-/// on the spot (first use), which the operator is told about.
-pub fn provider_for_new_key(
-    cfg: &mut Config,
-    name: Option<&str>,
-    out: &Out,
-) -> Result<Box<dyn KeyProvider>> {
-    if let Some(n) = name {
-        return cfg.open(n);
-    }
-    if let Some(d) = cfg.default.clone() {
-        return cfg.open(&d);
+/// The tuning of in-place jobs from the environment, read here at the front door:
+/// `VMCRYPT_CHUNK_BYTES` (chunk and window size, a multiple of 4096) and
+/// `VMCRYPT_INPLACE_ENGINE=journal` (the journaled engine for every job). Testing and
+/// comparison knobs (docs/cli.md).
+pub fn tuning() -> Tuning {
+    Tuning::default()
+        .chunk(
+            std::env::var("VMCRYPT_CHUNK_BYTES")
+                .ok()
+                .and_then(|v| v.parse().ok()),
+        )
+        .journal_only(std::env::var("VMCRYPT_INPLACE_ENGINE").is_ok_and(|v| v == "journal"))
+}
+
+/// The name of the provider for a new key: the one named, else the default, else a native
+/// provider created on the spot (first use, added to the configuration), which the operator is
+/// told about.
+pub fn provider_for_new_key(cfg: &mut Config, name: Option<&str>, out: &Out) -> Result<String> {
+    if let Some(n) = name.map(str::to_string).or_else(|| cfg.default.clone()) {
+        return Ok(n);
     }
     if cfg.providers.is_empty() && cfg.agent.is_none() {
         let name = "native";
         let ks = cfg.default_keystore(name);
-        let p = NativeProvider::create(name, &ks)?;
+        NativeProvider::create(name, &ks)?;
         cfg.providers.push((
             name.into(),
             ProviderConfig::Native {
@@ -57,7 +63,7 @@ pub fn provider_for_new_key(
             ks.display(),
             cfg.path().display()
         ));
-        return Ok(Box::new(p));
+        return Ok(name.to_string());
     }
     Err(vmcrypt_core::Error::InvalidInput {
         reason:

@@ -1,22 +1,26 @@
 //! `vm encrypt | decrypt | rekey | inspect`.
 
 use serde_json::json;
-use vmcrypt_core::Result;
-use vmcrypt_core::provider::KeyProvider;
-use vmcrypt_core::vm::ops::{
-    VmOptions, VmReport, vm_decrypt, vm_encrypt, vm_inspect, vm_rekey_shallow,
-};
+use vmcrypt_core::vm::vm_inspect;
+use vmcrypt_core::{Report, Result, VmJob};
 
-use super::{load_config, provider_for_new_key};
+use super::{load_config, provider_for_new_key, tuning};
 use crate::cli::{Cli, VmCmd};
-use crate::output::{Out, human_bytes};
+use crate::output::Out;
 use crate::progress::{Bar, cancel_on_signal};
 
-pub fn run(cli: &Cli, cmd: &VmCmd, out: &Out) -> Result<()> {
+fn with_threads(job: VmJob, threads: Option<usize>) -> VmJob {
+    match threads {
+        Some(n) => job.threads(n),
+        None => job,
+    }
+}
+
+/// Runs a VM job; `inspect` prints its own document and gives no report.
+pub fn run(cli: &Cli, cmd: &VmCmd, out: &Out) -> Result<Option<Report>> {
     let mut cfg = load_config(cli)?;
-    let lookup_cfg = cfg.clone();
-    let lookup = |name: &str| -> Result<Box<dyn KeyProvider>> { lookup_cfg.open(name) };
-    match cmd {
+    let cancel = cancel_on_signal();
+    let report = match cmd {
         VmCmd::Encrypt {
             vmx,
             provider,
@@ -24,25 +28,17 @@ pub fn run(cli: &Cli, cmd: &VmCmd, out: &Out) -> Result<()> {
             threads,
         } => {
             let provider = provider_for_new_key(&mut cfg, provider.as_deref(), out)?;
-            let opts = VmOptions::default()
+            let job = VmJob::encrypt(vmx)
+                .provider(provider)
                 .sector_size((*sector_size).into())
-                .threads(*threads);
+                .tuning(tuning());
             let bar = Bar::new(out.quiet, out.json, "encrypting VM");
-            let r = vm_encrypt(
-                vmx,
-                provider.as_ref(),
-                &lookup,
-                &opts,
-                &bar,
-                &cancel_on_signal(),
-            )?;
-            report(out, "encrypted", &r);
+            with_threads(job, *threads).run(&cfg.registry(), &bar, &cancel)?
         }
         VmCmd::Decrypt { vmx, threads } => {
-            let opts = VmOptions::default().threads(*threads);
             let bar = Bar::new(out.quiet, out.json, "decrypting VM");
-            let r = vm_decrypt(vmx, &lookup, &opts, &bar, &cancel_on_signal())?;
-            report(out, "decrypted", &r);
+            let job = with_threads(VmJob::decrypt(vmx).tuning(tuning()), *threads);
+            job.run(&cfg.registry(), &bar, &cancel)?
         }
         VmCmd::Rekey {
             vmx,
@@ -58,22 +54,16 @@ pub fn run(cli: &Cli, cmd: &VmCmd, out: &Out) -> Result<()> {
                     });
                 }
                 let bar = Bar::new(out.quiet, out.json, "rekeying VM");
-                let r = vmcrypt_core::vm::ops::vm_rekey_deep(
-                    vmx,
-                    &lookup,
-                    &VmOptions::default(),
-                    &bar,
-                    &cancel_on_signal(),
-                )?;
-                report(out, "rekeyed (deep)", &r);
-                return Ok(());
+                VmJob::rekey_deep(vmx)
+                    .tuning(tuning())
+                    .run(&cfg.registry(), &bar, &cancel)?
+            } else {
+                let mut job = VmJob::rekey_shallow(vmx);
+                if let Some(p) = provider {
+                    job = job.provider(p.clone());
+                }
+                job.run(&cfg.registry(), &vmcrypt_core::NoProgress, &cancel)?
             }
-            let new_provider = match provider {
-                Some(p) => Some(cfg.open(p)?),
-                None => None,
-            };
-            let r = vm_rekey_shallow(vmx, new_provider.as_deref(), &lookup)?;
-            report(out, "rekeyed (shallow)", &r);
         }
         VmCmd::Inspect { vmx } => {
             let i = vm_inspect(vmx)?;
@@ -158,31 +148,11 @@ pub fn run(cli: &Cli, cmd: &VmCmd, out: &Out) -> Result<()> {
                 doc["error"] = json!({"kind": "unwrap_failed", "message": e.to_string(), "exit_code": crate::output::exit_code(e)});
             }
             out.result(&lines.join("\n"), doc);
-            if let Some(e) = failed {
-                return Err(e);
-            }
+            return match failed {
+                Some(e) => Err(e),
+                None => Ok(None),
+            };
         }
-    }
-    Ok(())
-}
-
-fn report(out: &Out, verb: &str, r: &VmReport) {
-    out.result(
-        &format!(
-            "{verb} VM {}: {} disk(s), {} in {:.3} s; provider {}, key id {}, generation {}{}",
-            r.vmx.display(),
-            r.disks.len(),
-            human_bytes(r.bytes),
-            r.elapsed.as_secs_f64(),
-            r.provider,
-            r.key_id,
-            r.generation,
-            if r.resumed { " (finished an interrupted run)" } else { "" }
-        ),
-        json!({
-            "operation": verb, "vmx": r.vmx, "vm_uuid": r.vm_uuid, "provider": r.provider, "key_id": r.key_id,
-            "generation": r.generation, "disks": r.disks, "bytes": r.bytes, "resumed": r.resumed,
-            "seconds": r.elapsed.as_secs_f64(),
-        }),
-    );
+    };
+    Ok(Some(report))
 }

@@ -141,12 +141,6 @@ impl AgentClient {
             name: name.to_string(),
         }
     }
-
-    /// A lookup for the disk and VM operations of this library: every key operation goes to
-    /// the agent.
-    pub fn lookup(&self) -> impl Fn(&str) -> Result<Box<dyn KeyProvider>> + '_ {
-        move |name| Ok(Box::new(self.provider(name)) as Box<dyn KeyProvider>)
-    }
 }
 
 /// One of the agent's providers, used through the socket.
@@ -185,5 +179,13 @@ impl KeyProvider for AgentProvider {
                 .client
                 .unreachable(&self.name, &format!("unexpected answer {other:?}"))),
         }
+    }
+}
+
+/// The client as the registry of the disk and VM jobs of this library: every key operation
+/// goes to the agent.
+impl crate::provider::ProviderRegistry for AgentClient {
+    fn provider(&self, name: &str) -> Result<std::sync::Arc<dyn KeyProvider>> {
+        Ok(std::sync::Arc::new(AgentClient::provider(self, name)))
     }
 }

@@ -19,11 +19,8 @@ use std::time::Duration;
 use super::cache::{CachingProvider, KeyCache};
 use super::limit::{DEFAULT_IN_FLIGHT, Limiter};
 use super::proto::{self, Frame, Request, Response, Status};
-use crate::provider::{KeyId, KeyProvider};
+use crate::provider::{KeyId, KeyProvider, ProviderRegistry};
 use crate::{Error, Result};
-
-/// Opens a provider by name (for the CLI: from its configuration file).
-pub type OpenProvider = dyn Fn(&str) -> Result<Arc<dyn KeyProvider>> + Send + Sync;
 
 /// A provider the agent opened, with its bound on requests under way.
 type Opened = (Arc<dyn KeyProvider>, Arc<Limiter>);
@@ -32,17 +29,18 @@ type Opened = (Arc<dyn KeyProvider>, Arc<Limiter>);
 /// one cache for all of them.
 pub struct Agent {
     cache: KeyCache,
-    open: Box<OpenProvider>,
+    open: Box<dyn ProviderRegistry + Send>,
     in_flight: usize,
     providers: Mutex<HashMap<String, Opened>>,
 }
 
 impl Agent {
-    /// An agent that opens providers with `open` on first use.
-    pub fn new(cache: KeyCache, open: Box<OpenProvider>) -> Self {
+    /// An agent that opens providers from `open` on first use (for the CLI: from its
+    /// configuration file), and keeps them.
+    pub fn new(cache: KeyCache, open: impl ProviderRegistry + Send + 'static) -> Self {
         Agent {
             cache,
-            open,
+            open: Box::new(open),
             in_flight: DEFAULT_IN_FLIGHT,
             providers: Mutex::new(HashMap::new()),
         }
@@ -76,7 +74,7 @@ impl Agent {
         let (inner, limit) = match known {
             Some(p) => p,
             None => {
-                let p = (self.open)(name)?;
+                let p = self.open.provider(name)?;
                 let limit = Arc::new(Limiter::new(self.in_flight));
                 self.providers
                     .lock()
@@ -87,11 +85,6 @@ impl Agent {
             }
         };
         Ok(CachingProvider::new(inner, self.cache.clone()).limited(limit))
-    }
-
-    /// A lookup for the disk and VM operations of this library.
-    pub fn lookup(&self) -> impl Fn(&str) -> Result<Box<dyn KeyProvider>> + '_ {
-        move |name| Ok(Box::new(self.provider(name)?) as Box<dyn KeyProvider>)
     }
 
     /// Answers one request.
@@ -420,4 +413,12 @@ fn reply_error(s: &mut UnixStream, message: &str) {
     .encode();
     let _ = proto::write_frame(s, &body);
     let _ = s.flush();
+}
+
+/// The agent as the registry of the disk and VM jobs of this library: every provider seen
+/// through the cache.
+impl ProviderRegistry for Agent {
+    fn provider(&self, name: &str) -> Result<Arc<dyn KeyProvider>> {
+        Ok(Arc::new(Agent::provider(self, name)?))
+    }
 }

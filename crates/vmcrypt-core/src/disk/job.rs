@@ -1,307 +1,312 @@
-//! Image jobs: run the sector cipher over a payload file, in place or into a new file.
+//! The front door for disk jobs: [`DiskJob`], built then run with a provider registry, a
+//! progress sink and a cancel flag, giving one [`Report`].
 //!
-//! A job is built, then run: `ImageJob::builder(src, &dek)...build()?.run(&progress, &cancel)`.
-//! `threads` workers each read a 256 KiB piece, encrypt or decrypt it and write it, so reads,
-//! writes and the cipher overlap (see [`crate::reencrypt::pieces`]); the destination is fsynced
-//! at the end, and its writeback is started every 16 MiB along the way so that the final fsync
-//! finds little to do ([`crate::reencrypt::writeback`]). Progress is reported through the
-//! small [`Progress`] trait (the library draws nothing) and a shared flag cancels it between
-//! pieces.
-//!
-//! Why `pread`/`pwrite` and not memory maps: measured on 2 GiB (benches `io_modes`), a map was
-//! faster only in place on tmpfs (by 18 %) and slower in the other cases (up to 29 % on
-//! ext4); and with `pread`/`pwrite` an I/O error is an error value, not a SIGBUS that kills a
-//! host agent (docs/performance.md).
+//! ```no_run
+//! # use std::sync::atomic::AtomicBool;
+//! # use vmcrypt_core::{DiskJob, NoProgress, SectorSize, provider::ProviderRegistry};
+//! # fn f(registry: &dyn ProviderRegistry) -> vmcrypt_core::Result<()> {
+//! let report = DiskJob::encrypt("disk.img")
+//!     .provider("native")
+//!     .sector_size(SectorSize::S4096)
+//!     .threads(2)
+//!     .in_place()
+//!     .run(registry, &NoProgress, &AtomicBool::new(false))?;
+//! println!("{} bytes in {:?}", report.bytes, report.elapsed);
+//! # Ok(()) }
+//! ```
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
-use vmcrypt_xts::{Direction, SectorSize, Xts};
+use vmcrypt_xts::SectorSize;
 
-use crate::reencrypt::pieces::{Ended, for_each_piece};
-use crate::reencrypt::writeback::with_writeback;
-use crate::secret::Dek;
+use crate::engine::Tuning;
+use crate::keysafe::KeyRing;
+use crate::progress::{Progress, worker_threads};
+use crate::provider::ProviderRegistry;
+use crate::report::Report;
 use crate::{Error, Result};
 
-/// Default chunk of the journaled in-place engine.
-pub const DEFAULT_CHUNK: usize = 8 * 1024 * 1024;
-
-/// Receives progress of long work. All methods have empty defaults.
-pub trait Progress: Sync {
-    /// The job starts; `total` bytes will be processed.
-    fn start(&self, _total: u64) {}
-    /// `bytes` more bytes are done.
-    fn advance(&self, _bytes: u64) {}
-    /// The job ended (successfully or not).
-    fn finish(&self) {}
+/// The options every disk job reads.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct JobOptions {
+    /// Write the result here; `None` works in place.
+    pub output: Option<PathBuf>,
+    /// XTS data unit size of a new encryption.
+    pub sector_size: SectorSize,
+    /// Worker threads (`None`: one per core).
+    pub threads: Option<usize>,
+    /// Encrypt a file as raw even though its first bytes name another container format.
+    pub assume_raw: bool,
+    /// Chunk size and engine choice of in-place jobs.
+    pub tuning: Tuning,
 }
 
-/// A [`Progress`] that ignores everything.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NoProgress;
-impl Progress for NoProgress {}
+impl JobOptions {
+    /// The worker threads to use.
+    pub fn worker_threads(&self) -> usize {
+        worker_threads(self.threads)
+    }
+}
 
-/// What a finished job did.
-#[derive(Debug, Clone, Copy)]
-#[non_exhaustive]
-pub struct JobStats {
-    /// Payload bytes processed.
+/// What an encryption or decryption did.
+#[derive(Debug, Clone)]
+pub(crate) struct DiskReport {
+    pub disk: PathBuf,
+    pub payload: PathBuf,
+    pub metadata: Option<PathBuf>,
     pub bytes: u64,
-    /// Wall time.
     pub elapsed: Duration,
+    pub provider: String,
+    pub key_id: String,
+    pub sector_size: SectorSize,
 }
 
-/// A configured job; see the module docs.
-pub struct ImageJob {
-    src: PathBuf,
-    src_offset: u64,
-    dst: Option<PathBuf>,
-    len: u64,
-    xts: Xts,
-    unit: SectorSize,
-    dir: Direction,
-    threads: usize,
+impl DiskReport {
+    fn into_report(self, operation: &'static str) -> Report {
+        Report {
+            operation,
+            disk: Some(self.disk),
+            payload: Some(self.payload),
+            metadata: self.metadata,
+            bytes: self.bytes,
+            elapsed: self.elapsed,
+            provider: Some(self.provider),
+            key_id: Some(self.key_id),
+            sector_size: Some(self.sector_size.bytes()),
+            ..Report::default()
+        }
+    }
 }
 
-/// Builder for [`ImageJob`].
-pub struct ImageJobBuilder<'a> {
-    src: PathBuf,
-    src_offset: u64,
-    dek: &'a Dek,
-    dst: Option<PathBuf>,
-    len: Option<u64>,
-    unit: SectorSize,
-    dir: Direction,
-    threads: usize,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verb {
+    Encrypt,
+    Decrypt,
+    RekeyShallow,
+    RekeyDeep,
+    Resume,
 }
 
-impl ImageJob {
-    /// Starts building a job over the payload file `src` with key `dek`.
-    pub fn builder<'a>(src: &Path, dek: &'a Dek) -> ImageJobBuilder<'a> {
-        ImageJobBuilder {
-            src: src.to_path_buf(),
-            src_offset: 0,
-            dek,
-            dst: None,
-            len: None,
-            unit: SectorSize::default(),
-            dir: Direction::Encrypt,
-            threads: worker_threads(None),
+/// A job on one disk (a raw image with its sidecar, or a flat VMDK), configured then run.
+/// Every job locks the disk for its whole run and checks everything before its first write.
+#[derive(Debug, Clone)]
+#[must_use = "a job does nothing until it is run"]
+pub struct DiskJob {
+    verb: Verb,
+    path: PathBuf,
+    provider: Option<String>,
+    opts: JobOptions,
+}
+
+impl DiskJob {
+    fn new(verb: Verb, path: impl Into<PathBuf>) -> Self {
+        DiskJob {
+            verb,
+            path: path.into(),
+            provider: None,
+            opts: JobOptions::default(),
         }
     }
 
-    /// Runs the job. With an output, the output file is created (it must not exist) and
-    /// fsynced; in place, the source is rewritten piece by piece and fsynced.
-    ///
-    /// # Errors
-    /// [`Error::Io`] (including a failed fsync, which is never retried); [`Error::Cancelled`]
-    /// when `cancel` is set, checked between pieces: `done` bytes (not necessarily a prefix)
-    /// are then processed and durable.
-    pub fn run(&self, progress: &dyn Progress, cancel: &AtomicBool) -> Result<JobStats> {
-        let started = Instant::now();
-        let src = OpenOptions::new()
-            .read(true)
-            .write(self.dst.is_none())
-            .open(&self.src)
-            .map_err(Error::io("open", &self.src))?;
-        let dst_file;
-        let (dst, dst_path): (&File, &Path) = match &self.dst {
-            Some(p) => {
-                use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-                dst_file = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(p)
-                    .map_err(Error::io("create", p))?;
-                // The output gets the source's mode; plaintext never more than 0600 (the
-                // source's mode or 0600, whichever is stricter), whatever the umask.
-                let src_mode = src
-                    .metadata()
-                    .map_err(Error::io("stat", &self.src))?
-                    .permissions()
-                    .mode()
-                    & 0o777;
-                let mode = match self.dir {
-                    Direction::Decrypt => src_mode & 0o600,
-                    _ => src_mode,
-                };
-                dst_file
-                    .set_permissions(std::fs::Permissions::from_mode(mode))
-                    .map_err(Error::io("chmod", p))?;
-                (&dst_file, p)
-            }
-            None => (&src, &self.src),
-        };
-        progress.start(self.len);
-        let done = std::sync::atomic::AtomicU64::new(0);
-        let result = (|| {
-            // Worker threads each read, transform and write their own pieces: reads, writes
-            // and encryption overlap (crate::reencrypt::pieces).
-            // A helper flushes the output as it grows, so the final fsync is short
-            // (crate::reencrypt::writeback). A new file: start its writeback and let its clean pages go; an fsync per step
-            // would commit the file system's journal (new blocks) each time
-            // (fsutil::start_writeback). In place, pages not yet read must stay cached, so the
-            // step is an fdatasync.
-            let flush = || {
-                if self.dst.is_some() {
-                    crate::fsutil::start_writeback(dst)
-                } else {
-                    dst.sync_data()
-                }
-                .map_err(Error::io("write back", dst_path))
-            };
-            let helps = !crate::fsutil::memory_backed(dst);
-            let ended = with_writeback(helps, flush, |written| {
-                for_each_piece(self.len, self.threads, cancel, |part, off| {
-                    src.read_exact_at(part, self.src_offset + off)
-                        .map_err(Error::io("read", &self.src))?;
-                    match self.dir {
-                        Direction::Encrypt => self.xts.encrypt_sectors(part, off, self.unit)?,
-                        _ => self.xts.decrypt_sectors(part, off, self.unit)?,
-                    }
-                    dst.write_all_at(part, off)
-                        .map_err(Error::io("write", dst_path))?;
-                    written.add(part.len() as u64);
-                    done.fetch_add(part.len() as u64, Ordering::Relaxed);
-                    progress.advance(part.len() as u64);
-                    Ok(())
-                })
-            })?;
-            dst.sync_all().map_err(Error::io("fsync", dst_path))?;
-            if ended == Ended::Cancelled {
-                return Err(Error::Cancelled {
-                    done: done.load(Ordering::Relaxed),
-                    restored: false,
-                });
-            }
-            Ok(())
-        })();
-        progress.finish();
-        result?;
-        let elapsed = started.elapsed();
-        tracing::info!(
-            image = %self.src.display(),
-            bytes = self.len,
-            threads = self.threads,
-            secs = elapsed.as_secs_f64(),
-            "image job done"
-        );
-        Ok(JobStats {
-            bytes: self.len,
-            elapsed,
-        })
+    /// Encrypt a plain disk: a new DEK, wrapped under a new KEK from [`DiskJob::provider`].
+    pub fn encrypt(path: impl Into<PathBuf>) -> Self {
+        Self::new(Verb::Encrypt, path)
     }
-}
 
-impl ImageJobBuilder<'_> {
-    /// Writes the result into a new file instead of in place.
-    pub fn output(mut self, dst: &Path) -> Self {
-        self.dst = Some(dst.to_path_buf());
+    /// Decrypt a disk with the KEK its keySafe names.
+    pub fn decrypt(path: impl Into<PathBuf>) -> Self {
+        Self::new(Verb::Decrypt, path)
+    }
+
+    /// Shallow rekey: the DEK re-wrapped under a new KEK from [`DiskJob::provider`]; no data
+    /// sector is touched. An interrupted shallow rekey is finished with its own target KEK.
+    pub fn rekey_shallow(path: impl Into<PathBuf>) -> Self {
+        Self::new(Verb::RekeyShallow, path)
+    }
+
+    /// Deep rekey: a new DEK under the disk's KEK, and every sector re-encrypted in place,
+    /// crash-safely.
+    pub fn rekey_deep(path: impl Into<PathBuf>) -> Self {
+        Self::new(Verb::RekeyDeep, path)
+    }
+
+    /// Finish an interrupted job (harmless when there is none): the disk's in-place job, or,
+    /// for a path ending in `.vmx`, the VM job ([`crate::VmJob::resume`]).
+    pub fn resume(path: impl Into<PathBuf>) -> Self {
+        Self::new(Verb::Resume, path)
+    }
+
+    /// The provider a new KEK comes from (encrypt and shallow rekey), by its registry name.
+    pub fn provider(mut self, name: impl Into<String>) -> Self {
+        self.provider = Some(name.into());
         self
     }
 
-    /// Where the payload starts in the source file (default 0). Only with an output: in
-    /// place the payload stays where it is.
-    pub fn source_offset(mut self, offset: u64) -> Self {
-        self.src_offset = offset;
+    /// Write the result into a new disk at `out` (encrypt, decrypt).
+    pub fn output(mut self, out: impl Into<PathBuf>) -> Self {
+        self.opts.output = Some(out.into());
         self
     }
 
-    /// Bytes of payload to process (default: the whole source file).
-    pub fn length(mut self, len: u64) -> Self {
-        self.len = Some(len);
+    /// Work in place (the default), crash-safely.
+    pub fn in_place(mut self) -> Self {
+        self.opts.output = None;
         self
     }
 
-    /// The XTS data unit size (default 4096).
+    /// The XTS data unit size of a new encryption (default 4096).
     pub fn sector_size(mut self, s: SectorSize) -> Self {
-        self.unit = s;
+        self.opts.sector_size = s;
         self
     }
 
-    /// Encrypt or decrypt (default encrypt).
-    pub fn direction(mut self, d: Direction) -> Self {
-        self.dir = d;
-        self
-    }
-
-    /// Worker threads (default: all cores).
+    /// Worker threads (default: one per core).
     pub fn threads(mut self, n: usize) -> Self {
-        self.threads = n.max(1);
+        self.opts.threads = Some(n);
         self
     }
 
-    /// Checks the configuration.
+    /// Encrypt the file as raw even though its first bytes name another container format
+    /// (qcow2, VHD, ...): for a raw image that merely starts with such bytes.
+    pub fn assume_raw(mut self, yes: bool) -> Self {
+        self.opts.assume_raw = yes;
+        self
+    }
+
+    /// Chunk size and engine choice of in-place jobs (default: what every job should use).
+    pub fn tuning(mut self, t: Tuning) -> Self {
+        self.opts.tuning = t;
+        self
+    }
+
+    /// The disk this job works on.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Checks everything the job checks before it asks a provider for a key, without touching
+    /// anything: a caller that creates a provider on first use calls this first, so that a
+    /// request that would fail leaves no trace. The disk's lock is taken and released again.
+    /// Only an encryption has such checks; other jobs check under their own run.
     ///
     /// # Errors
-    /// [`Error::Io`] if the source cannot be read; [`Error::InvalidInput`] if the length is
-    /// not whole data units or exceeds the source.
-    pub fn build(self) -> Result<ImageJob> {
-        let file_len = std::fs::metadata(&self.src)
-            .map_err(Error::io("read", &self.src))?
-            .len();
-        let len = self.len.unwrap_or(file_len.saturating_sub(self.src_offset));
-        if self
-            .src_offset
-            .checked_add(len)
-            .is_none_or(|end| end > file_len)
-        {
-            return Err(Error::Integrity {
-                path: self.src.clone(),
-                reason: format!(
-                    "payload should be {len} bytes at offset {} but the file has {file_len}",
-                    self.src_offset
-                ),
-            });
+    /// As [`DiskJob::run`] for the disk and the output.
+    pub fn check(&self) -> Result<()> {
+        match self.verb {
+            Verb::Encrypt => super::encrypt::check_encrypt(&self.path, &self.opts),
+            _ => Ok(()),
         }
-        if self.src_offset != 0 && self.dst.is_none() {
-            return Err(Error::input(
-                "an in-place image job works on a payload at offset 0",
-            ));
+    }
+
+    /// Runs the job.
+    ///
+    /// # Errors
+    /// [`Error::InUse`] when another job or program holds the disk; typed input errors
+    /// ([`Error::NotEncrypted`], [`Error::AlreadyEncrypted`], [`Error::JobUnderWay`],
+    /// [`Error::BelongsToVm`]) and [`Error::InvalidInput`]; [`Error::UnwrapFailed`] or
+    /// [`Error::Integrity`] for keys or metadata that do not match; provider and I/O errors;
+    /// [`Error::Cancelled`]. The disk is unchanged on every error raised before the job's first
+    /// write; an in-place job stopped after it is finished by [`DiskJob::resume`].
+    pub fn run(
+        &self,
+        registry: &dyn ProviderRegistry,
+        progress: &dyn Progress,
+        cancel: &AtomicBool,
+    ) -> Result<Report> {
+        let ring = KeyRing::new(registry);
+        let path = &self.path;
+        let new_key_provider = || {
+            let name = self
+                .provider
+                .as_deref()
+                .ok_or_else(|| Error::input("no key provider named for the new KEK"))?;
+            registry.provider(name)
+        };
+        match self.verb {
+            Verb::Encrypt => {
+                let provider = new_key_provider()?;
+                super::encrypt::encrypt_new_kek(
+                    path,
+                    provider.as_ref(),
+                    &ring,
+                    &self.opts,
+                    progress,
+                    cancel,
+                )
+                .map(|r| r.into_report("encrypted"))
+            }
+            Verb::Decrypt => {
+                super::decrypt::decrypt(path, &ring, &self.opts, progress, cancel, false)
+                    .map(|r| r.into_report("decrypted"))
+            }
+            Verb::RekeyShallow => {
+                let provider = new_key_provider()?;
+                let r = super::rekey_shallow::rekey_shallow(path, provider.as_ref(), &ring)?;
+                Ok(Report {
+                    operation: "rekey",
+                    depth: Some("shallow"),
+                    disk: Some(path.clone()),
+                    elapsed: r.elapsed,
+                    provider: Some(r.provider),
+                    key_id: Some(r.key_id),
+                    generation: Some(r.generation),
+                    resumed: Some(r.resumed),
+                    ..Report::default()
+                })
+            }
+            Verb::RekeyDeep => {
+                let (stats, generation) = super::rekey_deep::rekey_deep(
+                    path,
+                    &ring,
+                    self.opts.worker_threads(),
+                    &self.opts.tuning,
+                    progress,
+                    cancel,
+                    false,
+                )?;
+                Ok(Report {
+                    operation: "rekey",
+                    depth: Some("deep"),
+                    disk: Some(path.clone()),
+                    bytes: stats.bytes,
+                    elapsed: stats.elapsed,
+                    generation: Some(generation),
+                    ..Report::default()
+                })
+            }
+            Verb::Resume if is_vmx(path) => {
+                let mut job = crate::VmJob::resume(path).tuning(self.opts.tuning);
+                if let Some(n) = self.opts.threads {
+                    job = job.threads(n);
+                }
+                job.run(registry, progress, cancel)
+            }
+            Verb::Resume => {
+                let started = std::time::Instant::now();
+                let r = super::resume::resume_with(
+                    path,
+                    &ring,
+                    self.opts.worker_threads(),
+                    progress,
+                    cancel,
+                )?;
+                Ok(Report {
+                    operation: "resume",
+                    disk: Some(path.clone()),
+                    was: r.was.map(|s| s.as_str()),
+                    from: Some(r.from),
+                    bytes: r.bytes,
+                    elapsed: started.elapsed(),
+                    ..Report::default()
+                })
+            }
         }
-        if !len.is_multiple_of(self.unit.bytes() as u64) {
-            return Err(Error::input(format!(
-                "{}: {len} bytes is not a whole number of {}-byte sectors",
-                self.src.display(),
-                self.unit.bytes()
-            )));
-        }
-        if self.dst.as_deref() == Some(self.src.as_path()) {
-            return Err(Error::input("input and output are the same file"));
-        }
-        if self.dst.is_none() {
-            // In place: fail now, before any metadata says a job is running, if the file
-            // cannot be written.
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&self.src)
-                .map_err(Error::io("open for writing", &self.src))?;
-        }
-        Ok(ImageJob {
-            xts: self.dek.xts()?,
-            src: self.src,
-            src_offset: self.src_offset,
-            dst: self.dst,
-            len,
-            unit: self.unit,
-            dir: self.dir,
-            threads: self.threads,
-        })
     }
 }
 
-/// Worker threads for a job: `requested`, else one per core; at least 1.
-pub fn worker_threads(requested: Option<usize>) -> usize {
-    requested
-        .unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        })
-        .max(1)
+fn is_vmx(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("vmx"))
 }

@@ -6,37 +6,56 @@
 //!
 //! Both hold `encryptionKeys` (the keySafe locator) and, in clear, what the keySafe is bound to:
 //! format version, cipher, data unit size, payload size, disk uuid, key generation and job state.
+//!
+//! One file per verb: [`encrypt`], [`decrypt`], [`rekey_shallow`], [`rekey_deep`], [`resume`]
+//! and [`cleanup`], over [`inplace`] (metadata around an engine's in-place job),
+//! [`transform`] (one pass over a whole payload), [`output`] (planning a copy) and [`meta`]
+//! (the metadata codec). [`job`] is the front door: [`DiskJob`] and its report. [`live`] is
+//! the disk a server reads and writes by offset ([`EncryptedDisk`]).
 
+mod cleanup;
+mod decrypt;
+mod encrypt;
 mod inplace;
 mod job;
-mod ops;
+mod live;
+mod meta;
+mod output;
+mod owner;
 pub mod probe;
-mod rekey;
+mod recover;
+mod rekey_deep;
+mod rekey_shallow;
+mod resume;
+mod transform;
 pub mod vmdk;
 
 use std::path::{Path, PathBuf};
 
-use vmcrypt_xts::SectorSize;
+pub use crate::wrap::DiskIdentity;
+pub use inplace::{JOURNAL_EXT, journal_path};
+pub(crate) use inplace::{ResumeAs, resume_as};
+pub use job::DiskJob;
+pub(crate) use job::JobOptions;
+pub use live::{EncryptedDisk, MIN_BLOCK};
+pub use meta::{DiskFormat, DiskState, EncryptionMeta};
+pub(crate) use owner::{check_inside_folder, lock_files};
+pub use owner::{dangerous_allow_outside_folder, lock_for_job};
+pub use recover::{DmTable, dm_table};
+pub use rekey_shallow::RekeyReport;
+pub use resume::ResumeReport;
 
-pub use inplace::{
-    JOURNAL_EXT, ResumeReport, chunk_size, journal_path, rekey_disk_deep, resume_disk,
-};
-pub(crate) use inplace::{ResumeAs, rekey_deep, resume_as};
-pub use job::{
-    DEFAULT_CHUNK, ImageJob, ImageJobBuilder, JobStats, NoProgress, Progress, worker_threads,
-};
-pub use ops::{
-    DecryptOptions, DiskReport, EncryptOptions, KekRef, check_encrypt, create_verified_kek,
-    decrypt_disk, encrypt_disk, encrypt_disk_with, unlock, verify_kek,
-};
-pub(crate) use ops::{check_encrypt_vm_disk, decrypt_disk_of, encrypt_under, unwrap_disk_key};
-pub use rekey::{RekeyReport, rekey_disk_shallow};
-pub(crate) use rekey::{commit as rekey_commit, pending_target, stage as rekey_stage};
+pub(crate) use decrypt::decrypt;
+pub(crate) use encrypt::{check_encrypt_vm_disk, encrypt_under};
+pub(crate) use rekey_deep::rekey_deep;
+pub(crate) use rekey_shallow::{commit as rekey_commit, stage as rekey_stage};
+pub(crate) use resume::resume_with;
 
-use crate::locator::KeyLocator;
+use crate::keysafe::{KeyRing, Opened};
+use crate::secret::Dek;
 use crate::settings::{Flavor, Settings};
-use crate::wrap::{DISK_CIPHER, DiskIdentity, our_pairs};
 use crate::{Error, Result};
+use meta::{apply_meta, read_meta};
 use probe::Container;
 use vmdk::{DESCRIPTOR_MAGIC, Extent};
 
@@ -45,99 +64,9 @@ pub const KEYSAFE_KEY: &str = "encryptionKeys";
 /// Extension appended to a raw image's name for its sidecar.
 pub const SIDECAR_EXT: &str = "vmcrypt";
 const SIDECAR_MAGIC: &str = "# vmcrypt metadata";
-const FORMAT_VERSION: &str = "1";
 /// Room a job needs in a metadata file: a keySafe of two pairs is under 1 KiB, the other
 /// entries a few hundred bytes; 16 KiB leaves a wide margin.
 const META_ROOM: usize = 16 * 1024;
-
-/// The container format of a disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum DiskFormat {
-    /// A raw image; metadata in a sidecar.
-    Raw,
-    /// A VMDK descriptor with one flat extent.
-    VmdkFlat,
-}
-
-impl DiskFormat {
-    /// A short name for output.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DiskFormat::Raw => "raw",
-            DiskFormat::VmdkFlat => "vmdk-flat",
-        }
-    }
-}
-
-/// State of an encrypted disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum DiskState {
-    /// Fully encrypted.
-    Encrypted,
-    /// An in-place encryption was started and did not finish.
-    Encrypting,
-    /// An in-place decryption was started and did not finish.
-    Decrypting,
-    /// An in-place deep rekey was started and did not finish.
-    Rekeying,
-}
-
-impl DiskState {
-    /// The name written in the metadata.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DiskState::Encrypted => "encrypted",
-            DiskState::Encrypting => "encrypting",
-            DiskState::Decrypting => "decrypting",
-            DiskState::Rekeying => "rekeying",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        match s {
-            "encrypted" => Some(DiskState::Encrypted),
-            "encrypting" => Some(DiskState::Encrypting),
-            "decrypting" => Some(DiskState::Decrypting),
-            "rekeying" => Some(DiskState::Rekeying),
-            _ => None,
-        }
-    }
-}
-
-/// The encryption metadata of a disk (no key material; the DEK is wrapped in `key_safe`).
-#[derive(Debug, Clone)]
-pub struct EncryptionMeta {
-    /// What the keySafe is bound to.
-    pub identity: DiskIdentity,
-    /// Key generation (1 on first encryption).
-    pub generation: u64,
-    /// During a shallow rekey: the generation of the new wrapping (the last pair of the
-    /// keySafe), which coexists with the old one until the rekey commits.
-    pub rekey_generation: Option<u64>,
-    /// The VM this disk belongs to, if any.
-    pub vm_uuid: Option<String>,
-    /// The keySafe.
-    pub key_safe: KeyLocator,
-    /// Job state.
-    pub state: DiskState,
-    /// Id of the in-place job under way (hex), which names its journal.
-    pub job: Option<String>,
-    /// During a deep rekey that moves the payload: where the payload goes (the new DEK is
-    /// bound to this offset; `identity.payload_offset` is where it comes from).
-    pub rekey_payload_offset: Option<u64>,
-}
-
-impl EncryptionMeta {
-    /// The (provider, key id) pairs the keySafe can be opened with.
-    pub fn keys(&self) -> Vec<(String, String)> {
-        our_pairs(&self.key_safe)
-            .into_iter()
-            .map(|(p, k, _)| (p.to_string(), k.to_string()))
-            .collect()
-    }
-}
 
 /// An opened disk: its format, payload file and metadata, all validated.
 #[derive(Debug, Clone)]
@@ -408,74 +337,81 @@ impl Disk {
         Ok(())
     }
 
-    /// The descriptor settings of a VMDK (with the extent), for writing a copy elsewhere.
-    pub(crate) fn descriptor(&self) -> Option<(&Settings, &Extent)> {
-        match (&self.settings, &self.extent) {
-            (Some(s), Some(e)) if self.format == DiskFormat::VmdkFlat => Some((s, e)),
-            _ => None,
+    /// A raw image yet to be written at `path`, of `len` payload bytes, with no metadata.
+    pub(crate) fn new_raw(path: &Path, len: u64) -> Disk {
+        Disk {
+            path: path.to_path_buf(),
+            format: DiskFormat::Raw,
+            payload: path.to_path_buf(),
+            payload_len: len,
+            meta_path: sidecar_path(path),
+            settings: None,
+            extent: None,
+            encryption: None,
+            container: None,
         }
     }
-}
 
-/// Locks the disk at `path` for a job ([`crate::lock`]): its payload file, then its metadata
-/// file (descriptor or sidecar) if that exists and is another file. Taken before the job reads
-/// anything it relies on; the job opens the disk again under the lock.
-///
-/// # Errors
-/// [`Error::InUse`] when another job or program holds the disk; the errors of
-/// [`Disk::open`].
-pub fn lock_for_job(path: &Path) -> Result<crate::lock::DiskLock> {
-    let lock = lock_files(path)?;
-    crate::failpoint::pause("locked");
-    Ok(lock)
-}
-
-/// The locks of [`lock_for_job`], for a job that locks more files.
-pub(crate) fn lock_files(path: &Path) -> Result<crate::lock::DiskLock> {
-    use crate::lock::{Access, DiskLock};
-    let disk = Disk::open(path)?;
-    let mut files = vec![(disk.payload_path(), Access::Write)];
-    let meta = disk.metadata_path();
-    if meta != disk.payload_path() && meta.exists() {
-        files.push((meta, Access::Write));
+    /// A copy of this VMDK's descriptor, yet to be written at `path`, naming the flat extent
+    /// `flat_name` beside it, with no encryption metadata.
+    pub(crate) fn copy_descriptor(&self, path: &Path, flat_name: &str) -> Result<Disk> {
+        let (Some(settings), Some(extent)) = (&self.settings, &self.extent) else {
+            return Err(Error::input("descriptor not loaded"));
+        };
+        let mut settings = settings.clone();
+        settings.replace_line(extent.line, &extent.render_with_file(flat_name))?;
+        settings.remove(KEYSAFE_KEY);
+        settings.remove_prefix("ddb.vmcrypt.");
+        Ok(Disk {
+            path: path.to_path_buf(),
+            format: DiskFormat::VmdkFlat,
+            payload: path.with_file_name(flat_name),
+            payload_len: self.payload_len,
+            meta_path: path.to_path_buf(),
+            settings: Some(settings),
+            extent: Some(Extent {
+                file: flat_name.to_string(),
+                ..extent.clone()
+            }),
+            encryption: None,
+            container: None,
+        })
     }
-    DiskLock::acquire(&files)
-}
 
-static OUTSIDE_FOLDER_ALLOWED: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
-
-/// Lets a VMDK's flat extent, and a VMX's disks, resolve (through a symlink or an absolute
-/// path) outside the folder of the file that names them. Refused by default: a hostile
-/// descriptor or VMX must not point a job run by root at any file of the host. Process-wide.
-pub fn dangerous_allow_outside_folder(yes: bool) {
-    OUTSIDE_FOLDER_ALLOWED.store(yes, std::sync::atomic::Ordering::Relaxed);
-}
-
-/// Checks that `file`, named by `namer`, resolves inside `namer`'s folder, unless
-/// [`dangerous_allow_outside_folder`] allowed otherwise.
-///
-/// # Errors
-/// [`Error::InvalidInput`] for a file outside; [`Error::Io`] when a path cannot be resolved.
-pub(crate) fn check_inside_folder(file: &Path, namer: &Path) -> Result<()> {
-    if OUTSIDE_FOLDER_ALLOWED.load(std::sync::atomic::Ordering::Relaxed) {
-        return Ok(());
+    /// The encryption metadata of a disk that must be encrypted.
+    ///
+    /// # Errors
+    /// [`Error::NotEncrypted`].
+    pub(crate) fn require_encrypted(&self) -> Result<&EncryptionMeta> {
+        self.encryption
+            .as_ref()
+            .ok_or_else(|| Error::not_encrypted(&self.path))
     }
-    let folder = crate::fsutil::parent_dir(namer);
-    let folder = folder
-        .canonicalize()
-        .map_err(Error::io("resolve", &folder))?;
-    let real = file.canonicalize().map_err(Error::io("resolve", file))?;
-    if real.parent() != Some(folder.as_path()) {
-        return Err(Error::input(format!(
-            "{} (named by {}) resolves to {}, outside {}: refused, since a descriptor or VMX could point a job at any file; pass --allow-outside-folder if this layout is intended",
-            file.display(),
-            namer.display(),
-            real.display(),
-            folder.display()
-        )));
+
+    /// Checks that the disk is encrypted with no in-place job under way.
+    ///
+    /// # Errors
+    /// [`Error::NotEncrypted`]; [`Error::JobUnderWay`].
+    pub(crate) fn require_settled(&self) -> Result<&EncryptionMeta> {
+        let meta = self.require_encrypted()?;
+        if meta.state != DiskState::Encrypted {
+            return Err(Error::job_under_way(&self.path, meta.state.as_str()));
+        }
+        Ok(meta)
     }
-    Ok(())
+
+    /// Unwraps the disk's DEK, whatever its job state, after checking the payload size:
+    /// during a rekey each pair is tried at the current and the pending generation. Returns
+    /// the KEK that opened it too.
+    ///
+    /// # Errors
+    /// [`Error::NotEncrypted`]; [`Error::Integrity`]; [`Error::UnwrapFailed`]; provider
+    /// errors.
+    pub(crate) fn open_key(&self, ring: &KeyRing<'_>) -> Result<Opened<Dek>> {
+        let meta = self.require_encrypted()?;
+        self.check_payload()?;
+        meta.key_safe().open(ring)
+    }
 }
 
 /// `IMAGE.vmcrypt` for `IMAGE`.
@@ -491,121 +427,4 @@ fn file_mode(p: &Path) -> Option<u32> {
     std::fs::metadata(p)
         .ok()
         .map(|m| m.permissions().mode() & 0o7777)
-}
-
-fn apply_meta(s: &mut Settings, prefix: &str, m: &EncryptionMeta) -> Result<()> {
-    s.set(KEYSAFE_KEY, &m.key_safe.render())?;
-    s.set(&format!("{prefix}version"), FORMAT_VERSION)?;
-    s.set(&format!("{prefix}cipher"), DISK_CIPHER)?;
-    s.set(
-        &format!("{prefix}sectorSize"),
-        &m.identity.sector_size.bytes().to_string(),
-    )?;
-    s.set(
-        &format!("{prefix}payloadSize"),
-        &m.identity.payload_size.to_string(),
-    )?;
-    s.set(&format!("{prefix}diskUuid"), &m.identity.uuid)?;
-    s.set(&format!("{prefix}keyGeneration"), &m.generation.to_string())?;
-    match m.rekey_generation {
-        Some(g) => s.set(&format!("{prefix}rekeyGeneration"), &g.to_string())?,
-        None => {
-            s.remove(&format!("{prefix}rekeyGeneration"));
-        }
-    }
-    match &m.vm_uuid {
-        Some(v) => s.set(&format!("{prefix}vmUuid"), v)?,
-        None => {
-            s.remove(&format!("{prefix}vmUuid"));
-        }
-    }
-    match &m.job {
-        Some(j) => s.set(&format!("{prefix}job"), j)?,
-        None => {
-            s.remove(&format!("{prefix}job"));
-        }
-    }
-    match m.identity.payload_offset {
-        0 => {
-            s.remove(&format!("{prefix}payloadOffset"));
-        }
-        o => s.set(&format!("{prefix}payloadOffset"), &o.to_string())?,
-    }
-    match m.rekey_payload_offset {
-        Some(o) => s.set(&format!("{prefix}rekeyPayloadOffset"), &o.to_string())?,
-        None => {
-            s.remove(&format!("{prefix}rekeyPayloadOffset"));
-        }
-    }
-    s.set(&format!("{prefix}state"), m.state.as_str())
-}
-
-fn read_meta(s: &Settings, prefix: &str, path: &Path) -> Result<EncryptionMeta> {
-    let get = |k: &str| {
-        s.get(&format!("{prefix}{k}"))
-            .ok_or_else(|| Error::settings(path, None, format!("missing {prefix}{k}")))
-    };
-    let num = |k: &str| -> Result<u64> {
-        get(k)?
-            .parse()
-            .map_err(|_| Error::settings(path, None, format!("{prefix}{k} is not a number")))
-    };
-    if get("version")? != FORMAT_VERSION {
-        return Err(Error::Unsupported {
-            what: format!(
-                "vmcrypt metadata version {:?} in {}",
-                get("version")?,
-                path.display()
-            ),
-        });
-    }
-    if get("cipher")? != DISK_CIPHER {
-        return Err(Error::Unsupported {
-            what: format!("disk cipher {:?} in {}", get("cipher")?, path.display()),
-        });
-    }
-    let offset = |o: u64| -> Result<u64> {
-        if o.is_multiple_of(4096) {
-            Ok(o)
-        } else {
-            Err(Error::settings(
-                path,
-                None,
-                format!("{prefix}payloadOffset is not a multiple of 4096"),
-            ))
-        }
-    };
-    let sector_size = SectorSize::from_bytes(num("sectorSize")?)
-        .map_err(|e| Error::settings(path, None, e.to_string()))?;
-    let key_safe = KeyLocator::parse(
-        s.get(KEYSAFE_KEY)
-            .ok_or_else(|| Error::settings(path, None, format!("missing {KEYSAFE_KEY}")))?,
-    )?;
-    let uuid = get("diskUuid")?.to_string();
-    let state = DiskState::parse(get("state")?)
-        .ok_or_else(|| Error::settings(path, None, format!("unknown {prefix}state")))?;
-    Ok(EncryptionMeta {
-        identity: DiskIdentity {
-            uuid,
-            payload_size: num("payloadSize")?,
-            sector_size,
-            payload_offset: match s.get(&format!("{prefix}payloadOffset")) {
-                Some(_) => offset(num("payloadOffset")?)?,
-                None => 0,
-            },
-        },
-        generation: num("keyGeneration")?,
-        rekey_generation: match s.get(&format!("{prefix}rekeyGeneration")) {
-            Some(_) => Some(num("rekeyGeneration")?),
-            None => None,
-        },
-        vm_uuid: s.get(&format!("{prefix}vmUuid")).map(str::to_string),
-        key_safe,
-        state,
-        job: s.get(&format!("{prefix}job")).map(str::to_string),
-        rekey_payload_offset: match s.get(&format!("{prefix}rekeyPayloadOffset")) {
-            Some(_) => Some(offset(num("rekeyPayloadOffset")?)?),
-            None => None,
-        },
-    })
 }

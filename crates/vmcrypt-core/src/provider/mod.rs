@@ -3,6 +3,9 @@
 //! providers (a cluster of key servers) implement the same trait in vmcrypt-kmip.
 
 pub mod native;
+mod registry;
+
+pub use registry::{Opener, ProviderRegistry, Registry};
 
 use crate::secret::Kek;
 use crate::{Error, Result};
@@ -63,6 +66,3 @@ pub trait KeyProvider: Send + Sync {
     /// [`Error::KeyService`] when the provider cannot be reached or does not have the key.
     fn fetch_kek(&self, id: &KeyId) -> Result<Kek>;
 }
-
-/// Finds a provider by the name recorded in a keySafe.
-pub type ProviderLookup<'a> = dyn Fn(&str) -> Result<Box<dyn KeyProvider>> + 'a;

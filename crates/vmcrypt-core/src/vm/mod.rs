@@ -15,7 +15,16 @@
 //! vmcrypt.state = "encrypted"     # or encrypting / decrypting while a VM job runs
 //! ```
 
-pub mod ops;
+mod decrypt;
+mod encrypt;
+mod inspect;
+mod job;
+mod keys;
+mod rekey;
+mod resume;
+
+pub use inspect::{VmDiskInfo, VmInfo, vm_inspect};
+pub use job::{VmJob, lock_vm};
 
 use std::path::{Path, PathBuf};
 

@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use vmcrypt_core::reencrypt::{Storage, Transform};
+use vmcrypt_core::engine::{Storage, Transform};
 use vmcrypt_core::secret::Dek;
 use vmcrypt_core::{Direction, Error, Result, SectorSize};
 

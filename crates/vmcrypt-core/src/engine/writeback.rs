@@ -100,7 +100,7 @@ pub fn with_writeback<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reencrypt::storage::Storage;
+    use crate::engine::storage::Storage;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     struct Counting {

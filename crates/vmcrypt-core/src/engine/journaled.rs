@@ -25,7 +25,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use super::journal::{BLOCK, Fingerprint, Header, Holds, JournalKeys, Slot};
 use super::storage::Storage;
-use crate::disk::{JobStats, Progress};
+use crate::progress::{JobStats, Progress};
 use crate::secret::Dek;
 use crate::{Error, Result};
 
@@ -154,6 +154,7 @@ impl<'a> Job<'a> {
     }
 
     /// Journal file size for this job.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub fn journal_len(&self) -> u64 {
         BLOCK as u64 + 2 * (BLOCK as u64 + self.chunk)
     }

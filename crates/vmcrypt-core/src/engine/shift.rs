@@ -22,7 +22,7 @@
 //! slot fails its MAC; a rolled-back progress file fails the fingerprint check. Either way
 //! nothing is written.
 //!
-//! Compared with the journaled engine ([`super::engine`]) this writes each byte once instead of
+//! Compared with the journaled engine ([`super::journaled`]) this writes each byte once instead of
 //! twice and fingerprints a 1.6 % sample instead of every byte twice; the price is that the
 //! payload file grows by `shift` bytes while the payload moves (see docs/crash-safety.md).
 
@@ -31,12 +31,12 @@ use std::time::Instant;
 
 use vmcrypt_xts::SectorSize;
 
-use super::engine::{Recrypt, Transform};
 use super::journal::{BLOCK, Fingerprint, JournalKeys, MAC_LEN, get_fp, get_u64, put_fp};
+use super::journaled::{Recrypt, Transform};
 use super::pieces::{Ended, PIECE, for_each_piece};
 use super::storage::Storage;
 use super::writeback::with_writeback;
-use crate::disk::{JobStats, Progress};
+use crate::progress::{JobStats, Progress};
 use crate::{Error, Result};
 
 const HEADER_MAGIC: &[u8; 8] = b"VMCSHFT1";
@@ -196,6 +196,7 @@ impl<'a> ShiftJob<'a> {
     }
 
     /// Size of the progress file.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub fn journal_len(&self) -> u64 {
         3 * BLOCK as u64
     }

@@ -1,0 +1,197 @@
+//! The front door for VM jobs: [`VmJob`], built then run like a [`crate::DiskJob`], giving one
+//! [`Report`]; and what every VM job holds while it runs (the VM's locks, the resume hint).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use vmcrypt_xts::SectorSize;
+
+use super::Vm;
+use crate::Result;
+use crate::disk::JobOptions;
+use crate::engine::Tuning;
+use crate::keysafe::KeyRing;
+use crate::progress::{Progress, worker_threads};
+use crate::provider::ProviderRegistry;
+use crate::report::Report;
+
+/// Options of VM jobs.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct VmOptions {
+    /// Data unit size for newly encrypted disks.
+    pub sector_size: SectorSize,
+    /// Worker threads (`None`: one per core).
+    pub threads: Option<usize>,
+    /// Chunk size and engine choice of the disks' in-place jobs.
+    pub tuning: Tuning,
+    /// The provider a new KEK comes from (encrypt, shallow rekey).
+    pub provider: Option<String>,
+}
+
+impl VmOptions {
+    /// What each disk of a VM job is encrypted with: in place, this data unit and threads.
+    pub fn disk_options(&self) -> JobOptions {
+        JobOptions {
+            sector_size: self.sector_size,
+            output: None,
+            threads: self.threads,
+            assume_raw: false,
+            tuning: self.tuning,
+        }
+    }
+
+    pub fn worker_threads(&self) -> usize {
+        worker_threads(self.threads)
+    }
+}
+
+/// What a VM job runs with: the job's KEKs, its options, progress and cancel flag.
+pub(crate) struct Ctx<'a> {
+    pub ring: &'a KeyRing<'a>,
+    pub opts: &'a VmOptions,
+    pub progress: &'a dyn Progress,
+    pub cancel: &'a AtomicBool,
+}
+
+/// Locks a VM for a job ([`crate::lock`]): its VMX, then each disk it lists as
+/// [`crate::disk::lock_for_job`] does. The disk jobs a VM job runs take their disk's lock
+/// again, which the same thread may.
+///
+/// # Errors
+/// [`crate::Error::InUse`] when another job or program holds the VMX or a disk; open errors.
+pub fn lock_vm(vmx: &Path) -> Result<crate::lock::DiskLock> {
+    use crate::lock::{Access, DiskLock};
+    let mut lock = DiskLock::acquire(&[(vmx, Access::Write)])?;
+    for d in Vm::open(vmx)?.disks() {
+        lock.extend(crate::disk::lock_files(&d.path)?);
+    }
+    crate::failpoint::pause("locked");
+    Ok(lock)
+}
+
+/// What a VM job holds while it runs: the VM's locks, and the hint that names the VMX when
+/// one of its disk jobs is interrupted.
+pub(crate) struct Held {
+    _lock: crate::lock::DiskLock,
+    _resume: crate::disk::ResumeAs,
+}
+
+impl Held {
+    pub fn begin(vmx: &Path) -> Result<Held> {
+        Ok(Held {
+            _lock: lock_vm(vmx)?,
+            _resume: crate::disk::resume_as(vmx),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verb {
+    Encrypt,
+    Decrypt,
+    RekeyShallow,
+    RekeyDeep,
+    Resume,
+}
+
+/// A job on a whole VM (its VMX and every disk it lists), configured then run. Every check
+/// happens before the first write; every VM job is resumable ([`VmJob::resume`]).
+#[derive(Debug, Clone)]
+#[must_use = "a job does nothing until it is run"]
+pub struct VmJob {
+    verb: Verb,
+    vmx: PathBuf,
+    opts: VmOptions,
+}
+
+impl VmJob {
+    fn new(verb: Verb, vmx: impl Into<PathBuf>) -> Self {
+        VmJob {
+            verb,
+            vmx: vmx.into(),
+            opts: VmOptions::default(),
+        }
+    }
+
+    /// Encrypt a VM: one KEK from [`VmJob::provider`], a configuration key for the VMX's
+    /// sealed entries, and every disk in place under its own DEK. Run again on a VM whose
+    /// encryption was interrupted, it continues with the same KEK.
+    pub fn encrypt(vmx: impl Into<PathBuf>) -> Self {
+        Self::new(Verb::Encrypt, vmx)
+    }
+
+    /// Decrypt a VM: every disk in place, then the VMX back to its original bytes (entries the
+    /// operator changed while it was encrypted keep their new values).
+    pub fn decrypt(vmx: impl Into<PathBuf>) -> Self {
+        Self::new(Verb::Decrypt, vmx)
+    }
+
+    /// Shallow rekey: a new KEK (from [`VmJob::provider`], else the VM's own provider) wraps
+    /// the configuration key and every DEK; no data sector is touched.
+    pub fn rekey_shallow(vmx: impl Into<PathBuf>) -> Self {
+        Self::new(Verb::RekeyShallow, vmx)
+    }
+
+    /// Deep rekey: every disk gets a new DEK and is re-encrypted in place, under the VM's KEK.
+    pub fn rekey_deep(vmx: impl Into<PathBuf>) -> Self {
+        Self::new(Verb::RekeyDeep, vmx)
+    }
+
+    /// Finish whatever VM job was interrupted (harmless when none is).
+    pub fn resume(vmx: impl Into<PathBuf>) -> Self {
+        Self::new(Verb::Resume, vmx)
+    }
+
+    /// The provider a new KEK comes from, by its registry name.
+    pub fn provider(mut self, name: impl Into<String>) -> Self {
+        self.opts.provider = Some(name.into());
+        self
+    }
+
+    /// The data unit size of newly encrypted disks (default 4096).
+    pub fn sector_size(mut self, s: SectorSize) -> Self {
+        self.opts.sector_size = s;
+        self
+    }
+
+    /// Worker threads (default: one per core).
+    pub fn threads(mut self, n: usize) -> Self {
+        self.opts.threads = Some(n);
+        self
+    }
+
+    /// Chunk size and engine choice of the disks' in-place jobs.
+    pub fn tuning(mut self, t: Tuning) -> Self {
+        self.opts.tuning = t;
+        self
+    }
+
+    /// Runs the job. Each provider is asked for each KEK once, whatever the number of disks.
+    ///
+    /// # Errors
+    /// [`crate::Error::InUse`]; typed input errors; [`crate::Error::UnwrapFailed`] or
+    /// [`crate::Error::Integrity`] for tampered, swapped or rolled-back metadata; provider and
+    /// I/O errors; [`crate::Error::Cancelled`] (resumable).
+    pub fn run(
+        &self,
+        registry: &dyn ProviderRegistry,
+        progress: &dyn Progress,
+        cancel: &AtomicBool,
+    ) -> Result<Report> {
+        let ring = KeyRing::new(registry);
+        let ctx = Ctx {
+            ring: &ring,
+            opts: &self.opts,
+            progress,
+            cancel,
+        };
+        let vmx = &self.vmx;
+        match self.verb {
+            Verb::Encrypt => super::encrypt::encrypt(vmx, &ctx),
+            Verb::Decrypt => super::decrypt::decrypt(vmx, &ctx),
+            Verb::RekeyShallow => super::rekey::shallow(vmx, &ctx),
+            Verb::RekeyDeep => super::rekey::deep(vmx, &ctx),
+            Verb::Resume => super::resume::resume(vmx, &ctx),
+        }
+    }
+}
