@@ -14,7 +14,7 @@
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use vmcrypt_core::agent::{Agent, AgentClient, KeyCache, Shutdown};
+use vmcrypt_agent::{Agent, AgentClient, KeyCache, Shutdown};
 use vmcrypt_core::provider::{KeyId, KeyProvider, KeyPurpose};
 use vmcrypt_kmip::provider::{KmipProvider, KmipSettings};
 use vmcrypt_testkit::pykmip::Cluster;
@@ -113,10 +113,10 @@ fn agent(
         )
         .in_flight(in_flight),
     );
-    let listener = vmcrypt_core::agent::bind(&socket).expect("bind");
+    let listener = vmcrypt_agent::bind(&socket).expect("bind");
     let shutdown = Shutdown::new(&listener, &socket).expect("shutdown handle");
     let (a, sd) = (agent.clone(), shutdown.clone());
-    std::thread::spawn(move || vmcrypt_core::agent::serve(listener, a, &sd));
+    std::thread::spawn(move || vmcrypt_agent::serve(listener, a, &sd));
     (agent, shutdown)
 }
 
@@ -163,7 +163,7 @@ fn main() {
     );
     stop.stop();
 
-    let limit = vmcrypt_core::agent::limit::DEFAULT_IN_FLIGHT;
+    let limit = vmcrypt_agent::limit::DEFAULT_IN_FLIGHT;
     let (_a, stop) = agent(dir.path(), "new-conn.sock", &c, false, limit);
     let cold_new = storm(&dir.path().join("new-conn.sock"), &ids);
     row(

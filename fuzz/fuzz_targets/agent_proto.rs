@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vmcrypt_core::agent::proto::{Request, Response};
+use vmcrypt_agent::proto::{Request, Response};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(r) = Request::decode(data) {

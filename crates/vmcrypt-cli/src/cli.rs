@@ -111,11 +111,11 @@ pub enum AgentCmd {
         #[arg(long, value_name = "PATH")]
         socket: PathBuf,
         /// How many KEKs the cache holds (locked memory: 32 bytes each).
-        #[arg(long, default_value_t = vmcrypt_core::agent::cache::DEFAULT_CAPACITY)]
+        #[arg(long, default_value_t = vmcrypt_agent::cache::DEFAULT_CAPACITY)]
         cache_size: usize,
         /// Key requests under way at one provider at a time; the rest wait in the agent (a
         /// boot storm must not drown the key servers).
-        #[arg(long, default_value_t = vmcrypt_core::agent::limit::DEFAULT_IN_FLIGHT as u64,
+        #[arg(long, default_value_t = vmcrypt_agent::limit::DEFAULT_IN_FLIGHT as u64,
               value_parser = clap::value_parser!(u64).range(1..=4096))]
         max_in_flight: u64,
     },

@@ -3,7 +3,6 @@
 
 mod cli;
 mod cmd;
-mod config;
 mod output;
 mod passphrase;
 mod present;
@@ -24,7 +23,7 @@ fn main() -> ExitCode {
     init_logging(&cli);
     vmcrypt_core::disk::dangerous_allow_outside_folder(cli.allow_outside_folder);
     // Every command may hold keys: no core dump, no ptrace by other processes of the user.
-    if let Err(e) = vmcrypt_core::agent::locked::harden_process() {
+    if let Err(e) = vmcrypt_agent::harden_process() {
         tracing::warn!("{e}");
     }
     let out = Out {

@@ -192,15 +192,15 @@ impl Error {
         }
     }
 
-    pub(crate) fn io(
-        op: &'static str,
-        path: impl Into<PathBuf>,
-    ) -> impl FnOnce(std::io::Error) -> Error {
+    /// A mapper from an OS error to [`Error::Io`] doing `op` on `path`:
+    /// `.map_err(Error::io("read", path))`.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
         move |source| Error::Io { op, path, source }
     }
 
-    pub(crate) fn input(reason: impl Into<String>) -> Error {
+    /// [`Error::InvalidInput`] with this reason.
+    pub fn input(reason: impl Into<String>) -> Error {
         Error::InvalidInput {
             reason: reason.into(),
         }

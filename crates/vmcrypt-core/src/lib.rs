@@ -52,7 +52,6 @@
 // The system calls that take raw pointers (locked memory, OFD locks) are in vmcrypt-secmem.
 #![forbid(unsafe_code)]
 
-pub mod agent;
 pub mod disk;
 #[cfg(feature = "testing")]
 pub mod engine;

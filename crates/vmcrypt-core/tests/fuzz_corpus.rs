@@ -1,6 +1,6 @@
-//! Replays the cargo-fuzz corpora of the settings codec, the key locator parser and the agent
-//! protocol (fuzz/corpus/{settings_parse,locator_parse,agent_proto}) with the fuzz targets'
-//! checks.
+//! Replays the cargo-fuzz corpora of the settings codec and the key locator parser
+//! (fuzz/corpus/{settings_parse,locator_parse}) with the fuzz targets' checks. The agent
+//! protocol's corpus is replayed by vmcrypt-agent's tests.
 
 use std::path::{Path, PathBuf};
 
@@ -54,41 +54,4 @@ fn locator_corpus_replays() {
             );
         }
     }
-}
-
-#[test]
-fn agent_proto_corpus_replays() {
-    use vmcrypt_core::agent::proto::{Request, Response};
-    use vmcrypt_core::provider::KeyPurpose;
-    let inputs = corpus("agent_proto");
-    assert!(inputs.len() >= 8);
-    let kinds = [
-        Request::Fetch {
-            provider: "p".into(),
-            key_id: "k".into(),
-        },
-        Request::Create {
-            provider: "p".into(),
-            purpose: KeyPurpose::Vm("u".into()),
-        },
-        Request::Status,
-        Request::Forget {
-            provider: String::new(),
-            key_id: String::new(),
-        },
-    ];
-    let mut decoded = 0;
-    for data in inputs {
-        if let Ok(r) = Request::decode(&data) {
-            assert_eq!(r.encode().as_slice(), data.as_slice());
-            decoded += 1;
-        }
-        for req in &kinds {
-            if let Ok(resp) = Response::decode(req, &data) {
-                assert_eq!(resp.encode().as_slice(), data.as_slice());
-                decoded += 1;
-            }
-        }
-    }
-    assert!(decoded >= 8, "the seeds decode");
 }

@@ -234,7 +234,6 @@ impl KeyProvider for KmipProvider {
         let name = match purpose {
             KeyPurpose::Disk(u) => format!("vmcrypt-disk-{u}"),
             KeyPurpose::Vm(u) => format!("vmcrypt-vm-{u}"),
-            _ => format!("vmcrypt-{}", vmcrypt_core::secret::random_uuid()?),
         };
         let (uid, bytes) = self.with_failover("Create+Activate+Get", |c| {
             let uid = c.create_aes256(&name)?;

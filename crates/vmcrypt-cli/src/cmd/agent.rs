@@ -6,13 +6,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
-use vmcrypt_core::agent::{Agent, AgentClient, KeyCache, Shutdown, cache::check_capacity};
+use vmcrypt_agent::{Agent, AgentClient, KeyCache, Shutdown, cache::check_capacity};
 use vmcrypt_core::provider::KeyProvider;
 use vmcrypt_core::{Error, Result};
 
 use crate::cli::{AgentCmd, Cli};
-use crate::config::Config;
 use crate::output::Out;
+use vmcrypt_agent::config::Config;
 
 pub fn run(cli: &Cli, a: &AgentCmd, out: &Out) -> Result<()> {
     match a {
@@ -57,7 +57,7 @@ fn serve(
 ) -> Result<()> {
     // No core dumps, no ptrace by other processes of this user: the agent holds keys for as
     // long as the host runs.
-    vmcrypt_core::agent::locked::harden_process()?;
+    vmcrypt_agent::harden_process()?;
     let cache = KeyCache::new(check_capacity(cache_size)?)?;
     // Providers come from the configuration file, read again for each provider not yet
     // opened: a provider added while the agent runs (the rescue target) is found.
@@ -66,7 +66,7 @@ fn serve(
         Ok(Arc::from(Config::load(&cfg_path)?.open_local(name)?))
     };
     let agent = Arc::new(Agent::new(cache, open).in_flight(max_in_flight));
-    let listener = vmcrypt_core::agent::bind(socket)?;
+    let listener = vmcrypt_agent::bind(socket)?;
     let shutdown = Shutdown::new(&listener, socket)?;
     let signalled = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -89,7 +89,7 @@ fn serve(
         std::process::id(),
         agent.cache().capacity()
     ));
-    vmcrypt_core::agent::serve(listener, agent, &shutdown)?;
+    vmcrypt_agent::serve(listener, agent, &shutdown)?;
     out.note("vmcrypt agent: stopped; the key cache was zeroed");
     Ok(())
 }

@@ -7,8 +7,8 @@ use vmcrypt_core::provider::native::NativeProvider;
 use vmcrypt_core::{Error, Result};
 use vmcrypt_kmip::provider::KmipProvider;
 
-use crate::config::{Config, ProviderConfig};
 use crate::output::Out;
+use vmcrypt_agent::config::{Config, ProviderConfig};
 
 /// How long a replica may take to show a new key before it is reported as not replicating.
 const REPLICATION_WAIT: Duration = Duration::from_secs(30);

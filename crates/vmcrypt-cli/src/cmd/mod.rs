@@ -13,8 +13,8 @@ use vmcrypt_core::provider::native::NativeProvider;
 use vmcrypt_core::{Result, Tuning};
 
 use crate::cli::Cli;
-use crate::config::{Config, ProviderConfig};
 use crate::output::Out;
+use vmcrypt_agent::config::{Config, ProviderConfig};
 
 /// Loads the configuration named by the flags (with `--agent`, providers are the agent's).
 pub fn load_config(cli: &Cli) -> Result<Config> {

@@ -6,9 +6,9 @@ use vmcrypt_core::{Error, Result};
 
 use super::load_config;
 use crate::cli::{Cli, ProviderCmd};
-use crate::config::{Config, KmipConfig, ProviderConfig};
 use crate::output::Out;
 use crate::passphrase;
+use vmcrypt_agent::config::{Config, KmipConfig, ProviderConfig};
 use vmcrypt_kmip::provider::KmipProvider;
 
 pub fn run(cli: &Cli, cmd: &ProviderCmd, out: &Out) -> Result<()> {

@@ -7,11 +7,11 @@
 //! Both hold `encryptionKeys` (the keySafe locator) and, in clear, what the keySafe is bound to:
 //! format version, cipher, data unit size, payload size, disk uuid, key generation and job state.
 //!
-//! One file per verb: [`encrypt`], [`decrypt`], [`rekey_shallow`], [`rekey_deep`], [`resume`]
-//! and [`cleanup`], over [`inplace`] (metadata around an engine's in-place job),
-//! [`transform`] (one pass over a whole payload), [`output`] (planning a copy) and [`meta`]
-//! (the metadata codec). [`job`] is the front door: [`DiskJob`] and its report. [`live`] is
-//! the disk a server reads and writes by offset ([`EncryptedDisk`]).
+//! One file per verb: `encrypt`, `decrypt`, `rekey_shallow`, `rekey_deep`, `resume` and
+//! `cleanup`, over `inplace` (metadata around an engine's in-place job), `transform` (one pass
+//! over a whole payload), `output` (planning a copy) and `meta` (the metadata codec). `job` is
+//! the front door: [`DiskJob`] and its report. `live` is the disk a server reads and writes by
+//! offset ([`EncryptedDisk`]).
 
 mod cleanup;
 mod decrypt;

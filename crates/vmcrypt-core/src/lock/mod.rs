@@ -13,7 +13,7 @@
 //!
 //! Files are locked in the order the caller gives: a VM's VMX first, then for each disk its
 //! payload file (which is never replaced, so its lock is the one every job meets), then its
-//! metadata file. Metadata files are replaced by rename; [`carry_over`] moves a held lock onto
+//! metadata file. Metadata files are replaced by rename; `carry_over` moves a held lock onto
 //! the new file before it takes the old one's place, so the lock stays on whatever the path
 //! names.
 //!

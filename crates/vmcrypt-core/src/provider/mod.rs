@@ -39,9 +39,9 @@ impl std::fmt::Display for KeyId {
     }
 }
 
-/// What a new KEK is for; providers that name keys (KMIP) use it for the key's Name.
+/// What a new KEK is for; providers that name keys (KMIP) use it for the key's Name. Not
+/// `non_exhaustive`: the agent protocol encodes every purpose, and a new one changes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum KeyPurpose {
     /// The KEK of one disk, by the disk's uuid.
     Disk(String),

@@ -52,7 +52,7 @@ pub struct VmInfo {
 /// Describes a VM without unwrapping anything.
 ///
 /// # Errors
-/// [`Error::Io`], [`Error::InvalidSettings`] for the VMX itself.
+/// [`crate::Error::Io`], [`crate::Error::InvalidSettings`] for the VMX itself.
 pub fn vm_inspect(vmx: &Path) -> Result<VmInfo> {
     let vm = Vm::open(vmx)?;
     let meta = vm.meta().cloned();

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::proto::{self, FailKind, Frame, Request, Response, Status};
-use crate::provider::{KeyId, KeyProvider, KeyPurpose};
-use crate::secret::Kek;
-use crate::{Error, Result};
+use vmcrypt_core::provider::{KeyId, KeyProvider, KeyPurpose};
+use vmcrypt_core::secret::Kek;
+use vmcrypt_core::{Error, Result};
 
 /// How long a client waits for an answer: longer than an agent walking a cluster of hung
 /// servers at the default 60 s timeout each.
@@ -184,7 +184,7 @@ impl KeyProvider for AgentProvider {
 
 /// The client as the registry of the disk and VM jobs of this library: every key operation
 /// goes to the agent.
-impl crate::provider::ProviderRegistry for AgentClient {
+impl vmcrypt_core::provider::ProviderRegistry for AgentClient {
     fn provider(&self, name: &str) -> Result<std::sync::Arc<dyn KeyProvider>> {
         Ok(std::sync::Arc::new(AgentClient::provider(self, name)))
     }

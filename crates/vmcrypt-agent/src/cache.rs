@@ -11,10 +11,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use super::limit::Limiter;
-use super::locked::LockedSlots;
-use crate::provider::{KeyId, KeyProvider, KeyPurpose};
-use crate::secret::Kek;
-use crate::{Error, Result};
+use vmcrypt_core::provider::{KeyId, KeyProvider, KeyPurpose};
+use vmcrypt_core::secret::Kek;
+use vmcrypt_core::{Error, Result};
+use vmcrypt_secmem::LockedSlots;
 
 /// Default number of KEKs a cache holds: 32 KiB of locked memory (one page holds 128 keys),
 /// within even a container's 64 KiB RLIMIT_MEMLOCK, and more VMs than a host runs.

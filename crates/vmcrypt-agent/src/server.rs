@@ -19,8 +19,8 @@ use std::time::Duration;
 use super::cache::{CachingProvider, KeyCache};
 use super::limit::{DEFAULT_IN_FLIGHT, Limiter};
 use super::proto::{self, Frame, Request, Response, Status};
-use crate::provider::{KeyId, KeyProvider, ProviderRegistry};
-use crate::{Error, Result};
+use vmcrypt_core::provider::{KeyId, KeyProvider, ProviderRegistry};
+use vmcrypt_core::{Error, Result};
 
 /// A provider the agent opened, with its bound on requests under way.
 type Opened = (Arc<dyn KeyProvider>, Arc<Limiter>);
@@ -108,7 +108,7 @@ impl Agent {
             Request::Status => Ok(Response::Status(Status {
                 pid: std::process::id(),
                 capacity: u32::try_from(self.cache.capacity()).unwrap_or(u32::MAX),
-                dumpable: super::locked::process_dumpable(),
+                dumpable: vmcrypt_secmem::process_dumpable(),
                 cached: self
                     .cache
                     .entries()
@@ -165,7 +165,7 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
     // Bound inside a fresh 0700 directory, made 0600, then renamed into place: no other user
     // can connect in between, whatever the umask (changing the umask would touch every thread
     // of a host agent that links this library).
-    let parent = crate::fsutil::parent_dir(path);
+    let parent = vmcrypt_core::fsutil::parent_dir(path);
     let name = path
         .file_name()
         .ok_or_else(|| Error::input(format!("{} names no file", path.display())))?;

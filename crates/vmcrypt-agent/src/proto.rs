@@ -22,9 +22,9 @@ use std::io::{Read, Write};
 
 use zeroize::Zeroizing;
 
-use crate::provider::KeyPurpose;
-use crate::secret::Kek;
-use crate::{Error, Result};
+use vmcrypt_core::provider::KeyPurpose;
+use vmcrypt_core::secret::Kek;
+use vmcrypt_core::{Error, Result};
 
 /// Protocol version carried by every request.
 pub const VERSION: u8 = 1;

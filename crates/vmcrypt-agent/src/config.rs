@@ -20,16 +20,18 @@
 //! else `~/.config/vmcrypt/config.toml`. Native keystores default to `keystores/NAME.keystore`
 //! beside the config file, so one `--config` keeps a whole setup together.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use toml::{Table, Value};
+use serde::{Deserialize, Serialize};
 use vmcrypt_core::provider::KeyProvider;
 use vmcrypt_core::provider::native::NativeProvider;
 use vmcrypt_core::{Error, Result};
 use vmcrypt_kmip::provider::{KmipProvider, KmipSettings};
 
 /// One configured provider.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum ProviderConfig {
     /// The embedded provider and its keystore.
     Native {
@@ -41,7 +43,8 @@ pub enum ProviderConfig {
 }
 
 /// A KMIP cluster's settings as stored in the file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct KmipConfig {
     /// host:port, in the order to try them.
     pub servers: Vec<String>,
@@ -52,15 +55,47 @@ pub struct KmipConfig {
     /// Client key.
     pub key: PathBuf,
     /// TLS server name, if not each server's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_name: Option<String>,
     /// Response timeout in seconds.
+    #[serde(default = "default_timeout")]
     pub timeout: u64,
     /// Hedge delay for Get in milliseconds (0: off).
+    #[serde(default = "default_hedge_ms")]
     pub hedge_ms: u64,
     /// Seconds an unreachable server is tried last for Get (0: off).
+    #[serde(default = "default_demote_secs")]
     pub demote_secs: u64,
     /// Keep connections for reuse.
+    #[serde(default = "yes", rename = "reuse_connections")]
     pub reuse: bool,
+}
+
+fn default_timeout() -> u64 {
+    vmcrypt_kmip::provider::DEFAULT_TIMEOUT.as_secs()
+}
+
+fn default_hedge_ms() -> u64 {
+    vmcrypt_kmip::provider::DEFAULT_HEDGE.as_millis() as u64
+}
+
+fn default_demote_secs() -> u64 {
+    vmcrypt_kmip::provider::DEFAULT_DEMOTE.as_secs()
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The file as written: every key known, every unknown one refused (a typo such as
+/// `servrs` must not pass silently).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileForm {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    default: Option<String>,
+    #[serde(default)]
+    providers: BTreeMap<String, ProviderConfig>,
 }
 
 impl KmipConfig {
@@ -79,6 +114,21 @@ impl KmipConfig {
         .demote(Some(std::time::Duration::from_secs(self.demote_secs)).filter(|d| !d.is_zero()))
         .reuse(self.reuse)
     }
+
+    /// What the file's form cannot say: at least one server, a positive timeout.
+    fn check(&self, name: &str) -> std::result::Result<(), String> {
+        if self.servers.is_empty() {
+            return Err(format!(
+                "providers.{name}.servers must list host:port strings"
+            ));
+        }
+        if self.timeout == 0 {
+            return Err(format!(
+                "providers.{name}.timeout must be a positive number of seconds"
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The loaded configuration.
@@ -89,7 +139,7 @@ pub struct Config {
     pub agent: Option<PathBuf>,
     /// Name of the default provider.
     pub default: Option<String>,
-    /// Providers by name, in file order.
+    /// Providers by name, in name order.
     pub providers: Vec<(String, ProviderConfig)>,
     /// The file's bytes as loaded (None: it did not exist), so that a save can tell whether
     /// another command changed it in between.
@@ -157,119 +207,24 @@ impl Config {
             line: None,
             reason: "not UTF-8 text".into(),
         })?;
-        let bad = |reason: String| Error::InvalidSettings {
+        let form: FileForm = toml::from_str(&text).map_err(|e| Error::InvalidSettings {
             path: path.to_path_buf(),
-            line: None,
-            reason,
-        };
-        let table: Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| bad(e.message().to_string()))?;
-        cfg.default = match table.get("default") {
-            None => None,
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(_) => return Err(bad("`default` must be a string".into())),
-        };
-        if let Some(p) = table.get("providers") {
-            let Value::Table(p) = p else {
-                return Err(bad("`providers` must be a table".into()));
-            };
-            for (name, v) in p {
-                let t = v
-                    .as_table()
-                    .ok_or_else(|| bad(format!("providers.{name} must be a table")))?;
-                match t.get("type").and_then(Value::as_str) {
-                    Some("native") => {
-                        let ks = t
-                            .get("keystore")
-                            .and_then(Value::as_str)
-                            .ok_or_else(|| bad(format!("providers.{name}.keystore is missing")))?;
-                        cfg.providers.push((
-                            name.clone(),
-                            ProviderConfig::Native {
-                                keystore: PathBuf::from(ks),
-                            },
-                        ));
-                    }
-                    Some("kmip") => {
-                        let path = |k: &str| -> Result<PathBuf> {
-                            t.get(k)
-                                .and_then(Value::as_str)
-                                .map(PathBuf::from)
-                                .ok_or_else(|| bad(format!("providers.{name}.{k} is missing")))
-                        };
-                        let servers = t
-                            .get("servers")
-                            .and_then(Value::as_array)
-                            .map(|a| {
-                                a.iter()
-                                    .filter_map(Value::as_str)
-                                    .map(str::to_string)
-                                    .collect::<Vec<_>>()
-                            })
-                            .filter(|v| !v.is_empty())
-                            .ok_or_else(|| {
-                                bad(format!(
-                                    "providers.{name}.servers must list host:port strings"
-                                ))
-                            })?;
-                        let timeout = match t.get("timeout") {
-                            None => vmcrypt_kmip::provider::DEFAULT_TIMEOUT.as_secs(),
-                            Some(Value::Integer(n)) if *n > 0 => *n as u64,
-                            Some(_) => {
-                                return Err(bad(format!(
-                                    "providers.{name}.timeout must be a positive number of seconds"
-                                )));
-                            }
-                        };
-                        let number = |k: &str, default: u64| -> Result<u64> {
-                            match t.get(k) {
-                                None => Ok(default),
-                                Some(Value::Integer(n)) if *n >= 0 => Ok(*n as u64),
-                                Some(_) => Err(bad(format!(
-                                    "providers.{name}.{k} must be a number (0 turns it off)"
-                                ))),
-                            }
-                        };
-                        let hedge_ms = number(
-                            "hedge_ms",
-                            vmcrypt_kmip::provider::DEFAULT_HEDGE.as_millis() as u64,
-                        )?;
-                        let demote_secs = number(
-                            "demote_secs",
-                            vmcrypt_kmip::provider::DEFAULT_DEMOTE.as_secs(),
-                        )?;
-                        let reuse = match t.get("reuse_connections") {
-                            None => true,
-                            Some(Value::Boolean(b)) => *b,
-                            Some(_) => {
-                                return Err(bad(format!(
-                                    "providers.{name}.reuse_connections must be true or false"
-                                )));
-                            }
-                        };
-                        cfg.providers.push((
-                            name.clone(),
-                            ProviderConfig::Kmip(KmipConfig {
-                                hedge_ms,
-                                demote_secs,
-                                reuse,
-                                servers,
-                                ca: path("ca")?,
-                                cert: path("cert")?,
-                                key: path("key")?,
-                                server_name: t
-                                    .get("server_name")
-                                    .and_then(Value::as_str)
-                                    .map(str::to_string),
-                                timeout,
-                            }),
-                        ));
-                    }
-                    other => return Err(bad(format!("providers.{name}: unknown type {other:?}"))),
-                }
+            line: e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1),
+            reason: e.message().to_string(),
+        })?;
+        for (name, p) in &form.providers {
+            if let ProviderConfig::Kmip(k) = p {
+                k.check(name).map_err(|reason| Error::InvalidSettings {
+                    path: path.to_path_buf(),
+                    line: None,
+                    reason,
+                })?;
             }
         }
+        cfg.default = form.default;
+        cfg.providers = form.providers.into_iter().collect();
         Ok(cfg)
     }
 
@@ -282,46 +237,17 @@ impl Config {
     /// [`Error::InvalidInput`] when the file changed meanwhile (nothing is written: run the
     /// command again); I/O errors.
     pub fn save(&mut self) -> Result<()> {
-        let mut providers = Table::new();
-        for (name, p) in &self.providers {
-            let mut t = Table::new();
-            match p {
-                ProviderConfig::Native { keystore } => {
-                    t.insert("type".into(), Value::String("native".into()));
-                    t.insert(
-                        "keystore".into(),
-                        Value::String(keystore.to_string_lossy().into_owned()),
-                    );
-                }
-                ProviderConfig::Kmip(k) => {
-                    t.insert("type".into(), Value::String("kmip".into()));
-                    t.insert(
-                        "servers".into(),
-                        Value::Array(k.servers.iter().map(|s| Value::String(s.clone())).collect()),
-                    );
-                    for (key, p) in [("ca", &k.ca), ("cert", &k.cert), ("key", &k.key)] {
-                        t.insert(key.into(), Value::String(p.to_string_lossy().into_owned()));
-                    }
-                    if let Some(n) = &k.server_name {
-                        t.insert("server_name".into(), Value::String(n.clone()));
-                    }
-                    t.insert("timeout".into(), Value::Integer(k.timeout as i64));
-                    t.insert("hedge_ms".into(), Value::Integer(k.hedge_ms as i64));
-                    t.insert("demote_secs".into(), Value::Integer(k.demote_secs as i64));
-                    t.insert("reuse_connections".into(), Value::Boolean(k.reuse));
-                }
-            }
-            providers.insert(name.clone(), Value::Table(t));
-        }
-        let mut root = Table::new();
-        if let Some(d) = &self.default {
-            root.insert("default".into(), Value::String(d.clone()));
-        }
-        root.insert("providers".into(), Value::Table(providers));
+        let form = FileForm {
+            default: self.default.clone(),
+            providers: self.providers.iter().cloned().collect(),
+        };
+        let body = toml::to_string(&form).map_err(|e| Error::InvalidInput {
+            reason: format!("cannot write the configuration: {e}"),
+        })?;
         let dir = vmcrypt_core::fsutil::parent_dir(&self.path);
         vmcrypt_core::fsutil::create_private_dir(&dir)?;
         let text =
-            format!("# vmcrypt configuration (written by vmcrypt; comments are not kept)\n{root}");
+            format!("# vmcrypt configuration (written by vmcrypt; comments are not kept)\n{body}");
         let _lock = self.lock_for_save()?;
         let now = match vmcrypt_core::fsutil::read_bounded(
             &self.path,
@@ -389,9 +315,7 @@ impl Config {
     /// Opens a provider: the agent's when `--agent` is given, else a configured one.
     pub fn open(&self, name: &str) -> Result<Box<dyn KeyProvider>> {
         if let Some(socket) = &self.agent {
-            return Ok(Box::new(
-                vmcrypt_core::agent::AgentClient::new(socket).provider(name),
-            ));
+            return Ok(Box::new(crate::AgentClient::new(socket).provider(name)));
         }
         self.open_local(name)
     }
@@ -434,5 +358,84 @@ impl Config {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, text).expect("write");
+        Config::load(&path)
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused_with_their_line() {
+        let kmip = "[providers.k]\ntype = \"kmip\"\nservers = [\"a:5696\"]\nca = \"c\"\ncert = \"c\"\nkey = \"k\"\n";
+        assert!(load(kmip).is_ok());
+        for (text, needle, line) in [
+            (format!("{kmip}servrs = [\"b:5696\"]\n"), "servrs", Some(1)),
+            ("defualt = \"k\"\n".to_string(), "defualt", Some(1)),
+            (
+                "[providers.n]\ntype = \"native\"\nkeystore = \"x\"\nkeystor = \"y\"\n".to_string(),
+                "keystor",
+                None,
+            ),
+            (
+                "[providers.n]\ntype = \"vault\"\n".to_string(),
+                "vault",
+                None,
+            ),
+            (kmip.replace("[\"a:5696\"]", "[]"), "must list", None),
+            (format!("{kmip}timeout = 0\n"), "positive", None),
+            (format!("{kmip}timeout = -1\n"), "-1", None),
+        ] {
+            match load(&text) {
+                Err(Error::InvalidSettings {
+                    reason, line: l, ..
+                }) => {
+                    assert!(reason.contains(needle), "{needle}: {reason}");
+                    if line.is_some() {
+                        assert_eq!(l, line, "{needle}: {reason}");
+                    }
+                }
+                other => panic!("{needle}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_saved_file_loads_back_the_same() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.toml");
+        let mut cfg = Config::load(&path).expect("empty");
+        cfg.default = Some("k".into());
+        cfg.providers.push((
+            "k".into(),
+            ProviderConfig::Kmip(KmipConfig {
+                servers: vec!["a:5696".into(), "b:5696".into()],
+                ca: "ca.pem".into(),
+                cert: "c.pem".into(),
+                key: "k.pem".into(),
+                server_name: Some("kms".into()),
+                timeout: 7,
+                hedge_ms: 0,
+                demote_secs: 30,
+                reuse: false,
+            }),
+        ));
+        cfg.providers.push((
+            "n".into(),
+            ProviderConfig::Native {
+                keystore: "n.keystore".into(),
+            },
+        ));
+        cfg.save().expect("save");
+        let back = Config::load(&path).expect("load");
+        assert_eq!(back.default, cfg.default);
+        assert_eq!(back.providers, cfg.providers);
     }
 }

@@ -3,7 +3,7 @@
 //! guest offset), the same agent served on a Unix socket, and a client using it. Every key
 //! fetch is a tracing event.
 //!
-//! Run: `cargo run -p vmcrypt-core --example host_agent`
+//! Run: `cargo run -p vmcrypt-agent --example host_agent`
 //!
 //! The provider here is the embedded native one, so the example runs anywhere. A real agent
 //! opens a KMIP cluster in the same closure:
@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use vmcrypt_core::agent::{Agent, AgentClient, KeyCache, Shutdown};
+use vmcrypt_agent::{Agent, AgentClient, KeyCache, Shutdown};
 use vmcrypt_core::provider::KeyProvider;
 use vmcrypt_core::provider::native::NativeProvider;
 use vmcrypt_core::{DiskJob, EncryptedDisk, NoProgress};
@@ -25,7 +25,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .without_time()
         .init();
     // First thing in a process that will hold keys: no core dumps, no ptrace by peers.
-    vmcrypt_core::agent::locked::harden_process()?;
+    vmcrypt_agent::harden_process()?;
     let dir = tempfile::tempdir()?;
     let keystore = dir.path().join("native.keystore");
     NativeProvider::create("native", &keystore)?;
@@ -71,11 +71,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The same agent on a socket, for other processes (the CLI's `--agent`).
     let socket = dir.path().join("agent.sock");
-    let listener = vmcrypt_core::agent::bind(&socket)?;
+    let listener = vmcrypt_agent::bind(&socket)?;
     let shutdown = Shutdown::new(&listener, &socket)?;
     let server = {
         let (agent, shutdown) = (agent.clone(), shutdown.clone());
-        std::thread::spawn(move || vmcrypt_core::agent::serve(listener, agent, &shutdown))
+        std::thread::spawn(move || vmcrypt_agent::serve(listener, agent, &shutdown))
     };
     let client = AgentClient::new(&socket);
     let through_socket = EncryptedDisk::open(&disk_path, &client)?;
