@@ -1,5 +1,5 @@
 //! The key cache of a host agent: unwrapped KEKs by (provider, key id), held in locked,
-//! non-dumpable memory ([`super::locked`]), zeroed when evicted and when the cache is dropped.
+//! non-dumpable memory (`vmcrypt_secmem::LockedSlots`), zeroed when evicted and when the cache is dropped.
 //!
 //! Why KEKs and not DEKs: one KEK serves a VM's configuration and all its disks, and every
 //! operation (open, decrypt, shallow rekey) starts from a KEK fetch; with the KEK cached, the

@@ -35,10 +35,7 @@ impl AgentClient {
     }
 
     fn unreachable(&self, provider: &str, e: &dyn std::fmt::Display) -> Error {
-        Error::KeyService {
-            provider: provider.to_string(),
-            reason: format!("agent at {}: {e}", self.socket.display()),
-        }
+        Error::key_service(provider, format!("agent at {}: {e}", self.socket.display()))
     }
 
     /// Sends one request and reads its response. A failure the agent reports comes back as the
@@ -88,19 +85,15 @@ impl AgentClient {
                     p
                 };
                 Err(match kind {
-                    FailKind::KeyService => Error::KeyService {
-                        provider: p,
-                        reason: format!("{message} (through the agent)"),
-                    },
-                    FailKind::KeyRefused => Error::KeyRefused {
-                        provider: p,
-                        reason: message,
-                    },
+                    FailKind::KeyService => {
+                        Error::key_service(p, format!("{message} (through the agent)"))
+                    }
+                    FailKind::KeyRefused => Error::key_refused(p, message),
                     FailKind::InvalidInput => Error::input(format!("agent: {message}")),
-                    FailKind::Other => Error::KeyService {
-                        provider: p,
-                        reason: format!("agent at {}: {message}", self.socket.display()),
-                    },
+                    FailKind::Other => Error::key_service(
+                        p,
+                        format!("agent at {}: {message}", self.socket.display()),
+                    ),
                 })
             }
             ok => Ok(ok),

@@ -369,7 +369,13 @@ impl Response {
             _ => (FailKind::Other, String::new()),
         };
         let message = match e {
-            Error::KeyService { reason, .. } | Error::KeyRefused { reason, .. } => reason.clone(),
+            // The reason with its causes: the client has no other way to see them.
+            Error::KeyService { reason, .. } | Error::KeyRefused { reason, .. } => {
+                std::iter::once(reason.clone())
+                    .chain(vmcrypt_core::error_causes(e))
+                    .collect::<Vec<_>>()
+                    .join(": ")
+            }
             other => other.to_string(),
         };
         Response::Failed {
@@ -476,10 +482,7 @@ mod tests {
             Ok(Response::Status(got)) => assert_eq!(got, s),
             other => panic!("{other:?}"),
         }
-        let f = Response::failed(&Error::KeyService {
-            provider: "p".into(),
-            reason: "all servers down".into(),
-        });
+        let f = Response::failed(&Error::key_service("p", "all servers down"));
         match Response::decode(&fetch, &f.encode()) {
             Ok(Response::Failed {
                 kind: FailKind::KeyService,

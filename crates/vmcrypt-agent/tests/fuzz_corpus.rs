@@ -1,16 +1,8 @@
 //! Replays the cargo-fuzz corpus of the agent protocol (fuzz/corpus/agent_proto) with the fuzz
 //! target's checks.
 
-use std::path::PathBuf;
-
 fn corpus(name: &str) -> Vec<Vec<u8>> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fuzz/corpus")
-        .join(name);
-    std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| std::fs::read(e.expect("entry").path()).expect("read"))
-        .collect()
+    vmcrypt_testkit::fuzz_corpus(name)
 }
 
 #[test]

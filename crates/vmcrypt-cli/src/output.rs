@@ -100,6 +100,7 @@ fn kind_name(k: ErrorKind) -> &'static str {
         ErrorKind::KeyRefused => "key_refused",
         ErrorKind::Cancelled => "cancelled",
         ErrorKind::InUse => "in_use",
+        ErrorKind::System => "system",
         _ => "other",
     }
 }

@@ -343,3 +343,38 @@ fn vm_encrypt_rekey_decrypt_with_kmip() {
         );
     }
 }
+
+#[test]
+fn a_vm_job_opens_its_provider_once_and_fetches_each_kek_once() {
+    let c = pykmip::shared();
+    let e = Env::new();
+    let disks = ["a.vmdk", "b.vmdk", "c.vmdk"];
+    let mut vmx = String::from("displayName = \"n3\"\n");
+    for (i, d) in disks.iter().enumerate() {
+        e.vmdk(d, MIB);
+        vmx.push_str(&format!("scsi0:{i}.fileName = \"{d}\"\n"));
+    }
+    std::fs::write(e.path("n3.vmx"), &vmx).expect("vmx");
+    // Every connection the jobs open goes through the counting proxy. With connection reuse
+    // (the default), one provider object per job means one connection per job, however many
+    // disks the VM has: the VM key and every disk key come from the same KEK, fetched once.
+    let proxy = faults::proxy(&c.servers[0]);
+    add_kmip(&e, "kms", &[&proxy.addr], 10);
+    let mut seen = proxy.connections();
+    for job in [
+        &["vm", "encrypt", "n3.vmx", "--provider", "kms"][..],
+        &["vm", "rekey", "n3.vmx", "--shallow"],
+        &["vm", "rekey", "n3.vmx", "--deep"],
+        &["vm", "decrypt", "n3.vmx"],
+    ] {
+        e.ok(job);
+        let now = proxy.connections();
+        assert_eq!(
+            now - seen,
+            1,
+            "{job:?}: one connection for the VM and 3 disks"
+        );
+        seen = now;
+    }
+    assert_eq!(std::fs::read_to_string(e.path("n3.vmx")).expect("vmx"), vmx);
+}

@@ -24,6 +24,8 @@ pub enum ErrorKind {
     Cancelled,
     /// Another job or program holds the disk; nothing was changed (safe to retry later).
     InUse,
+    /// The operating system refused what vmcrypt needs (randomness).
+    System,
 }
 
 /// An error from vmcrypt-core. Messages are short and never contain key material.
@@ -121,6 +123,9 @@ pub enum Error {
         provider: String,
         /// What happened.
         reason: String,
+        /// The provider's own error (a KMIP client's, with its causes), if it has one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
     /// A key provider answered, and refused: the key is unknown, not active, revoked or
     /// destroyed, or the request was denied. Retrying will not help.
@@ -129,6 +134,16 @@ pub enum Error {
         /// The provider name.
         provider: String,
         /// What it said.
+        reason: String,
+        /// The provider's own error, if it has one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// The operating system gave no randomness: no key, nonce or uuid can be made. Not a key
+    /// provider's fault, and retrying will not help until the system is fixed.
+    #[error("no randomness from the operating system: {reason}")]
+    NoRandomness {
+        /// What the OS said.
         reason: String,
     },
     /// The native keystore is missing, unreadable or unsafe.
@@ -189,6 +204,7 @@ impl Error {
             Error::KeyRefused { .. } => ErrorKind::KeyRefused,
             Error::Cancelled { .. } => ErrorKind::Cancelled,
             Error::InUse { .. } => ErrorKind::InUse,
+            Error::NoRandomness { .. } => ErrorKind::System,
         }
     }
 
@@ -203,6 +219,24 @@ impl Error {
     pub fn input(reason: impl Into<String>) -> Error {
         Error::InvalidInput {
             reason: reason.into(),
+        }
+    }
+
+    /// [`Error::KeyService`] with no underlying error.
+    pub fn key_service(provider: impl Into<String>, reason: impl Into<String>) -> Error {
+        Error::KeyService {
+            provider: provider.into(),
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    /// [`Error::KeyRefused`] with no underlying error.
+    pub fn key_refused(provider: impl Into<String>, reason: impl Into<String>) -> Error {
+        Error::KeyRefused {
+            provider: provider.into(),
+            reason: reason.into(),
+            source: None,
         }
     }
 

@@ -214,10 +214,10 @@ impl<'r> KeyRing<'r> {
         let (id, kek) = provider.create_kek(purpose)?;
         let back = provider.fetch_kek(&id)?;
         if !bool::from(back.expose_secret().ct_eq(kek.expose_secret())) {
-            return Err(Error::KeyService {
-                provider: provider.name().to_string(),
-                reason: format!("key {id} came back different from the key just created"),
-            });
+            return Err(Error::key_service(
+                provider.name(),
+                format!("key {id} came back different from the key just created"),
+            ));
         }
         self.remember(provider.name(), id.as_str(), &kek)?;
         Ok(HeldKek {
@@ -364,6 +364,26 @@ impl<'a, B: Binding> KeySafe<'a, B> {
         })
     }
 
+    /// [`KeySafe::newest_holds`] as the check before a commit: an [`Error::Integrity`] naming
+    /// `file` (the metadata file) when it fails.
+    pub fn check_commit(
+        &self,
+        new: &KekRef<'_>,
+        secret: &B::Secret,
+        target: u64,
+        file: &std::path::Path,
+    ) -> Result<()> {
+        if self.newest_holds(new, secret, target) {
+            return Ok(());
+        }
+        Err(Error::Integrity {
+            path: file.to_path_buf(),
+            reason: format!(
+                "rekeyGeneration {target} is not what the keySafe's newest key is bound to (altered metadata?); refusing to commit, nothing changed"
+            ),
+        })
+    }
+
     /// Commit: the keySafe reduced to its newest pair.
     ///
     /// # Errors
@@ -420,16 +440,7 @@ fn entries(ks: &KeyLocator) -> Vec<KeyLocator> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::SectorSize;
-
-    fn disk() -> DiskIdentity {
-        DiskIdentity {
-            uuid: "d1".into(),
-            payload_size: 1 << 20,
-            sector_size: SectorSize::S4096,
-            payload_offset: 0,
-        }
-    }
+    use crate::wrap::tests::disk;
 
     #[test]
     fn stage_then_commit_keeps_only_the_new_pair_and_refuses_a_forged_target() {

@@ -123,11 +123,10 @@ impl Dek {
 /// Fills `buf` from the OS CSPRNG.
 ///
 /// # Errors
-/// [`Error::KeyService`] if the OS has no entropy source.
+/// [`Error::NoRandomness`] if the OS has no entropy source.
 pub fn random_fill(buf: &mut [u8]) -> Result<()> {
-    getrandom::fill(buf).map_err(|e| Error::KeyService {
-        provider: "os".into(),
-        reason: format!("no randomness from the operating system: {e}"),
+    getrandom::fill(buf).map_err(|e| Error::NoRandomness {
+        reason: e.to_string(),
     })
 }
 

@@ -251,10 +251,11 @@ fn open_key(kek: &Kek, locked: &[u8], cipher: &str, aad: &[u8]) -> Result<Zeroiz
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn disk() -> DiskIdentity {
+    /// A disk identity for tests.
+    pub(crate) fn disk() -> DiskIdentity {
         DiskIdentity {
             uuid: "d1".into(),
             payload_size: 1 << 20,

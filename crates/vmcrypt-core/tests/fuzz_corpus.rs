@@ -2,19 +2,13 @@
 //! (fuzz/corpus/{settings_parse,locator_parse}) with the fuzz targets' checks. The agent
 //! protocol's corpus is replayed by vmcrypt-agent's tests.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use vmcrypt_core::locator::KeyLocator;
 use vmcrypt_core::settings::{Flavor, Settings};
 
 fn corpus(name: &str) -> Vec<Vec<u8>> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fuzz/corpus")
-        .join(name);
-    std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| std::fs::read(e.expect("entry").path()).expect("read"))
-        .collect()
+    vmcrypt_testkit::fuzz_corpus(name)
 }
 
 #[test]

@@ -157,17 +157,34 @@ impl From<Error> for vmcrypt_core::Error {
             Error::AllFailed { provider, .. } => provider.clone(),
             _ => String::new(),
         };
-        let reason = match e {
-            // Its message already lists each server with its causes.
-            Error::AllFailed { .. } => e.to_string(),
-            _ => vmcrypt_core::error_line(&e),
+        // The message is this error's own; what it wraps (the TLS, OS or TTLV error) stays the
+        // source, so it comes out as a `caused by:` line. Every server's failure, with its
+        // causes, is already in the message of `AllFailed`.
+        let kind = e.kind();
+        let reason = e.to_string();
+        let source: Option<Box<dyn std::error::Error + Send + Sync>> = match e {
+            Error::Connect { source, .. } | Error::Io { source, .. } => Some(Box::new(source)),
+            Error::Tls { source, .. } => Some(Box::new(source)),
+            Error::Ttlv { source, .. } => Some(Box::new(source)),
+            _ => None,
         };
-        match e.kind() {
-            ErrorKind::Unreachable | ErrorKind::Protocol => {
-                vmcrypt_core::Error::KeyService { provider, reason }
-            }
-            ErrorKind::Refused => vmcrypt_core::Error::KeyRefused { provider, reason },
-            ErrorKind::Config => vmcrypt_core::Error::InvalidInput { reason },
+        match kind {
+            ErrorKind::Unreachable | ErrorKind::Protocol => vmcrypt_core::Error::KeyService {
+                provider,
+                reason,
+                source,
+            },
+            ErrorKind::Refused => vmcrypt_core::Error::KeyRefused {
+                provider,
+                reason,
+                source,
+            },
+            ErrorKind::Config => vmcrypt_core::Error::InvalidInput {
+                reason: match source {
+                    Some(s) => format!("{reason}: {s}"),
+                    None => reason,
+                },
+            },
         }
     }
 }

@@ -24,3 +24,15 @@ pub fn target_dir() -> PathBuf {
         _ => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"),
     }
 }
+
+/// The inputs of one cargo-fuzz corpus (`fuzz/corpus/NAME`), for tests that replay it with the
+/// fuzz target's checks.
+pub fn fuzz_corpus(name: &str) -> Vec<Vec<u8>> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/corpus")
+        .join(name);
+    std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| std::fs::read(e.expect("entry").path()).expect("read"))
+        .collect()
+}

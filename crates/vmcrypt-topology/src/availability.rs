@@ -6,43 +6,9 @@
 
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::model::{ProviderKind, Topology};
-
-/// Failure probabilities (each the chance a component is down at a random moment).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Probabilities {
-    /// A key server (its service or VM).
-    pub kms: f64,
-    /// A host.
-    pub host: f64,
-    /// A datastore.
-    pub datastore: f64,
-    /// A power domain.
-    pub power: f64,
-    /// A whole site (or its network).
-    pub site: f64,
-    /// A cloud key service's reachability.
-    pub cloud: f64,
-    /// Simulated moments.
-    pub samples: u64,
-}
-
-impl Default for Probabilities {
-    fn default() -> Self {
-        Probabilities {
-            kms: 0.01,
-            host: 0.005,
-            datastore: 0.001,
-            power: 0.001,
-            site: 0.0005,
-            cloud: 0.001,
-            samples: 200_000,
-        }
-    }
-}
 
 /// The estimate for one provider and site.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -308,7 +308,7 @@ fn json_report_has_findings_and_timing() {
 fn availability_estimate_rewards_redundancy_and_is_repeatable() {
     let with_probs = |name: &str| {
         let (mut t, _) = load(name);
-        t.availability = Some(vmcrypt_topology::availability::Probabilities::default());
+        t.availability = Some(vmcrypt_topology::model::Probabilities::default());
         check(&t).availability
     };
     let one = with_probs("single-kms.toml");

@@ -120,10 +120,7 @@ pub fn run(cfg: &Config, name: &str, replication: bool, out: &Out) -> Result<()>
                 ));
                 doc["replication"] = json!({"origin": r.origin, "probe": r.probe, "lag": lag_docs, "probe_destroyed": r.cleaned_up});
             }
-            let failed = (healthy == 0).then(|| Error::KeyService {
-                provider: name.to_string(),
-                reason: "no server answered".into(),
-            });
+            let failed = (healthy == 0).then(|| Error::key_service(name, "no server answered"));
             if let Some(e) = &failed {
                 // --json prints one document: the report, with the error in it.
                 doc["error"] = json!({"kind": "key_service", "message": e.to_string(), "exit_code": crate::output::exit_code(e)});

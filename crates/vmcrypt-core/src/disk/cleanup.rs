@@ -1,7 +1,5 @@
 //! What a job that never started leaves behind, cleared before the next job on the disk.
 
-use std::path::Path;
-
 use super::inplace::journal_path;
 use super::{Disk, DiskState};
 use crate::engine::{FileStorage, Storage};
@@ -15,20 +13,22 @@ use crate::{Error, Result};
 /// byte that could be data is ever cut. Does nothing when a job is recorded (`resume`
 /// finishes that) or no journal exists.
 ///
+/// Returns the disk as it is afterwards (read again only if its payload was cut).
+///
 /// # Errors
 /// [`Error::InvalidInput`] for something other than a regular file where the journal goes;
 /// I/O errors.
-pub(crate) fn clear_unrecorded_job(path: &Path) -> Result<()> {
-    let disk = Disk::open(path)?;
+pub(crate) fn clear_unrecorded_job(disk: Disk) -> Result<Disk> {
     if disk
         .encryption()
         .is_some_and(|m| m.state != DiskState::Encrypted)
     {
-        return Ok(());
+        return Ok(disk);
     }
+    let path = disk.path().to_path_buf();
     let jpath = journal_path(disk.payload_path());
     match std::fs::symlink_metadata(&jpath) {
-        Err(_) => return Ok(()),
+        Err(_) => return Ok(disk),
         // vmcrypt only ever makes a regular file there: anything else is not its journal, and
         // not its to remove.
         Ok(m) if !m.is_file() => {
@@ -57,9 +57,12 @@ pub(crate) fn clear_unrecorded_job(path: &Path) -> Result<()> {
             payload.set_len(src + len)?;
             payload.sync()?;
             tracing::info!(disk = %path.display(), "removed the room made for a job that never started");
+            crate::fsutil::remove_durable(&jpath)?;
+            return Disk::open(&path);
         }
     }
-    crate::fsutil::remove_durable(&jpath)
+    crate::fsutil::remove_durable(&jpath)?;
+    Ok(disk)
 }
 
 /// Whether bytes `[from, to)` of `s` are all zeros.

@@ -10,7 +10,7 @@ use vmcrypt_xts::Direction;
 use super::job::{DiskReport, JobOptions};
 use super::output::OutputPaths;
 use super::transform::WholeDisk;
-use super::{Disk, DiskState, EncryptionMeta};
+use super::{DiskState, EncryptionMeta};
 use crate::keysafe::KeyRing;
 use crate::progress::Progress;
 use crate::{Error, Result};
@@ -24,11 +24,11 @@ pub(crate) fn decrypt(
     cancel: &AtomicBool,
     vm_disk: bool,
 ) -> Result<DiskReport> {
-    let _lock = super::lock_for_job(path)?;
-    if opts.output.is_none() {
-        super::cleanup::clear_unrecorded_job(path)?;
-    }
-    let disk = Disk::open(path)?;
+    let (_lock, disk) = super::open_for_job(path)?;
+    let disk = match opts.output {
+        None => super::cleanup::clear_unrecorded_job(disk)?,
+        Some(_) => disk,
+    };
     let meta = disk
         .encryption()
         .cloned()

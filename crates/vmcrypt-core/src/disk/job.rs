@@ -41,7 +41,39 @@ pub(crate) struct JobOptions {
     pub assume_raw: bool,
     /// Chunk size and engine choice of in-place jobs.
     pub tuning: Tuning,
+    /// The provider a new KEK comes from (encrypt, shallow rekey), by its registry name.
+    pub provider: Option<String>,
 }
+
+/// The setters every job builder has (disk and VM jobs), on a type with `opts: JobOptions`.
+macro_rules! common_setters {
+    () => {
+        /// The provider a new KEK comes from (encrypt and shallow rekey), by its registry name.
+        pub fn provider(mut self, name: impl Into<String>) -> Self {
+            self.opts.provider = Some(name.into());
+            self
+        }
+
+        /// The XTS data unit size of a new encryption (default 4096).
+        pub fn sector_size(mut self, s: vmcrypt_xts::SectorSize) -> Self {
+            self.opts.sector_size = s;
+            self
+        }
+
+        /// Worker threads (default: one per core).
+        pub fn threads(mut self, n: usize) -> Self {
+            self.opts.threads = Some(n);
+            self
+        }
+
+        /// Chunk size and engine choice of in-place jobs (default: what every job should use).
+        pub fn tuning(mut self, t: crate::engine::Tuning) -> Self {
+            self.opts.tuning = t;
+            self
+        }
+    };
+}
+pub(crate) use common_setters;
 
 impl JobOptions {
     /// The worker threads to use.
@@ -96,7 +128,6 @@ enum Verb {
 pub struct DiskJob {
     verb: Verb,
     path: PathBuf,
-    provider: Option<String>,
     opts: JobOptions,
 }
 
@@ -105,7 +136,6 @@ impl DiskJob {
         DiskJob {
             verb,
             path: path.into(),
-            provider: None,
             opts: JobOptions::default(),
         }
     }
@@ -138,11 +168,7 @@ impl DiskJob {
         Self::new(Verb::Resume, path)
     }
 
-    /// The provider a new KEK comes from (encrypt and shallow rekey), by its registry name.
-    pub fn provider(mut self, name: impl Into<String>) -> Self {
-        self.provider = Some(name.into());
-        self
-    }
+    common_setters!();
 
     /// Write the result into a new disk at `out` (encrypt, decrypt).
     pub fn output(mut self, out: impl Into<PathBuf>) -> Self {
@@ -156,28 +182,10 @@ impl DiskJob {
         self
     }
 
-    /// The XTS data unit size of a new encryption (default 4096).
-    pub fn sector_size(mut self, s: SectorSize) -> Self {
-        self.opts.sector_size = s;
-        self
-    }
-
-    /// Worker threads (default: one per core).
-    pub fn threads(mut self, n: usize) -> Self {
-        self.opts.threads = Some(n);
-        self
-    }
-
     /// Encrypt the file as raw even though its first bytes name another container format
     /// (qcow2, VHD, ...): for a raw image that merely starts with such bytes.
     pub fn assume_raw(mut self, yes: bool) -> Self {
         self.opts.assume_raw = yes;
-        self
-    }
-
-    /// Chunk size and engine choice of in-place jobs (default: what every job should use).
-    pub fn tuning(mut self, t: Tuning) -> Self {
-        self.opts.tuning = t;
         self
     }
 
@@ -219,6 +227,7 @@ impl DiskJob {
         let path = &self.path;
         let new_key_provider = || {
             let name = self
+                .opts
                 .provider
                 .as_deref()
                 .ok_or_else(|| Error::input("no key provider named for the new KEK"))?;
@@ -309,4 +318,79 @@ impl DiskJob {
 fn is_vmx(path: &Path) -> bool {
     path.extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("vmx"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use super::DiskJob;
+    use crate::NoProgress;
+    use crate::disk::tests::OPENS;
+    use crate::provider::native::NativeProvider;
+    use crate::provider::{KeyId, KeyProvider, KeyPurpose, Registry};
+    use crate::secret::Kek;
+
+    /// A provider that counts what it is asked.
+    struct Counting {
+        inner: NativeProvider,
+        creates: AtomicUsize,
+        fetches: AtomicUsize,
+    }
+
+    impl KeyProvider for Counting {
+        fn name(&self) -> &str {
+            self.inner.name()
+        }
+        fn create_kek(&self, purpose: &KeyPurpose) -> crate::Result<(KeyId, Kek)> {
+            self.creates.fetch_add(1, Ordering::Relaxed);
+            self.inner.create_kek(purpose)
+        }
+        fn fetch_kek(&self, id: &KeyId) -> crate::Result<Kek> {
+            self.fetches.fetch_add(1, Ordering::Relaxed);
+            self.inner.fetch_kek(id)
+        }
+    }
+
+    #[test]
+    fn each_job_opens_its_disk_once_and_asks_for_each_kek_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let counting = Arc::new(Counting {
+            inner: NativeProvider::create("native", &dir.path().join("ks")).expect("keystore"),
+            creates: AtomicUsize::new(0),
+            fetches: AtomicUsize::new(0),
+        });
+        let registry = Registry::of(counting.clone() as Arc<dyn KeyProvider>);
+        let img = dir.path().join("d.img");
+        std::fs::write(&img, vec![5u8; 1 << 20]).expect("write");
+        let never = AtomicBool::new(false);
+        // (job, creates, fetches): a new KEK is fetched back once to prove it returns.
+        let jobs = [
+            (DiskJob::encrypt(&img).provider("native"), 1, 1),
+            (DiskJob::rekey_deep(&img), 0, 1),
+            (DiskJob::rekey_shallow(&img).provider("native"), 1, 2),
+            (DiskJob::resume(&img), 0, 0),
+            (DiskJob::decrypt(&img), 0, 1),
+        ];
+        for (job, creates, fetches) in jobs {
+            let before = (
+                OPENS.with(|n| n.get()),
+                counting.creates.load(Ordering::Relaxed),
+                counting.fetches.load(Ordering::Relaxed),
+            );
+            job.run(&registry, &NoProgress, &never).expect("job");
+            let after = (
+                OPENS.with(|n| n.get()),
+                counting.creates.load(Ordering::Relaxed),
+                counting.fetches.load(Ordering::Relaxed),
+            );
+            assert_eq!(
+                (after.0 - before.0, after.1 - before.1, after.2 - before.2),
+                (1, creates, fetches),
+                "{job:?}: (disk opens, KEK creates, KEK fetches)"
+            );
+        }
+        assert_eq!(std::fs::read(&img).expect("read"), vec![5u8; 1 << 20]);
+    }
 }

@@ -16,7 +16,7 @@ use std::sync::{Mutex, PoisonError};
 
 use vmcrypt_xts::{SectorSize, Xts};
 
-use super::{Disk, DiskState};
+use super::DiskState;
 use crate::keysafe::KeyRing;
 use crate::lock::DiskLock;
 use crate::provider::ProviderRegistry;
@@ -62,8 +62,7 @@ impl EncryptedDisk {
     /// [`Error::Integrity`] for a payload that does not match its metadata;
     /// [`Error::UnwrapFailed`]; provider and I/O errors.
     pub fn open(path: &Path, registry: &dyn ProviderRegistry) -> Result<EncryptedDisk> {
-        let lock = super::lock_for_job(path)?;
-        let disk = Disk::open(path)?;
+        let (lock, disk) = super::open_for_job(path)?;
         let meta = disk.require_encrypted()?;
         if meta.state != DiskState::Encrypted {
             return Err(Error::job_under_way(path, meta.state.as_str()));

@@ -36,10 +36,10 @@ pub use crate::wrap::DiskIdentity;
 pub use inplace::{JOURNAL_EXT, journal_path};
 pub(crate) use inplace::{ResumeAs, resume_as};
 pub use job::DiskJob;
-pub(crate) use job::JobOptions;
+pub(crate) use job::{JobOptions, common_setters};
 pub use live::{EncryptedDisk, MIN_BLOCK};
 pub use meta::{DiskFormat, DiskState, EncryptionMeta};
-pub(crate) use owner::{check_inside_folder, lock_files};
+pub(crate) use owner::{check_inside_folder, lock_files, open_for_job};
 pub use owner::{dangerous_allow_outside_folder, lock_for_job};
 pub use recover::{DmTable, dm_table};
 pub use rekey_shallow::RekeyReport;
@@ -90,6 +90,8 @@ impl Disk {
     /// [`Error::Io`], [`Error::InvalidSettings`], [`Error::Unsupported`] and
     /// [`Error::InvalidInput`] for inputs that are not disks vmcrypt handles.
     pub fn open(path: &Path) -> Result<Disk> {
+        #[cfg(test)]
+        tests::OPENS.with(|n| n.set(n.get() + 1));
         let meta = std::fs::metadata(path).map_err(Error::io("open", path))?;
         if !meta.is_file() {
             return Err(Error::input(format!(
@@ -337,6 +339,25 @@ impl Disk {
         Ok(())
     }
 
+    /// What a change to the disk's files shows in: the metadata file's identity, size and
+    /// change time, and the payload file's size.
+    pub(crate) fn stamp(&self) -> Option<(u64, u64, u64, i64, i64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let payload = std::fs::metadata(&self.payload).ok()?.len();
+        let m = std::fs::metadata(&self.meta_path).ok();
+        Some(match m {
+            Some(m) => (
+                m.dev(),
+                m.ino(),
+                m.len(),
+                m.ctime(),
+                m.ctime_nsec(),
+                payload,
+            ),
+            None => (0, 0, 0, 0, 0, payload),
+        })
+    }
+
     /// A raw image yet to be written at `path`, of `len` payload bytes, with no metadata.
     pub(crate) fn new_raw(path: &Path, len: u64) -> Disk {
         Disk {
@@ -427,4 +448,12 @@ fn file_mode(p: &Path) -> Option<u32> {
     std::fs::metadata(p)
         .ok()
         .map(|m| m.permissions().mode() & 0o7777)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    thread_local! {
+        /// Disks this thread opened ([`super::Disk::open`]), for tests that count them.
+        pub(crate) static OPENS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
 }

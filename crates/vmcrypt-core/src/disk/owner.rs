@@ -21,14 +21,37 @@ pub fn lock_for_job(path: &Path) -> Result<crate::lock::DiskLock> {
 
 /// The locks of [`lock_for_job`], for a job that locks more files.
 pub(crate) fn lock_files(path: &Path) -> Result<crate::lock::DiskLock> {
+    lock_disk(&Disk::open(path)?)
+}
+
+fn lock_disk(disk: &Disk) -> Result<crate::lock::DiskLock> {
     use crate::lock::{Access, DiskLock};
-    let disk = Disk::open(path)?;
     let mut files = vec![(disk.payload_path(), Access::Write)];
     let meta = disk.metadata_path();
     if meta != disk.payload_path() && meta.exists() {
         files.push((meta, Access::Write));
     }
     DiskLock::acquire(&files)
+}
+
+/// Opens the disk at `path` for a job and locks it, as [`lock_for_job`] does, reading it once:
+/// the disk read to find its files is the one the job uses, unless its files changed between
+/// the read and the lock (another job finished meanwhile), when it is read again under the
+/// lock.
+///
+/// # Errors
+/// As [`lock_for_job`].
+pub(crate) fn open_for_job(path: &Path) -> Result<(crate::lock::DiskLock, Disk)> {
+    let disk = Disk::open(path)?;
+    let before = disk.stamp();
+    let lock = lock_disk(&disk)?;
+    crate::failpoint::pause("locked");
+    let disk = if disk.stamp() == before {
+        disk
+    } else {
+        Disk::open(path)?
+    };
+    Ok((lock, disk))
 }
 
 static OUTSIDE_FOLDER_ALLOWED: std::sync::atomic::AtomicBool =

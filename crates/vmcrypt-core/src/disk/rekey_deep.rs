@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
 use super::inplace::{NewJob, can_move, run_new};
-use super::{Disk, DiskState, EncryptionMeta};
+use super::{DiskState, EncryptionMeta};
 use crate::engine::{Transform, Tuning};
 use crate::keysafe::{Binding, KeyRing, KeySafe};
 use crate::progress::{JobStats, Progress};
@@ -25,9 +25,8 @@ pub(crate) fn rekey_deep(
     cancel: &AtomicBool,
     vm_disk: bool,
 ) -> Result<(JobStats, u64)> {
-    let _lock = super::lock_for_job(path)?;
-    super::cleanup::clear_unrecorded_job(path)?;
-    let mut disk = Disk::open(path)?;
+    let (_lock, disk) = super::open_for_job(path)?;
+    let mut disk = super::cleanup::clear_unrecorded_job(disk)?;
     disk.check_meta_room()?;
     let meta = disk
         .encryption()

@@ -67,14 +67,7 @@ pub(crate) fn commit(disk: &mut Disk, new: &KekRef<'_>, dek: &Dek) -> Result<()>
         return Ok(());
     };
     let ks = meta.key_safe();
-    if !ks.newest_holds(new, dek, target) {
-        return Err(Error::Integrity {
-            path: disk.metadata_path().to_path_buf(),
-            reason: format!(
-                "rekeyGeneration {target} is not what the keySafe's newest key is bound to (altered metadata?); refusing to commit, nothing changed"
-            ),
-        });
-    }
+    ks.check_commit(new, dek, target, disk.metadata_path())?;
     let committed = super::EncryptionMeta {
         key_safe: ks.committed()?,
         generation: target,
@@ -94,8 +87,7 @@ pub(crate) fn rekey_shallow(
     ring: &KeyRing<'_>,
 ) -> Result<RekeyReport> {
     let started = Instant::now();
-    let _lock = super::lock_for_job(path)?;
-    let mut disk = Disk::open(path)?;
+    let (_lock, mut disk) = super::open_for_job(path)?;
     disk.check_meta_room()?;
     let meta = disk.require_encrypted()?.clone();
     disk.require_settled()?;

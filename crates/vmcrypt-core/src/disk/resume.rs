@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicBool;
 
 use super::inplace::{job_id_of, journal_path, movement, record_result, resumable};
 use super::rekey_deep::{rekey_keys, rekey_result};
-use super::{Disk, DiskState, EncryptionMeta};
+use super::{DiskState, EncryptionMeta};
 use crate::engine::inplace::Spec;
 use crate::engine::{InPlace, Transform};
 use crate::keysafe::KeyRing;
@@ -38,9 +38,8 @@ pub(crate) fn resume_with(
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<ResumeReport> {
-    let _lock = super::lock_for_job(path)?;
-    super::cleanup::clear_unrecorded_job(path)?;
-    let mut disk = Disk::open(path)?;
+    let (_lock, disk) = super::open_for_job(path)?;
+    let mut disk = super::cleanup::clear_unrecorded_job(disk)?;
     let nothing = |was| ResumeReport {
         was,
         bytes: 0,

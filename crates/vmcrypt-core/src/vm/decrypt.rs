@@ -31,7 +31,7 @@ pub(crate) fn decrypt(vmx: &Path, ctx: &Ctx<'_>) -> Result<Report> {
         ..meta.clone()
     })?;
     let mut bytes = 0;
-    let opts = ctx.opts.disk_options();
+    let opts = super::job::disk_options(ctx.opts);
     for (disk, _) in &disks {
         if disk.encryption().is_some() {
             bytes +=

@@ -21,7 +21,7 @@ pub(crate) fn encrypt(vmx: &Path, ctx: &Ctx<'_>) -> Result<Report> {
     let _held = Held::begin(vmx)?;
     let started = Instant::now();
     let mut vm = Vm::open(vmx)?;
-    let disk_opts = ctx.opts.disk_options();
+    let disk_opts = super::job::disk_options(ctx.opts);
     let resumed = match vm.meta() {
         None => false,
         Some(m) if m.state == VmState::Encrypting => true,

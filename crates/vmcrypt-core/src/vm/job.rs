@@ -4,51 +4,28 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
-use vmcrypt_xts::SectorSize;
-
 use super::Vm;
 use crate::Result;
 use crate::disk::JobOptions;
-use crate::engine::Tuning;
 use crate::keysafe::KeyRing;
-use crate::progress::{Progress, worker_threads};
+use crate::progress::Progress;
 use crate::provider::ProviderRegistry;
 use crate::report::Report;
 
-/// Options of VM jobs.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct VmOptions {
-    /// Data unit size for newly encrypted disks.
-    pub sector_size: SectorSize,
-    /// Worker threads (`None`: one per core).
-    pub threads: Option<usize>,
-    /// Chunk size and engine choice of the disks' in-place jobs.
-    pub tuning: Tuning,
-    /// The provider a new KEK comes from (encrypt, shallow rekey).
-    pub provider: Option<String>,
-}
-
-impl VmOptions {
-    /// What each disk of a VM job is encrypted with: in place, this data unit and threads.
-    pub fn disk_options(&self) -> JobOptions {
-        JobOptions {
-            sector_size: self.sector_size,
-            output: None,
-            threads: self.threads,
-            assume_raw: false,
-            tuning: self.tuning,
-        }
-    }
-
-    pub fn worker_threads(&self) -> usize {
-        worker_threads(self.threads)
+/// What each disk of a VM job is encrypted with: in place, the VM job's data unit, threads
+/// and tuning.
+pub(crate) fn disk_options(opts: &JobOptions) -> JobOptions {
+    JobOptions {
+        output: None,
+        assume_raw: false,
+        ..opts.clone()
     }
 }
 
 /// What a VM job runs with: the job's KEKs, its options, progress and cancel flag.
 pub(crate) struct Ctx<'a> {
     pub ring: &'a KeyRing<'a>,
-    pub opts: &'a VmOptions,
+    pub opts: &'a JobOptions,
     pub progress: &'a dyn Progress,
     pub cancel: &'a AtomicBool,
 }
@@ -101,7 +78,7 @@ enum Verb {
 pub struct VmJob {
     verb: Verb,
     vmx: PathBuf,
-    opts: VmOptions,
+    opts: JobOptions,
 }
 
 impl VmJob {
@@ -109,7 +86,7 @@ impl VmJob {
         VmJob {
             verb,
             vmx: vmx.into(),
-            opts: VmOptions::default(),
+            opts: JobOptions::default(),
         }
     }
 
@@ -142,29 +119,7 @@ impl VmJob {
         Self::new(Verb::Resume, vmx)
     }
 
-    /// The provider a new KEK comes from, by its registry name.
-    pub fn provider(mut self, name: impl Into<String>) -> Self {
-        self.opts.provider = Some(name.into());
-        self
-    }
-
-    /// The data unit size of newly encrypted disks (default 4096).
-    pub fn sector_size(mut self, s: SectorSize) -> Self {
-        self.opts.sector_size = s;
-        self
-    }
-
-    /// Worker threads (default: one per core).
-    pub fn threads(mut self, n: usize) -> Self {
-        self.opts.threads = Some(n);
-        self
-    }
-
-    /// Chunk size and engine choice of the disks' in-place jobs.
-    pub fn tuning(mut self, t: Tuning) -> Self {
-        self.opts.tuning = t;
-        self
-    }
+    crate::disk::common_setters!();
 
     /// Runs the job. Each provider is asked for each KEK once, whatever the number of disks.
     ///

@@ -161,14 +161,7 @@ fn commit_vm(
     target: u64,
 ) -> Result<VmMeta> {
     let ks = staged.key_safe();
-    if !ks.newest_holds(new, config_key, target) {
-        return Err(Error::Integrity {
-            path: vm.path().to_path_buf(),
-            reason: format!(
-                "rekeyGeneration {target} is not what the VM keySafe's newest key is bound to (altered metadata?); refusing to commit"
-            ),
-        });
-    }
+    ks.check_commit(new, config_key, target, vm.path())?;
     let committed = VmMeta {
         key_safe: ks.committed()?,
         generation: target,

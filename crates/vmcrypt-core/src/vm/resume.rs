@@ -99,7 +99,7 @@ fn repair_plain_disks(vmx: &Path, ctx: &Ctx<'_>) -> Result<Report> {
     let started = Instant::now();
     let open = open_encrypted_vm(vmx, ctx.ring)?;
     let kek = open.key.kek.as_ref();
-    let disk_opts = ctx.opts.disk_options();
+    let disk_opts = super::job::disk_options(ctx.opts);
     let mut bytes = 0;
     for d in open.vm.disks() {
         if Disk::open(&d.path)?.encryption().is_none() {
