@@ -131,6 +131,15 @@ impl KmipConfig {
     }
 }
 
+/// The provider a new key comes from, as [`Config::provider_for_new_key`] chose it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewKeyProvider {
+    /// Its name.
+    pub name: String,
+    /// When it was created just now (first use): its keystore, to be backed up.
+    pub created: Option<PathBuf>,
+}
+
 /// The loaded configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -264,7 +273,7 @@ impl Config {
             Some(_) => vmcrypt_core::fsutil::write_atomic(&self.path, text.as_bytes(), 0o600)?,
             None => vmcrypt_core::fsutil::write_new(&self.path, text.as_bytes(), 0o600).map_err(
                 |e| match e {
-                    Error::InvalidInput { .. } => changed_meanwhile(&self.path),
+                    Error::Exists { .. } => changed_meanwhile(&self.path),
                     other => other,
                 },
             )?,
@@ -343,6 +352,43 @@ impl Config {
                 ),
             }),
         }
+    }
+
+    /// The provider for a new key: the one named, else the default, else (no provider
+    /// configured, no agent) a native provider `native` created on the spot and saved as the
+    /// default. Callers check their request first, so that a request that would fail leaves no
+    /// provider behind.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when providers exist but none is named or the default; the
+    /// errors of creating the keystore and saving the file.
+    pub fn provider_for_new_key(&mut self, name: Option<&str>) -> Result<NewKeyProvider> {
+        if let Some(n) = name.map(str::to_string).or_else(|| self.default.clone()) {
+            return Ok(NewKeyProvider {
+                name: n,
+                created: None,
+            });
+        }
+        if !self.providers.is_empty() || self.agent.is_some() {
+            return Err(Error::input(
+                "no default key provider: pass --provider NAME or run `vmcrypt provider default NAME`",
+            ));
+        }
+        let name = "native";
+        let ks = self.default_keystore(name);
+        NativeProvider::create(name, &ks)?;
+        self.providers.push((
+            name.into(),
+            ProviderConfig::Native {
+                keystore: ks.clone(),
+            },
+        ));
+        self.default = Some(name.into());
+        self.save()?;
+        Ok(NewKeyProvider {
+            name: name.into(),
+            created: Some(ks),
+        })
     }
 
     /// Validates a provider name (it is written into keySafes and file names).

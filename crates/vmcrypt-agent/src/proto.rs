@@ -365,7 +365,9 @@ impl Response {
         let (kind, provider) = match e {
             Error::KeyService { provider, .. } => (FailKind::KeyService, provider.clone()),
             Error::KeyRefused { provider, .. } => (FailKind::KeyRefused, provider.clone()),
-            Error::InvalidInput { .. } => (FailKind::InvalidInput, String::new()),
+            e if e.kind() == vmcrypt_core::ErrorKind::InvalidInput => {
+                (FailKind::InvalidInput, String::new())
+            }
             _ => (FailKind::Other, String::new()),
         };
         let message = match e {

@@ -110,6 +110,19 @@ pub enum Error {
         /// What to run instead.
         advice: String,
     },
+    /// A file vmcrypt would create exists: it never overwrites one.
+    #[error("{} already exists; not overwriting it", path.display())]
+    Exists {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A path that must name a regular file names something else (a directory, a FIFO, a
+    /// device).
+    #[error("{} is not a regular file", path.display())]
+    NotRegularFile {
+        /// The path.
+        path: PathBuf,
+    },
     /// Valid input that this version does not support.
     #[error("unsupported: {what}")]
     Unsupported {
@@ -198,6 +211,8 @@ impl Error {
             | Error::AlreadyEncrypted { .. }
             | Error::JobUnderWay { .. }
             | Error::BelongsToVm { .. }
+            | Error::Exists { .. }
+            | Error::NotRegularFile { .. }
             | Error::Xts(_) => ErrorKind::InvalidInput,
             Error::Unsupported { .. } => ErrorKind::Unsupported,
             Error::KeyService { .. } => ErrorKind::KeyService,

@@ -9,12 +9,11 @@ pub mod recover;
 pub mod topology;
 pub mod vm;
 
-use vmcrypt_core::provider::native::NativeProvider;
 use vmcrypt_core::{Result, Tuning};
 
 use crate::cli::Cli;
 use crate::output::Out;
-use vmcrypt_agent::config::{Config, ProviderConfig};
+use vmcrypt_agent::config::Config;
 
 /// Loads the configuration named by the flags (with `--agent`, providers are the agent's).
 pub fn load_config(cli: &Cli) -> Result<Config> {
@@ -37,37 +36,21 @@ pub fn tuning() -> Tuning {
         .journal_only(std::env::var("VMCRYPT_INPLACE_ENGINE").is_ok_and(|v| v == "journal"))
 }
 
-/// The name of the provider for a new key: the one named, else the default, else a native
-/// provider created on the spot (first use, added to the configuration), which the operator is
-/// told about.
+/// The name of the provider for a new key ([`Config::provider_for_new_key`]); the operator is
+/// told about a provider created on first use, and to back it up.
 pub fn provider_for_new_key(cfg: &mut Config, name: Option<&str>, out: &Out) -> Result<String> {
-    if let Some(n) = name.map(str::to_string).or_else(|| cfg.default.clone()) {
-        return Ok(n);
-    }
-    if cfg.providers.is_empty() && cfg.agent.is_none() {
-        let name = "native";
-        let ks = cfg.default_keystore(name);
-        NativeProvider::create(name, &ks)?;
-        cfg.providers.push((
-            name.into(),
-            ProviderConfig::Native {
-                keystore: ks.clone(),
-            },
-        ));
-        cfg.default = Some(name.into());
-        cfg.save()?;
+    let p = cfg.provider_for_new_key(name)?;
+    if let Some(ks) = &p.created {
         out.note(&format!(
-            "vmcrypt: created the native key provider \"native\" (keystore {}, config {}).\n\
+            "vmcrypt: created the native key provider \"{}\" (keystore {}, config {}).\n\
              vmcrypt: back it up now: without it the disks it protects cannot be decrypted:\n\
-             vmcrypt:     vmcrypt provider backup native --out native-backup.vmcrypt",
+             vmcrypt:     vmcrypt provider backup {} --out {}-backup.vmcrypt",
+            p.name,
             ks.display(),
-            cfg.path().display()
+            cfg.path().display(),
+            p.name,
+            p.name
         ));
-        return Ok(name.to_string());
     }
-    Err(vmcrypt_core::Error::InvalidInput {
-        reason:
-            "no default key provider: pass --provider NAME or run `vmcrypt provider default NAME`"
-                .into(),
-    })
+    Ok(p.name)
 }

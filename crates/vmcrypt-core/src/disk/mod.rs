@@ -7,7 +7,7 @@
 //! Both hold `encryptionKeys` (the keySafe locator) and, in clear, what the keySafe is bound to:
 //! format version, cipher, data unit size, payload size, disk uuid, key generation and job state.
 //!
-//! One file per verb: `encrypt`, `decrypt`, `rekey_shallow`, `rekey_deep`, `resume` and
+//! `open` reads a disk; one file per verb: `encrypt`, `decrypt`, `rekey_shallow`, `rekey_deep`, `resume` and
 //! `cleanup`, over `inplace` (metadata around an engine's in-place job), `transform` (one pass
 //! over a whole payload), `output` (planning a copy) and `meta` (the metadata codec). `job` is
 //! the front door: [`DiskJob`] and its report. `live` is the disk a server reads and writes by
@@ -20,6 +20,7 @@ mod inplace;
 mod job;
 mod live;
 mod meta;
+mod open;
 mod output;
 mod owner;
 pub mod probe;
@@ -55,9 +56,9 @@ use crate::keysafe::{KeyRing, Opened};
 use crate::secret::Dek;
 use crate::settings::{Flavor, Settings};
 use crate::{Error, Result};
-use meta::{apply_meta, read_meta};
+use meta::apply_meta;
 use probe::Container;
-use vmdk::{DESCRIPTOR_MAGIC, Extent};
+use vmdk::Extent;
 
 /// The settings key holding the keySafe (the name VMware uses in descriptors).
 pub const KEYSAFE_KEY: &str = "encryptionKeys";
@@ -84,116 +85,6 @@ pub struct Disk {
 }
 
 impl Disk {
-    /// Opens a raw image or a VMDK descriptor and reads its metadata.
-    ///
-    /// # Errors
-    /// [`Error::Io`], [`Error::InvalidSettings`], [`Error::Unsupported`] and
-    /// [`Error::InvalidInput`] for inputs that are not disks vmcrypt handles.
-    pub fn open(path: &Path) -> Result<Disk> {
-        #[cfg(test)]
-        tests::OPENS.with(|n| n.set(n.get() + 1));
-        let meta = std::fs::metadata(path).map_err(Error::io("open", path))?;
-        if !meta.is_file() {
-            return Err(Error::input(format!(
-                "{} is not a regular file",
-                path.display()
-            )));
-        }
-        let file = crate::fsutil::open_regular(path)?;
-        let mut head = [0u8; 64];
-        let n = {
-            use std::io::Read;
-            let mut n = 0;
-            while n < head.len() {
-                match (&file)
-                    .read(&mut head[n..])
-                    .map_err(Error::io("read", path))?
-                {
-                    0 => break,
-                    k => n += k,
-                }
-            }
-            n
-        };
-        let head = &head[..n];
-        if head.starts_with(DESCRIPTOR_MAGIC) {
-            return Disk::open_vmdk(path);
-        }
-        let container = probe::probe(&file, meta.len()).map_err(Error::io("read", path))?;
-        if container == Some(Container::VmdkSparse) {
-            return Err(Error::Unsupported {
-                what: Container::VmdkSparse.hint(path),
-            });
-        }
-        let is_sidecar_name = path
-            .to_str()
-            .and_then(|s| s.strip_suffix(&format!(".{SIDECAR_EXT}")))
-            .is_some_and(|image| Path::new(image).is_file());
-        if head.starts_with(SIDECAR_MAGIC.as_bytes()) || is_sidecar_name {
-            return Err(Error::input(format!(
-                "{} is vmcrypt metadata, not a disk; name the image beside it",
-                path.display()
-            )));
-        }
-        Disk::open_raw(path, meta.len(), container)
-    }
-
-    fn open_raw(path: &Path, len: u64, container: Option<Container>) -> Result<Disk> {
-        let meta_path = sidecar_path(path);
-        let settings = if meta_path.exists() {
-            Some(Settings::read(&meta_path, Flavor::Vmx)?)
-        } else {
-            None
-        };
-        let encryption = match &settings {
-            Some(s) => Some(read_meta(s, "vmcrypt.", &meta_path)?),
-            None => None,
-        };
-        // An encrypted image's payload may not fill the file (it moved, or a job is moving
-        // it): the metadata says how long it is, and check_payload compares it with the file.
-        let payload_len = encryption.as_ref().map_or(len, |e| e.identity.payload_size);
-        // An image with a sidecar is vmcrypt's: its payload's first bytes say nothing.
-        let container = container.filter(|_| settings.is_none());
-        Ok(Disk {
-            path: path.to_path_buf(),
-            format: DiskFormat::Raw,
-            payload: path.to_path_buf(),
-            payload_len,
-            meta_path,
-            settings,
-            extent: None,
-            encryption,
-            container,
-        })
-    }
-
-    fn open_vmdk(path: &Path) -> Result<Disk> {
-        let s = Settings::read(path, Flavor::Descriptor)?;
-        let extent = vmdk::flat_extent(&s, path)?;
-        let payload = path.with_file_name(&extent.file);
-        check_inside_folder(&payload, path)?;
-        let payload_len = extent
-            .sectors
-            .checked_mul(512)
-            .ok_or_else(|| Error::settings(path, Some(extent.line + 1), "extent size overflows"))?;
-        let encryption = if s.get(KEYSAFE_KEY).is_some() {
-            Some(read_meta(&s, "ddb.vmcrypt.", path)?)
-        } else {
-            None
-        };
-        Ok(Disk {
-            path: path.to_path_buf(),
-            format: DiskFormat::VmdkFlat,
-            payload,
-            payload_len,
-            meta_path: path.to_path_buf(),
-            settings: Some(s),
-            extent: Some(extent),
-            encryption,
-            container: None,
-        })
-    }
-
     /// The path that was opened.
     pub fn path(&self) -> &Path {
         &self.path

@@ -28,10 +28,9 @@ impl OutputPaths {
         };
         let exists = |p: &Path| -> Result<()> {
             if p.exists() || p.symlink_metadata().is_ok() {
-                return Err(Error::input(format!(
-                    "{} already exists; not overwriting it",
-                    p.display()
-                )));
+                return Err(Error::Exists {
+                    path: p.to_path_buf(),
+                });
             }
             Ok(())
         };

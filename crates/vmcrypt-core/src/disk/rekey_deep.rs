@@ -39,10 +39,10 @@ pub(crate) fn rekey_deep(
         )));
     }
     if meta.vm_uuid.is_some() && !vm_disk {
-        return Err(Error::input(format!(
-            "{} belongs to a VM: rekey the VM (`vmcrypt vm rekey VMX --deep`)",
-            path.display()
-        )));
+        return Err(Error::BelongsToVm {
+            path: path.to_path_buf(),
+            advice: "rekey the VM (`vmcrypt vm rekey VMX --deep`)".into(),
+        });
     }
     let old = disk.open_key(ring)?;
     let new = Dek::generate_xts()?;

@@ -73,7 +73,7 @@ impl FileStorage {
     /// a regular file there, and writes to it).
     ///
     /// # Errors
-    /// [`Error::Io`] (`ELOOP` for a symlink); [`Error::InvalidInput`] for a non-regular file.
+    /// [`Error::Io`] (`ELOOP` for a symlink); [`Error::NotRegularFile`] for a non-regular file.
     pub fn open_no_follow(path: &Path) -> Result<Self> {
         Self::open_with(path, libc::O_NOFOLLOW)
     }
@@ -89,10 +89,9 @@ impl FileStorage {
             .open(path)
             .map_err(Error::io("open", path))?;
         if !file.metadata().map_err(Error::io("stat", path))?.is_file() {
-            return Err(Error::input(format!(
-                "{} is not a regular file",
-                path.display()
-            )));
+            return Err(Error::NotRegularFile {
+                path: path.to_path_buf(),
+            });
         }
         // Reads and writes block as usual from here (O_NONBLOCK means nothing for a regular
         // file, but clear it all the same).

@@ -83,7 +83,7 @@ impl DiskLock {
     ///
     /// # Errors
     /// [`Error::InUse`] when another job or program holds one of them (the locks taken so far
-    /// are released again); [`Error::Io`]; [`Error::InvalidInput`] for a file that is not a
+    /// are released again); [`Error::Io`]; [`Error::NotRegularFile`] for a file that is not a
     /// regular file.
     pub fn acquire(files: &[(&Path, Access)]) -> Result<DiskLock> {
         let mut lock = DiskLock { ids: Vec::new() };
@@ -126,10 +126,9 @@ fn lock_one(path: &Path, access: Access) -> Result<u64> {
     let (file, access) = open_for_lock(path, access)?;
     let meta = file.metadata().map_err(Error::io("stat", path))?;
     if !meta.is_file() {
-        return Err(Error::input(format!(
-            "{} is not a regular file",
-            path.display()
-        )));
+        return Err(Error::NotRegularFile {
+            path: path.to_path_buf(),
+        });
     }
     let key = key_of(&meta);
     let me = std::thread::current().id();

@@ -103,13 +103,12 @@ impl NativeProvider {
     /// Creates a new keystore with a fresh KDK at `path`; refuses to overwrite an existing file.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] if the file exists; [`Error::Io`].
+    /// [`Error::Exists`] if the file exists; [`Error::Io`].
     pub fn create(name: &str, path: &Path) -> Result<Self> {
         if path.exists() {
-            return Err(Error::input(format!(
-                "keystore {} already exists; not overwriting it",
-                path.display()
-            )));
+            return Err(Error::Exists {
+                path: path.to_path_buf(),
+            });
         }
         let kdk = Kdk::generate()?;
         let p = NativeProvider {
@@ -191,16 +190,16 @@ impl NativeProvider {
     /// keystore as backed up.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] for an empty passphrase or an existing output; [`Error::Io`].
+    /// [`Error::InvalidInput`] for an empty passphrase; [`Error::Exists`] for an existing
+    /// output; [`Error::Io`].
     pub fn backup(&mut self, out: &Path, passphrase: &[u8], params: BackupParams) -> Result<()> {
         if passphrase.is_empty() {
             return Err(Error::input("the backup passphrase is empty"));
         }
         if out.exists() {
-            return Err(Error::input(format!(
-                "{} already exists; not overwriting it",
-                out.display()
-            )));
+            return Err(Error::Exists {
+                path: out.to_path_buf(),
+            });
         }
         let mut salt = [0u8; 16];
         let mut nonce = [0u8; 12];
@@ -249,10 +248,9 @@ impl NativeProvider {
     /// [`Error::InvalidSettings`] for a file that is not a backup.
     pub fn restore(name: &str, backup: &Path, passphrase: &[u8], keystore: &Path) -> Result<Self> {
         if keystore.exists() {
-            return Err(Error::input(format!(
-                "keystore {} already exists; not overwriting it",
-                keystore.display()
-            )));
+            return Err(Error::Exists {
+                path: keystore.to_path_buf(),
+            });
         }
         let s = Settings::read(backup, Flavor::Vmx)?;
         let get = |k: &str| {
