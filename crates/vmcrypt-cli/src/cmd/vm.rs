@@ -121,23 +121,7 @@ pub fn run(cli: &Cli, cmd: &VmCmd, out: &Out) -> Result<Option<Report>> {
             for p in &i.problems {
                 lines.push(format!("problem:      {p}"));
             }
-            let doc = json!({
-                "vmx": i.vmx,
-                "encrypted": i.meta.is_some(),
-                "state": i.meta.as_ref().map(|m| m.state.as_str()),
-                "vm_uuid": i.meta.as_ref().map(|m| m.vm_uuid.clone()),
-                "key_generation": i.meta.as_ref().map(|m| m.generation),
-                "rekey_generation": i.meta.as_ref().and_then(|m| m.rekey_generation),
-                "keys": i.keys.iter().map(|(p, k)| json!({"provider": p, "key_id": k})).collect::<Vec<_>>(),
-                "disks": i.disks.iter().map(|d| json!({
-                    "key": d.key, "path": d.path, "encrypted": d.state.is_some(),
-                    "state": d.state.map(|s| s.as_str()), "key_generation": d.generation,
-                    "rekey_generation": d.rekey_generation, "belongs_to_vm": d.belongs, "error": d.error,
-                    "keys": d.keys.iter().map(|(p, k)| json!({"provider": p, "key_id": k})).collect::<Vec<_>>(),
-                })).collect::<Vec<_>>(),
-                "consistent": i.consistent,
-                "problems": i.problems,
-            });
+            let doc = serde_json::to_value(&i).unwrap_or_default();
             // Not consistent: the report, then exit 4, as for any metadata mismatch.
             let failed = (!i.consistent).then(|| vmcrypt_core::Error::Integrity {
                 path: i.vmx.clone(),

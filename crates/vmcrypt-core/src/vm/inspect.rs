@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use serde::Serialize;
+
 use super::keys::generations_agree;
 use super::{Vm, VmMeta, VmState};
 use crate::Result;
@@ -139,4 +141,82 @@ pub fn vm_inspect(vmx: &Path) -> Result<VmInfo> {
         consistent,
         problems,
     })
+}
+
+/// A (provider, key id) pair as the JSON documents name it.
+#[derive(Serialize)]
+struct KeyName<'a> {
+    provider: &'a str,
+    key_id: &'a str,
+}
+
+fn key_names(keys: &[(String, String)]) -> Vec<KeyName<'_>> {
+    keys.iter()
+        .map(|(p, k)| KeyName {
+            provider: p,
+            key_id: k,
+        })
+        .collect()
+}
+
+#[derive(Serialize)]
+struct DiskView<'a> {
+    key: &'a str,
+    path: &'a Path,
+    encrypted: bool,
+    state: Option<&'static str>,
+    key_generation: Option<u64>,
+    rekey_generation: Option<u64>,
+    belongs_to_vm: bool,
+    error: &'a Option<String>,
+    keys: Vec<KeyName<'a>>,
+}
+
+#[derive(Serialize)]
+struct InfoView<'a> {
+    vmx: &'a Path,
+    encrypted: bool,
+    state: Option<&'static str>,
+    vm_uuid: Option<&'a str>,
+    key_generation: Option<u64>,
+    rekey_generation: Option<u64>,
+    keys: Vec<KeyName<'a>>,
+    disks: Vec<DiskView<'a>>,
+    consistent: bool,
+    problems: &'a [String],
+}
+
+/// The `vm inspect --json` document (docs/cli.md): the VM's clear metadata, its disks, and
+/// what is inconsistent.
+impl Serialize for VmInfo {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let m = self.meta.as_ref();
+        InfoView {
+            vmx: &self.vmx,
+            encrypted: m.is_some(),
+            state: m.map(|m| m.state.as_str()),
+            vm_uuid: m.map(|m| m.vm_uuid.as_str()),
+            key_generation: m.map(|m| m.generation),
+            rekey_generation: m.and_then(|m| m.rekey_generation),
+            keys: key_names(&self.keys),
+            disks: self
+                .disks
+                .iter()
+                .map(|d| DiskView {
+                    key: &d.key,
+                    path: &d.path,
+                    encrypted: d.state.is_some(),
+                    state: d.state.map(|s| s.as_str()),
+                    key_generation: d.generation,
+                    rekey_generation: d.rekey_generation,
+                    belongs_to_vm: d.belongs,
+                    error: &d.error,
+                    keys: key_names(&d.keys),
+                })
+                .collect(),
+            consistent: self.consistent,
+            problems: &self.problems,
+        }
+        .serialize(s)
+    }
 }
