@@ -1,0 +1,3 @@
+//! The Network Block Device protocol (NetworkBlockDevice/nbd `doc/proto.md`), server side.
+
+pub mod wire;
