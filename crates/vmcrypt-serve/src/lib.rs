@@ -2,9 +2,9 @@
 //! protocols QEMU speaks, on top of [`vmcrypt_core::EncryptedDisk`] (which owns the disk's lock,
 //! its key and every XTS tweak).
 //!
-//! This first part is the NBD wire format of the transmission phase ([`nbd::wire`]): requests
-//! decoded and checked against the export before anything touches the disk, and the simple and
-//! structured replies. The handshake and the server follow (issue 16).
+//! This first part is the NBD wire format: the fixed-newstyle handshake ([`nbd::handshake`]),
+//! and the transmission phase ([`nbd::wire`]), whose requests are decoded and checked against
+//! the export before anything touches the disk. The server follows (issue 16).
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
