@@ -286,11 +286,7 @@ impl DiskJob {
                 })
             }
             Verb::Resume if is_vmx(path) => {
-                let mut job = crate::VmJob::resume(path).tuning(self.opts.tuning);
-                if let Some(n) = self.opts.threads {
-                    job = job.threads(n);
-                }
-                job.run(registry, progress, cancel)
+                crate::VmJob::resume_with(path, self.opts.clone()).run(registry, progress, cancel)
             }
             Verb::Resume => {
                 let started = std::time::Instant::now();

@@ -114,6 +114,14 @@ impl VmJob {
         Self::new(Verb::RekeyDeep, vmx)
     }
 
+    /// [`VmJob::resume`] with the options of the disk job that named the VMX.
+    pub(crate) fn resume_with(vmx: impl Into<PathBuf>, opts: JobOptions) -> Self {
+        VmJob {
+            opts,
+            ..Self::new(Verb::Resume, vmx)
+        }
+    }
+
     /// Finish whatever VM job was interrupted (harmless when none is).
     pub fn resume(vmx: impl Into<PathBuf>) -> Self {
         Self::new(Verb::Resume, vmx)
