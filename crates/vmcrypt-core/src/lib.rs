@@ -13,7 +13,7 @@
 //! use std::sync::Arc;
 //! use std::sync::atomic::AtomicBool;
 //! use vmcrypt_core::provider::{KeyProvider, Registry, native::NativeProvider};
-//! use vmcrypt_core::{DiskJob, EncryptedDisk, NoProgress};
+//! use vmcrypt_core::{DiskJob, EncryptedDisk, NoProgress, Scratch};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let dir = tempfile::tempdir()?;
 //! let keystore = dir.path().join("native.keystore");
@@ -34,7 +34,9 @@
 //! let mut unit = vec![0u8; disk.unit_size()];
 //! disk.read_at(&mut unit, 4096)?;
 //! assert_eq!(unit, vec![7u8; 4096]);
-//! disk.write_at(&vec![1u8; 4096], 0)?;
+//! // Each thread that writes has a scratch buffer: data is encrypted there, never in place.
+//! let mut scratch = Scratch::default();
+//! disk.write_at(&vec![1u8; 4096], 0, &mut scratch)?;
 //! disk.flush()?;
 //! # Ok(()) }
 //! ```
@@ -59,6 +61,7 @@ pub mod engine;
 mod engine;
 mod error;
 mod failpoint;
+mod holes;
 pub mod fsutil;
 mod keysafe;
 pub mod locator;
@@ -74,7 +77,7 @@ pub mod wrap;
 #[cfg(not(feature = "testing"))]
 mod wrap;
 
-pub use disk::{DiskJob, EncryptedDisk};
+pub use disk::{DiskJob, EncryptedDisk, Scratch};
 pub use engine::Tuning;
 pub use error::{Error, ErrorKind, Result, error_causes, error_line};
 pub use progress::{JobStats, NoProgress, Progress, worker_threads};

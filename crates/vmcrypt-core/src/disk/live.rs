@@ -5,9 +5,15 @@
 //! The handle holds the disk's lock for its whole life, so no vmcrypt job (and no QEMU tool
 //! that takes its image locks) can change the disk under a running guest. I/O is `pread` /
 //! `pwrite` at the payload's place in its file; methods take `&self`, so one handle serves many
-//! threads. Guest writes that overlap while both are in flight have no defined result on any
-//! block device; partial-unit writes ([`EncryptedDisk::write_partial_at`]) serialize among
-//! themselves per data unit, so two of them into one unit never lose each other's bytes.
+//! threads, each with its own [`Scratch`] (the hot path allocates nothing).
+//!
+//! Ranges are in 512-byte blocks ([`MIN_BLOCK`]). A data unit covered in part is
+//! read-modify-written under a per-unit lock, so two writers of the halves of one unit never
+//! lose each other's bytes; whole units are written directly. Guest writes that overlap while
+//! both are in flight have no defined result on any block device, and none here either.
+//!
+//! Holes (crate::holes): an all-zero unit on disk reads as zeros; [`EncryptedDisk::discard`]
+//! and [`EncryptedDisk::write_zeroes`] punch holes for the whole units they cover.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -15,19 +21,56 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
 use vmcrypt_xts::{SectorSize, Xts};
+use zeroize::Zeroizing;
 
 use super::DiskState;
 use crate::keysafe::KeyRing;
 use crate::lock::DiskLock;
 use crate::provider::ProviderRegistry;
-use crate::{Error, Result};
+use crate::{Error, Result, holes};
 
-/// The smallest write [`EncryptedDisk::write_partial_at`] takes, and its alignment: a
-/// logical block of every virtual disk.
+/// The alignment of every range: a logical block of every virtual disk.
 pub const MIN_BLOCK: u64 = 512;
 
-/// Stripes of the partial-write locks (a partial write locks the stripe of its unit).
+/// Stripes of the partial-unit locks (a partial write locks the stripe of its unit).
 const STRIPES: usize = 64;
+
+/// The largest data unit.
+const MAX_UNIT: usize = 4096;
+
+/// A worker's buffer for writes: plaintext is copied into it and encrypted there, so a
+/// caller's buffer (a client's data, guest memory) is never modified and never holds
+/// ciphertext. Its size bounds one step of a write, not the write. Zeroized on drop.
+pub struct Scratch {
+    buf: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Scratch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scratch")
+            .field("bytes", &self.buf.len())
+            .finish()
+    }
+}
+
+impl Scratch {
+    /// The default step: 1 MiB.
+    pub const DEFAULT: usize = 1 << 20;
+
+    /// A buffer of `bytes` rounded up to whole 4096-byte units (at least one).
+    pub fn new(bytes: usize) -> Scratch {
+        let bytes = bytes.div_ceil(MAX_UNIT).max(1) * MAX_UNIT;
+        Scratch {
+            buf: Zeroizing::new(vec![0u8; bytes]),
+        }
+    }
+}
+
+impl Default for Scratch {
+    fn default() -> Scratch {
+        Scratch::new(Scratch::DEFAULT)
+    }
+}
 
 /// An encrypted disk open for reading and writing by guest offset; see the module docs.
 pub struct EncryptedDisk {
@@ -102,78 +145,105 @@ impl EncryptedDisk {
         self.len == 0
     }
 
-    /// The XTS data unit in bytes (512 or 4096): reads and [`EncryptedDisk::write_at`] take
-    /// whole, aligned units.
+    /// The XTS data unit in bytes (512 or 4096): ranges of whole aligned units need no
+    /// read-modify-write.
     pub fn unit_size(&self) -> usize {
         self.unit.bytes()
     }
 
-    /// Reads and decrypts whole data units at guest byte `offset` into `buf`.
+    /// Reads and decrypts `buf.len()` bytes at guest byte `offset` (both multiples of 512).
+    /// The whole units are read straight into `buf` and decrypted there.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] for a range that is not whole aligned units or runs past the
-    /// end (nothing is read); [`Error::Io`].
+    /// [`Error::InvalidInput`] for a range not in 512-byte blocks or past the end (nothing
+    /// is read); [`Error::Io`].
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        self.check(offset, buf.len(), self.unit.bytes() as u64)?;
-        self.file
-            .read_exact_at(buf, self.base + offset)
-            .map_err(Error::io("read", &self.payload_path))?;
-        self.xts.decrypt_sectors(buf, offset, self.unit)?;
-        Ok(())
-    }
-
-    /// Encrypts and writes whole data units at guest byte `offset`. Durable after
-    /// [`EncryptedDisk::flush`].
-    ///
-    /// # Errors
-    /// [`Error::InvalidInput`] for a range that is not whole aligned units or runs past the
-    /// end (nothing is written); [`Error::Io`].
-    pub fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
-        self.check(offset, buf.len(), self.unit.bytes() as u64)?;
-        let mut sealed = buf.to_vec();
-        self.xts.encrypt_sectors(&mut sealed, offset, self.unit)?;
-        self.file
-            .write_all_at(&sealed, self.base + offset)
-            .map_err(Error::io("write", &self.payload_path))
-    }
-
-    /// Writes a range aligned to [`MIN_BLOCK`] (512 bytes) that need not be whole data units:
-    /// the units it covers in part are read, decrypted, patched and written back (a
-    /// read-modify-write), whole units in between are written directly.
-    ///
-    /// # Errors
-    /// [`Error::InvalidInput`] for a range not aligned to 512 bytes or past the end (nothing
-    /// is written); [`Error::Io`].
-    pub fn write_partial_at(&self, buf: &[u8], offset: u64) -> Result<()> {
-        self.check(offset, buf.len(), MIN_BLOCK)?;
-        let unit = self.unit.bytes() as u64;
-        let end = offset + buf.len() as u64;
-        let mut at = offset;
-        while at < end {
-            let unit_start = at - at % unit;
-            let unit_end = unit_start + unit;
-            let upto = end.min(unit_end);
-            let part = &buf[(at - offset) as usize..(upto - offset) as usize];
-            if at == unit_start && upto == unit_end {
-                // Whole units from here: one write for as many as the range holds.
-                let whole_end = end - (end - at) % unit;
-                self.write_at(
-                    &buf[(at - offset) as usize..(whole_end - offset) as usize],
-                    at,
-                )?;
-                at = whole_end;
-                continue;
+        self.check(offset, buf.len())?;
+        self.for_each_part(offset, buf.len(), |at, range, whole| {
+            let part = &mut buf[range];
+            if whole {
+                self.read_units(part, at)
+            } else {
+                let (start, from) = self.unit_of(at);
+                let mut block = Zeroizing::new([0u8; MAX_UNIT]);
+                let block = &mut block[..self.unit.bytes()];
+                self.read_units(block, start)?;
+                part.copy_from_slice(&block[from..from + part.len()]);
+                Ok(())
             }
-            let stripe = &self.partial[(unit_start / unit) as usize % STRIPES];
-            let _serial = stripe.lock().unwrap_or_else(PoisonError::into_inner);
-            let mut block = zeroize::Zeroizing::new(vec![0u8; unit as usize]);
-            self.read_at(&mut block, unit_start)?;
-            let from = (at - unit_start) as usize;
-            block[from..from + part.len()].copy_from_slice(part);
-            self.write_at(&block, unit_start)?;
-            at = upto;
-        }
-        Ok(())
+        })
+    }
+
+    /// Encrypts and writes `buf` at guest byte `offset` (both multiples of 512), through
+    /// `scratch`; `buf` is not modified. Durable after [`EncryptedDisk::flush`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a range not in 512-byte blocks or past the end (nothing
+    /// is written); [`Error::Io`].
+    pub fn write_at(&self, buf: &[u8], offset: u64, scratch: &mut Scratch) -> Result<()> {
+        self.check(offset, buf.len())?;
+        self.for_each_part(offset, buf.len(), |at, range, whole| {
+            let part = &buf[range];
+            if whole {
+                let size = scratch.buf.len();
+                for (i, step) in part.chunks(size).enumerate() {
+                    let sealed = &mut scratch.buf[..step.len()];
+                    sealed.copy_from_slice(step);
+                    let off = at + (i * size) as u64;
+                    self.xts.encrypt_sectors(sealed, off, self.unit)?;
+                    self.write_raw(sealed, off)?;
+                }
+                Ok(())
+            } else {
+                self.patch_unit(at, scratch, |block, from| {
+                    block[from..from + part.len()].copy_from_slice(part);
+                })
+            }
+        })
+    }
+
+    /// Makes `len` bytes at `offset` read as zeros: the whole units a hole (or, with
+    /// `allocate`, zero bytes written in place, which read as zeros just the same), the units
+    /// covered in part read-modify-written.
+    ///
+    /// # Errors
+    /// As [`EncryptedDisk::write_at`].
+    pub fn write_zeroes(
+        &self,
+        offset: u64,
+        len: u64,
+        allocate: bool,
+        scratch: &mut Scratch,
+    ) -> Result<()> {
+        let len = self.check(offset, usize::try_from(len).unwrap_or(usize::MAX))?;
+        self.for_each_part(offset, len, |at, range, whole| {
+            let n = (range.end - range.start) as u64;
+            if whole {
+                if allocate || !self.punch(at, n)? {
+                    self.write_zero_bytes(at, n, scratch)?;
+                }
+                Ok(())
+            } else {
+                self.patch_unit(at, scratch, |block, from| {
+                    block[from..from + n as usize].fill(0);
+                })
+            }
+        })
+    }
+
+    /// Gives back the room of the whole units in `len` bytes at `offset` (a hole: they read
+    /// as zeros); units covered in part are left as they are, as a discard may.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a range not in 512-byte blocks or past the end; [`Error::Io`].
+    pub fn discard(&self, offset: u64, len: u64) -> Result<()> {
+        let len = self.check(offset, usize::try_from(len).unwrap_or(usize::MAX))?;
+        self.for_each_part(offset, len, |at, range, whole| {
+            if whole {
+                self.punch(at, (range.end - range.start) as u64)?;
+            }
+            Ok(())
+        })
     }
 
     /// Makes every write so far durable (`fdatasync` of the payload file).
@@ -187,17 +257,110 @@ impl EncryptedDisk {
             .map_err(Error::io("fsync", &self.payload_path))
     }
 
-    fn check(&self, offset: u64, len: usize, align: u64) -> Result<()> {
-        let len = len as u64;
-        let fits = offset.checked_add(len).is_some_and(|end| end <= self.len);
-        if !fits || !offset.is_multiple_of(align) || !len.is_multiple_of(align) {
+    /// Splits `len` bytes at `offset` into the unit covered in part at the start, the whole
+    /// units, and the unit covered in part at the end; calls `f(guest offset, range in the
+    /// caller's buffer, whole)` for each that is not empty.
+    fn for_each_part(
+        &self,
+        offset: u64,
+        len: usize,
+        mut f: impl FnMut(u64, std::ops::Range<usize>, bool) -> Result<()>,
+    ) -> Result<()> {
+        let unit = self.unit.bytes() as u64;
+        let end = offset + len as u64;
+        let head_end = if offset.is_multiple_of(unit) {
+            offset
+        } else {
+            offset.next_multiple_of(unit).min(end)
+        };
+        let tail_start = if end.is_multiple_of(unit) {
+            end
+        } else {
+            (end - end % unit).max(head_end)
+        };
+        let at = |o: u64| (o - offset) as usize;
+        for (from, to, whole) in [
+            (offset, head_end, false),
+            (head_end, tail_start, true),
+            (tail_start, end, false),
+        ] {
+            if to > from {
+                f(from, at(from)..at(to), whole)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads whole units at guest offset `at` and decrypts them; holes read as zeros.
+    fn read_units(&self, buf: &mut [u8], at: u64) -> Result<()> {
+        self.file
+            .read_exact_at(buf, self.base + at)
+            .map_err(Error::io("read", &self.payload_path))?;
+        holes::decrypt(&self.xts, buf, at, self.unit)
+    }
+
+    /// Read-modify-writes the unit holding guest offset `at`, under its stripe's lock:
+    /// `patch(plaintext unit, offset of at in it)`.
+    fn patch_unit(
+        &self,
+        at: u64,
+        scratch: &mut Scratch,
+        patch: impl FnOnce(&mut [u8], usize),
+    ) -> Result<()> {
+        let (start, from) = self.unit_of(at);
+        let n = self.unit.bytes() as u64;
+        let _serial = self.partial[(start / n) as usize % STRIPES]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let block = &mut scratch.buf[..n as usize];
+        self.read_units(block, start)?;
+        patch(block, from);
+        self.xts.encrypt_sectors(block, start, self.unit)?;
+        self.write_raw(block, start)
+    }
+
+    /// The start of the unit holding guest offset `at`, and `at`'s offset in it.
+    fn unit_of(&self, at: u64) -> (u64, usize) {
+        let n = self.unit.bytes() as u64;
+        (at - at % n, (at % n) as usize)
+    }
+
+    fn write_raw(&self, bytes: &[u8], at: u64) -> Result<()> {
+        self.file
+            .write_all_at(bytes, self.base + at)
+            .map_err(Error::io("write", &self.payload_path))
+    }
+
+    fn write_zero_bytes(&self, at: u64, len: u64, scratch: &mut Scratch) -> Result<()> {
+        let step = scratch.buf.len() as u64;
+        scratch.buf.fill(0);
+        let mut done = 0;
+        while done < len {
+            let n = step.min(len - done);
+            self.write_raw(&scratch.buf[..n as usize], at + done)?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Punches a hole; false when the file system cannot.
+    fn punch(&self, at: u64, len: u64) -> Result<bool> {
+        holes::punch(&self.file, self.base + at, len)
+            .map_err(Error::io("punch a hole in", &self.payload_path))
+    }
+
+    /// Checks a range; returns its length.
+    fn check(&self, offset: u64, len: usize) -> Result<usize> {
+        let n = len as u64;
+        let fits = offset.checked_add(n).is_some_and(|end| end <= self.len);
+        if !fits || !offset.is_multiple_of(MIN_BLOCK) || !n.is_multiple_of(MIN_BLOCK) {
             return Err(Error::input(format!(
-                "{}: I/O of {len} bytes at {offset} is not whole {align}-byte blocks inside the disk's {} bytes",
+                "{}: I/O of {n} bytes at {offset} is not whole {MIN_BLOCK}-byte blocks inside the disk's {} bytes",
                 self.path.display(),
                 self.len
             )));
         }
-        Ok(())
+        Ok(len)
     }
 }
 
@@ -240,25 +403,48 @@ mod tests {
                 matches!(again, Err(Error::InUse { .. })),
                 "the handle holds the disk: {again:?}"
             );
+            // A small scratch, so writes take several steps.
+            let mut scratch = Scratch::new(8192);
             let mut buf = vec![0u8; 8192];
             disk.read_at(&mut buf, 4096).expect("read");
             assert_eq!(buf, plain[4096..12288]);
-            let new = vec![0xabu8; 4096];
-            disk.write_at(&new, 8192).expect("write");
-            expect[8192..12288].copy_from_slice(&new);
-            // 512-byte writes inside a unit, across a boundary, and into whole units.
-            for (at, n) in [(512u64, 512usize), (3584, 1024), (16384 - 512, 4096 + 1024)] {
+            let new = vec![0xabu8; 3 * 4096];
+            disk.write_at(&new, 8192, &mut scratch).expect("write");
+            assert_eq!(new, vec![0xabu8; 3 * 4096], "the caller's buffer is not touched");
+            expect[8192..8192 + 3 * 4096].copy_from_slice(&new);
+            // 512-byte blocks inside a unit, across a boundary, and into whole units.
+            for (at, n) in [(512u64, 512usize), (3584, 1024), (32768 - 512, 4096 + 1024)] {
                 let bytes: Vec<u8> = (0..n).map(|i| (i % 7) as u8 + 1).collect();
-                disk.write_partial_at(&bytes, at).expect("partial");
+                disk.write_at(&bytes, at, &mut scratch).expect("partial");
                 expect[at as usize..at as usize + n].copy_from_slice(&bytes);
             }
-            for (at, n) in [(100u64, 4096usize), (4096, 100), (plain.len() as u64, 4096)] {
-                assert!(disk.read_at(&mut vec![0; n], at).is_err(), "{at} {n}");
-                assert!(disk.write_at(&vec![0; n], at).is_err(), "{at} {n}");
+            // Zeroes: punched whole units, a patched partial one, and allocated zeroes.
+            disk.write_zeroes(65536 + 512, 3 * 4096, false, &mut scratch)
+                .expect("zeroes");
+            expect[65536 + 512..65536 + 512 + 3 * 4096].fill(0);
+            disk.write_zeroes(131072, 4096, true, &mut scratch)
+                .expect("allocated zeroes");
+            expect[131072..131072 + 4096].fill(0);
+            disk.discard(196608, 8192).expect("discard");
+            expect[196608..196608 + 8192].fill(0);
+            // Reads of partial units, and of the holes.
+            for (at, n) in [(512u64, 1024usize), (3584, 1024), (65536, 4 * 4096), (196608, 8192)] {
+                let mut got = vec![0xffu8; n];
+                disk.read_at(&mut got, at).expect("read");
+                assert_eq!(got, expect[at as usize..at as usize + n], "{at} {n}");
             }
-            assert!(disk.write_partial_at(&[0; 100], 512).is_err());
+            for (at, n) in [(100u64, 4096usize), (4096, 100), (plain.len() as u64, 512)] {
+                assert!(disk.read_at(&mut vec![0; n], at).is_err(), "{at} {n}");
+                assert!(disk.write_at(&vec![0; n], at, &mut scratch).is_err(), "{at} {n}");
+            }
+            assert!(disk.write_zeroes(plain.len() as u64 - 512, 1024, false, &mut scratch).is_err());
+            assert!(disk.discard(u64::MAX - 511, 512).is_err());
             disk.flush().expect("flush");
         }
+        // The punched units are holes in the file.
+        let on_disk = std::fs::read(&img).expect("read image");
+        assert!(on_disk[65536 + 4096..65536 + 3 * 4096].iter().all(|&b| b == 0));
+        assert!(on_disk[196608..196608 + 8192].iter().all(|&b| b == 0));
         let out = dir.path().join("d.plain");
         DiskJob::decrypt(&img)
             .output(&out)

@@ -26,7 +26,7 @@ use super::pieces::{Ended, for_each_piece};
 use super::writeback::with_writeback;
 use crate::progress::{JobStats, Progress, worker_threads};
 use crate::secret::Dek;
-use crate::{Error, Result};
+use crate::{Error, Result, holes};
 
 /// A configured job; see the module docs.
 pub struct ImageJob {
@@ -106,6 +106,11 @@ impl ImageJob {
                 dst_file
                     .set_permissions(std::fs::Permissions::from_mode(mode))
                     .map_err(Error::io("chmod", p))?;
+                // Its full size first: the source's holes are never written, so they stay
+                // holes in the output, up to its very end.
+                dst_file
+                    .set_len(self.len)
+                    .map_err(Error::io("size", p))?;
                 (&dst_file, p)
             }
             None => (&src, &self.src),
@@ -130,18 +135,27 @@ impl ImageJob {
             };
             let helps = !crate::fsutil::memory_backed(dst);
             let ended = with_writeback(helps, flush, |written| {
-                for_each_piece(self.len, self.threads, cancel, |part, off| {
-                    src.read_exact_at(part, self.src_offset + off)
-                        .map_err(Error::io("read", &self.src))?;
-                    match self.dir {
-                        Direction::Encrypt => self.xts.encrypt_sectors(part, off, self.unit)?,
-                        _ => self.xts.decrypt_sectors(part, off, self.unit)?,
+                for_each_piece(self.len, self.threads, cancel, |piece, off| {
+                    // Holes of the source are skipped and stay holes (crate::holes).
+                    let len = piece.len() as u64;
+                    let data = holes::data_units(&src, self.src_offset, off, len, self.unit)
+                        .map_err(Error::io("seek data in", &self.src))?;
+                    for (from, to) in data {
+                        let part = &mut piece[(from - off) as usize..(to - off) as usize];
+                        src.read_exact_at(part, self.src_offset + from)
+                            .map_err(Error::io("read", &self.src))?;
+                        match self.dir {
+                            Direction::Encrypt => {
+                                self.xts.encrypt_sectors(part, from, self.unit)?;
+                            }
+                            _ => holes::decrypt(&self.xts, part, from, self.unit)?,
+                        }
+                        dst.write_all_at(part, from)
+                            .map_err(Error::io("write", dst_path))?;
+                        written.add(part.len() as u64);
                     }
-                    dst.write_all_at(part, off)
-                        .map_err(Error::io("write", dst_path))?;
-                    written.add(part.len() as u64);
-                    done.fetch_add(part.len() as u64, Ordering::Relaxed);
-                    progress.advance(part.len() as u64);
+                    done.fetch_add(len, Ordering::Relaxed);
+                    progress.advance(len);
                     Ok(())
                 })
             })?;

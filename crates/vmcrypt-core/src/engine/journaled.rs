@@ -84,26 +84,46 @@ pub(crate) struct Recrypt {
 }
 
 impl Recrypt {
-    /// Transforms whole units at payload offset `off`, on the calling thread.
+    /// Transforms whole units at payload offset `off`, on the calling thread. Holes (all-zero
+    /// units, crate::holes) of an encrypted payload stay all zero: they are plaintext zeros
+    /// under any key.
     pub(crate) fn apply(&self, buf: &mut [u8], off: u64, unit: SectorSize) -> Result<()> {
-        if let Some(from) = &self.from {
-            from.decrypt_sectors(buf, off, unit)?;
-        }
-        if let Some(to) = &self.to {
-            to.encrypt_sectors(buf, off, unit)?;
-        }
-        Ok(())
+        self.each_run(buf, |run, at| {
+            if let Some(from) = &self.from {
+                from.decrypt_sectors(run, off + at, unit)?;
+            }
+            if let Some(to) = &self.to {
+                to.encrypt_sectors(run, off + at, unit)?;
+            }
+            Ok(())
+        }, unit)
     }
 
     /// The same, spread over the current rayon pool.
     fn par_apply(&self, buf: &mut [u8], off: u64, unit: SectorSize) -> Result<()> {
-        if let Some(from) = &self.from {
-            from.par_sectors(buf, off, unit, Direction::Decrypt)?;
+        self.each_run(buf, |run, at| {
+            if let Some(from) = &self.from {
+                from.par_sectors(run, off + at, unit, Direction::Decrypt)?;
+            }
+            if let Some(to) = &self.to {
+                to.par_sectors(run, off + at, unit, Direction::Encrypt)?;
+            }
+            Ok(())
+        }, unit)
+    }
+
+    /// Calls `f(run, its offset in buf)` on the runs of data units, or on the whole buffer
+    /// when it is plaintext (encryption reads no holes: zeros encrypt like any data).
+    fn each_run(
+        &self,
+        buf: &mut [u8],
+        mut f: impl FnMut(&mut [u8], u64) -> Result<()>,
+        unit: SectorSize,
+    ) -> Result<()> {
+        if self.from.is_none() {
+            return f(buf, 0);
         }
-        if let Some(to) = &self.to {
-            to.par_sectors(buf, off, unit, Direction::Encrypt)?;
-        }
-        Ok(())
+        crate::holes::for_each_data_run(buf, unit, |run, at| f(run, at as u64))
     }
 }
 
