@@ -58,7 +58,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut sector = vec![0u8; unit];
         disk.read_at(&mut sector, 3 * unit as u64)?;
         assert_eq!(sector, plain[3 * unit..4 * unit]);
-        disk.write_at(&[0x5a; 512], 3 * unit as u64 + 1024, &mut Scratch::default())?;
+        disk.write_at(
+            &[0x5a; 512],
+            3 * unit as u64 + 1024,
+            &mut Scratch::default(),
+        )?;
         disk.flush()?;
         disk.read_at(&mut sector, 3 * unit as u64)?;
         assert_eq!(sector[1024..1536], [0x5a; 512]);

@@ -78,10 +78,38 @@ pub enum Command {
     /// (docs/agent.md).
     #[command(subcommand)]
     Agent(AgentCmd),
+    /// Serve an encrypted disk live over NBD, so that QEMU, qemu-img and qemu-io use it
+    /// without decrypting it (docs/live-io.md). The disk is locked while served.
+    #[command(
+        after_help = "Examples:\n  vmcrypt serve disk.img --nbd /run/vmcrypt/disk.sock &\n  qemu-img compare 'nbd+unix:///?socket=/run/vmcrypt/disk.sock' plain.img\n  vmcrypt serve disk.vmdk --nbd 10809 --read-only      (TCP on 127.0.0.1:10809)\n\nSIGTERM or Ctrl-C stops the server cleanly: requests under way are answered, the disk is flushed and unlocked, exit 0.\nTCP has no TLS and no authentication yet: anyone who can reach the port reads and writes the disk in plaintext. Prefer a Unix socket (created 0600)."
+    )]
+    Serve(ServeArgs),
     /// The KMS topology doctor: single points of failure, bad orders, dependency loops and
     /// failover timing of a described topology (docs/topology.md).
     #[command(subcommand)]
     Topology(TopologyCmd),
+}
+
+/// `serve DISK --nbd ...`
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Encrypted disk: raw image or VMDK descriptor.
+    pub disk: PathBuf,
+    /// Where to serve NBD: a Unix socket path (created mode 0600), PORT (TCP on 127.0.0.1),
+    /// or HOST:PORT. TCP has no TLS: see below.
+    #[arg(long, value_name = "SOCKET|PORT|HOST:PORT")]
+    pub nbd: String,
+    /// Export name (default: the disk's file name); clients asking for the default export
+    /// ("") get it too.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Refuse writes, trims and zeroing.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Seconds a client may stall in the middle of a request before it is cut off.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub stall_timeout: u64,
 }
 
 /// `topology ...`

@@ -45,6 +45,7 @@ fn main() -> ExitCode {
             cmd::vm::run(&cli, v, &out).map(|r| r.iter().for_each(|r| present::report(&out, r)))
         }
         Command::Agent(a) => cmd::agent::run(&cli, a, &out),
+        Command::Serve(a) => cmd::serve::run(&cli, a, &out),
         Command::Topology(t) => match cmd::topology::run(t, &out) {
             // The report is the output either way; only the exit code tells errors apart.
             Ok(code) => return ExitCode::from(code),

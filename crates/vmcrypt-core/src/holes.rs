@@ -159,7 +159,9 @@ mod tests {
         assert!(disk[4096..3 * 4096].iter().all(|&b| b == 0));
         assert_eq!(disk[3 * 4096..], plain[3 * 4096..]);
         assert!(is_zero(&[0; 37]));
-        assert!(!is_zero(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]));
+        assert!(!is_zero(&[
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1
+        ]));
         assert!(!is_zero(&[1]));
     }
 
@@ -176,7 +178,10 @@ mod tests {
             .expect("create");
         file.write_all_at(&vec![9u8; 1 << 20], 0).expect("write");
         file.sync_all().expect("sync");
-        assert_eq!(data_ranges(&file, 0, 1 << 20).expect("seek"), [(0, 1 << 20)]);
+        assert_eq!(
+            data_ranges(&file, 0, 1 << 20).expect("seek"),
+            [(0, 1 << 20)]
+        );
         assert!(
             punch(&file, 256 << 10, 256 << 10).expect("punch"),
             "the file system of {} cannot punch holes",
@@ -189,10 +194,7 @@ mod tests {
             data_ranges(&file, 0, 1 << 20).expect("seek"),
             [(0, 256 << 10), (512 << 10, 1 << 20)]
         );
-        assert_eq!(
-            data_ranges(&file, 300 << 10, 400 << 10).expect("seek"),
-            []
-        );
+        assert_eq!(data_ranges(&file, 300 << 10, 400 << 10).expect("seek"), []);
         // In payload offsets for a payload at 1000 in the file, widened to 4096-byte units.
         assert_eq!(
             data_units(&file, 1000, 0, (1 << 20) - 4096, SectorSize::S4096).expect("seek"),

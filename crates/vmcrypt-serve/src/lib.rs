@@ -2,10 +2,17 @@
 //! protocols QEMU speaks, on top of [`vmcrypt_core::EncryptedDisk`] (which owns the disk's lock,
 //! its key and every XTS tweak).
 //!
-//! This first part is the NBD wire format: the fixed-newstyle handshake ([`nbd::handshake`]),
-//! and the transmission phase ([`nbd::wire`]), whose requests are decoded and checked against
-//! the export before anything touches the disk. The server follows (issue 16).
+//! NBD first ([`nbd`]): qemu-img, qemu-io, qemu-nbd's clients and QEMU itself connect to
+//! [`nbd::NbdServer`] over a Unix socket or TCP ([`endpoint`]). Every request is decoded and
+//! checked against the export before anything touches the disk; a client that stalls is cut
+//! off; memory is bounded whatever the clients' queue depths. docs/live-io.md tells the story.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod buffers;
+mod deadline;
+pub mod endpoint;
 pub mod nbd;
+
+pub use endpoint::{Endpoint, Listener};
+pub use nbd::{NbdServer, ServeStats};

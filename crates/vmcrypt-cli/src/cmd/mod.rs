@@ -6,6 +6,7 @@ pub mod disk;
 pub mod inspect;
 pub mod provider;
 pub mod recover;
+pub mod serve;
 pub mod topology;
 pub mod vm;
 

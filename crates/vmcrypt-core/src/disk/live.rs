@@ -410,7 +410,11 @@ mod tests {
             assert_eq!(buf, plain[4096..12288]);
             let new = vec![0xabu8; 3 * 4096];
             disk.write_at(&new, 8192, &mut scratch).expect("write");
-            assert_eq!(new, vec![0xabu8; 3 * 4096], "the caller's buffer is not touched");
+            assert_eq!(
+                new,
+                vec![0xabu8; 3 * 4096],
+                "the caller's buffer is not touched"
+            );
             expect[8192..8192 + 3 * 4096].copy_from_slice(&new);
             // 512-byte blocks inside a unit, across a boundary, and into whole units.
             for (at, n) in [(512u64, 512usize), (3584, 1024), (32768 - 512, 4096 + 1024)] {
@@ -428,22 +432,37 @@ mod tests {
             disk.discard(196608, 8192).expect("discard");
             expect[196608..196608 + 8192].fill(0);
             // Reads of partial units, and of the holes.
-            for (at, n) in [(512u64, 1024usize), (3584, 1024), (65536, 4 * 4096), (196608, 8192)] {
+            for (at, n) in [
+                (512u64, 1024usize),
+                (3584, 1024),
+                (65536, 4 * 4096),
+                (196608, 8192),
+            ] {
                 let mut got = vec![0xffu8; n];
                 disk.read_at(&mut got, at).expect("read");
                 assert_eq!(got, expect[at as usize..at as usize + n], "{at} {n}");
             }
             for (at, n) in [(100u64, 4096usize), (4096, 100), (plain.len() as u64, 512)] {
                 assert!(disk.read_at(&mut vec![0; n], at).is_err(), "{at} {n}");
-                assert!(disk.write_at(&vec![0; n], at, &mut scratch).is_err(), "{at} {n}");
+                assert!(
+                    disk.write_at(&vec![0; n], at, &mut scratch).is_err(),
+                    "{at} {n}"
+                );
             }
-            assert!(disk.write_zeroes(plain.len() as u64 - 512, 1024, false, &mut scratch).is_err());
+            assert!(
+                disk.write_zeroes(plain.len() as u64 - 512, 1024, false, &mut scratch)
+                    .is_err()
+            );
             assert!(disk.discard(u64::MAX - 511, 512).is_err());
             disk.flush().expect("flush");
         }
         // The punched units are holes in the file.
         let on_disk = std::fs::read(&img).expect("read image");
-        assert!(on_disk[65536 + 4096..65536 + 3 * 4096].iter().all(|&b| b == 0));
+        assert!(
+            on_disk[65536 + 4096..65536 + 3 * 4096]
+                .iter()
+                .all(|&b| b == 0)
+        );
         assert!(on_disk[196608..196608 + 8192].iter().all(|&b| b == 0));
         let out = dir.path().join("d.plain");
         DiskJob::decrypt(&img)

@@ -108,9 +108,7 @@ impl ImageJob {
                     .map_err(Error::io("chmod", p))?;
                 // Its full size first: the source's holes are never written, so they stay
                 // holes in the output, up to its very end.
-                dst_file
-                    .set_len(self.len)
-                    .map_err(Error::io("size", p))?;
+                dst_file.set_len(self.len).map_err(Error::io("size", p))?;
                 (&dst_file, p)
             }
             None => (&src, &self.src),

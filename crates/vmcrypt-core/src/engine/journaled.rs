@@ -88,28 +88,36 @@ impl Recrypt {
     /// units, crate::holes) of an encrypted payload stay all zero: they are plaintext zeros
     /// under any key.
     pub(crate) fn apply(&self, buf: &mut [u8], off: u64, unit: SectorSize) -> Result<()> {
-        self.each_run(buf, |run, at| {
-            if let Some(from) = &self.from {
-                from.decrypt_sectors(run, off + at, unit)?;
-            }
-            if let Some(to) = &self.to {
-                to.encrypt_sectors(run, off + at, unit)?;
-            }
-            Ok(())
-        }, unit)
+        self.each_run(
+            buf,
+            |run, at| {
+                if let Some(from) = &self.from {
+                    from.decrypt_sectors(run, off + at, unit)?;
+                }
+                if let Some(to) = &self.to {
+                    to.encrypt_sectors(run, off + at, unit)?;
+                }
+                Ok(())
+            },
+            unit,
+        )
     }
 
     /// The same, spread over the current rayon pool.
     fn par_apply(&self, buf: &mut [u8], off: u64, unit: SectorSize) -> Result<()> {
-        self.each_run(buf, |run, at| {
-            if let Some(from) = &self.from {
-                from.par_sectors(run, off + at, unit, Direction::Decrypt)?;
-            }
-            if let Some(to) = &self.to {
-                to.par_sectors(run, off + at, unit, Direction::Encrypt)?;
-            }
-            Ok(())
-        }, unit)
+        self.each_run(
+            buf,
+            |run, at| {
+                if let Some(from) = &self.from {
+                    from.par_sectors(run, off + at, unit, Direction::Decrypt)?;
+                }
+                if let Some(to) = &self.to {
+                    to.par_sectors(run, off + at, unit, Direction::Encrypt)?;
+                }
+                Ok(())
+            },
+            unit,
+        )
     }
 
     /// Calls `f(run, its offset in buf)` on the runs of data units, or on the whole buffer

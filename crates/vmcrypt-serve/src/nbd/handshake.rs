@@ -200,6 +200,13 @@ pub fn info_block_size(option: u32, minimum: u32, preferred: u32, maximum: u32) 
     option_reply(option, rep::INFO, &d)
 }
 
+/// `NBD_REP_INFO` with `NBD_INFO_NAME`.
+pub fn info_name(option: u32, name: &[u8]) -> Vec<u8> {
+    let mut d = info::NAME.to_be_bytes().to_vec();
+    d.extend_from_slice(name);
+    option_reply(option, rep::INFO, &d)
+}
+
 /// `NBD_REP_SERVER` naming one export (for `NBD_OPT_LIST`).
 pub fn server_entry(name: &[u8]) -> Vec<u8> {
     let mut d = (name.len() as u32).to_be_bytes().to_vec();
