@@ -114,8 +114,7 @@ pub(crate) fn data_ranges(file: &File, start: u64, end: u64) -> io::Result<Vec<(
 }
 
 /// The parts of payload range `[off, off + len)` that hold data, for a payload that starts at
-/// `base` in `file`: [`data_ranges`] in payload offsets, widened to whole `unit`s, merged and
-/// cut to the range. A job reads, transforms and writes these and leaves the rest a hole.
+/// `base` in `file`: [`data_ranges`] made payload offsets by [`widen`].
 pub(crate) fn data_units(
     file: &File,
     base: u64,
@@ -123,19 +122,65 @@ pub(crate) fn data_units(
     len: u64,
     unit: SectorSize,
 ) -> io::Result<Vec<(u64, u64)>> {
+    Ok(widen(
+        &data_ranges(file, base + off, base + off + len)?,
+        base,
+        off,
+        len,
+        unit,
+    ))
+}
+
+/// File ranges holding data made payload ranges (a payload at `base` in its file), widened to
+/// whole `unit`s, merged, and cut to `[off, off + len)`. A job reads, transforms and writes
+/// these and leaves the rest a hole.
+pub(crate) fn widen(
+    ranges: &[(u64, u64)],
+    base: u64,
+    off: u64,
+    len: u64,
+    unit: SectorSize,
+) -> Vec<(u64, u64)> {
     let n = unit.bytes() as u64;
     let end = off + len;
     let mut out: Vec<(u64, u64)> = Vec::new();
-    for (a, b) in data_ranges(file, base + off, base + end)? {
-        let a = (a - base) / n * n;
-        let b = ((b - base).div_ceil(n) * n).min(end);
-        let a = a.max(off);
+    for &(a, b) in ranges {
+        let a = (a.saturating_sub(base) / n * n).max(off);
+        let b = (b.saturating_sub(base).div_ceil(n) * n).min(end);
+        if b <= a {
+            continue;
+        }
         match out.last_mut() {
             Some(last) if last.1 >= a => last.1 = last.1.max(b),
             _ => out.push((a, b)),
         }
     }
-    Ok(out)
+    out
+}
+
+/// Runs of `buf` (whole units, at most one short tail that counts as data): `(start, end,
+/// all zero)`, in order.
+pub(crate) fn runs(
+    buf: &[u8],
+    unit: SectorSize,
+) -> impl Iterator<Item = (usize, usize, bool)> + '_ {
+    let n = unit.bytes();
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        if at >= buf.len() {
+            return None;
+        }
+        let start = at;
+        let unit_zero = |i: usize| {
+            let e = (i + n).min(buf.len());
+            e - i == n && is_zero(&buf[i..e])
+        };
+        let zero = unit_zero(at);
+        while at < buf.len() && unit_zero(at) == zero {
+            at = (at + n).min(buf.len());
+        }
+        Some((start, at, zero))
+    })
 }
 
 #[cfg(test)]
@@ -163,6 +208,19 @@ mod tests {
             0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1
         ]));
         assert!(!is_zero(&[1]));
+        let mut b = vec![0u8; 5 * 512];
+        b[512] = 1;
+        b[4 * 512 + 3] = 1;
+        let r: Vec<_> = runs(&b, SectorSize::S512).collect();
+        assert_eq!(
+            r,
+            [
+                (0, 512, true),
+                (512, 1024, false),
+                (1024, 2048, true),
+                (2048, 2560, false)
+            ]
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@ use vmcrypt_xts::{Direction, SectorSize, Xts};
 use zeroize::{Zeroize, Zeroizing};
 
 use super::journal::{BLOCK, Fingerprint, Header, Holds, JournalKeys, Slot};
-use super::storage::Storage;
+use super::storage::{Storage, give_back, write_sparse};
 use crate::progress::{JobStats, Progress};
 use crate::secret::Dek;
 use crate::{Error, Result};
@@ -120,8 +120,40 @@ impl Recrypt {
         )
     }
 
+    /// Like [`Recrypt::apply`] (spread over the rayon pool with `par`) for a buffer at payload
+    /// offset `off` whose source holes are known: `data` lists the payload ranges that hold
+    /// data (crate::holes::widen). Encryption leaves the holes zero instead of encrypting
+    /// them, so they stay holes; decryption and rekeying find holes by their zeros anyway.
+    pub(crate) fn apply_sparse(
+        &self,
+        buf: &mut [u8],
+        off: u64,
+        unit: SectorSize,
+        data: &[(u64, u64)],
+        par: bool,
+    ) -> Result<()> {
+        let run = |b: &mut [u8], at: u64| {
+            if par {
+                self.par_apply(b, at, unit)
+            } else {
+                self.apply(b, at, unit)
+            }
+        };
+        if self.from.is_some() {
+            return run(buf, off);
+        }
+        let end = off + buf.len() as u64;
+        for &(a, b) in data {
+            let (a, b) = (a.max(off), b.min(end));
+            if a < b {
+                run(&mut buf[(a - off) as usize..(b - off) as usize], a)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Calls `f(run, its offset in buf)` on the runs of data units, or on the whole buffer
-    /// when it is plaintext (encryption reads no holes: zeros encrypt like any data).
+    /// when it is plaintext (its holes are known from the file instead: [`Recrypt::apply_sparse`]).
     fn each_run(
         &self,
         buf: &mut [u8],
@@ -297,7 +329,8 @@ impl<'a> Job<'a> {
                 ));
             }
         }
-        payload.write_at(&data, slot.offset)?;
+        let zeroed = std::sync::Mutex::new(Vec::new());
+        write_sparse(payload, &data, slot.offset, self.unit, &zeroed)?;
         payload.sync()?;
         Ok(match slot.holds {
             Holds::Final => end,
@@ -348,6 +381,14 @@ impl<'a> Job<'a> {
             if m > 0 {
                 payload.read_at(&mut next[..m], end)?;
             }
+            // The chunk's holes (payload offsets are file offsets for this engine).
+            let data = crate::holes::widen(
+                &payload.data_ranges(off, n as u64)?,
+                0,
+                off,
+                n as u64,
+                self.unit,
+            );
             let (journal_bytes, holds): (Zeroizing<Vec<u8>>, Holds) = match self.transform {
                 Transform::Decrypt(_) => (Zeroizing::new(cur[..n].to_vec()), Holds::Original),
                 _ => (Zeroizing::new(Vec::new()), Holds::Final),
@@ -365,7 +406,10 @@ impl<'a> Job<'a> {
                         self.keys.transform_and_fingerprint(
                             &mut cur[..n],
                             holds == Holds::Final,
-                            |piece, at| self.cipher.par_apply(piece, off + at, self.unit),
+                            |piece, at| {
+                                self.cipher
+                                    .apply_sparse(piece, off + at, self.unit, &data, true)
+                            },
                         )
                     },
                 )
@@ -393,8 +437,10 @@ impl<'a> Job<'a> {
             journal.sync()?;
             crate::failpoint::hit("reencrypt-journal-synced");
             // 4. The chunk, durable.
-            payload.write_at(&cur[..n], off)?;
+            let zeroed = std::sync::Mutex::new(Vec::new());
+            write_sparse(payload, &cur[..n], off, self.unit, &zeroed)?;
             payload.sync()?;
+            give_back(payload, &zeroed)?;
             crate::failpoint::hit("reencrypt-chunk-synced");
             progress.advance(n as u64);
             std::mem::swap(&mut cur, &mut next);

@@ -34,7 +34,7 @@ use vmcrypt_xts::SectorSize;
 use super::journal::{BLOCK, Fingerprint, JournalKeys, MAC_LEN, get_fp, get_u64, put_fp};
 use super::journaled::{Recrypt, Transform};
 use super::pieces::{Ended, PIECE, for_each_piece};
-use super::storage::Storage;
+use super::storage::{Storage, give_back, write_sparse};
 use super::writeback::with_writeback;
 use crate::progress::{JobStats, Progress};
 use crate::{Error, Result};
@@ -347,14 +347,36 @@ impl<'a> ShiftJob<'a> {
         for i in done..self.windows() {
             let w = self.window_at(i);
             let (start, n) = self.range(w);
+            let zeroed = std::sync::Mutex::new(Vec::new());
             let ended = with_writeback(
                 helps,
                 || payload.writeback(),
                 |written| {
                     for_each_piece(n, self.threads, cancel, |buf, at| {
-                        payload.read_at(buf, self.src + start + at)?;
-                        self.cipher.apply(buf, start + at, self.unit)?;
-                        payload.write_at(buf, self.dst + start + at)?;
+                        // Only the source's data is read and transformed; its holes stay
+                        // holes at the destination (crate::holes).
+                        let off = start + at;
+                        let len = buf.len() as u64;
+                        let data = crate::holes::widen(
+                            &payload.data_ranges(self.src + off, len)?,
+                            self.src,
+                            off,
+                            len,
+                            self.unit,
+                        );
+                        let mut filled = off;
+                        for &(a, b) in &data {
+                            buf[(filled - off) as usize..(a - off) as usize].fill(0);
+                            payload.read_at(
+                                &mut buf[(a - off) as usize..(b - off) as usize],
+                                self.src + a,
+                            )?;
+                            filled = b;
+                        }
+                        buf[(filled - off) as usize..].fill(0);
+                        self.cipher
+                            .apply_sparse(buf, off, self.unit, &data, false)?;
+                        write_sparse(payload, buf, self.dst + off, self.unit, &zeroed)?;
                         written.add(buf.len() as u64);
                         progress.advance(buf.len() as u64);
                         Ok(())
@@ -368,6 +390,7 @@ impl<'a> ShiftJob<'a> {
                 });
             }
             payload.sync()?;
+            give_back(payload, &zeroed)?;
             crate::failpoint::hit("reencrypt-chunk-synced");
             let next = if i + 1 < self.windows() {
                 let sample = zeroize::Zeroizing::new(self.sample(payload, self.window_at(i + 1))?);
@@ -389,20 +412,26 @@ impl<'a> ShiftJob<'a> {
     }
 
     /// After the last window: clears what the payload left behind, durably. Moving up, the
-    /// bytes below `dst` (the old first window: plaintext after an encryption) are zeroed;
+    /// bytes below `dst` (the old first window: plaintext after an encryption) are zeroed,
+    /// durably, then punched (room given back, where the file system can);
     /// moving down, the file is cut to `dst + len`. Harmless to repeat.
     ///
     /// # Errors
     /// I/O errors.
     pub fn finish(&self, payload: &dyn Storage) -> Result<()> {
         if self.dst > self.src {
+            // Zeros over the old bytes, durably, then a hole: room given back, and nothing
+            // of the old bytes left in freed blocks.
             let zeros = vec![0u8; PIECE];
+            let zeroed = std::sync::Mutex::new(Vec::new());
             let mut at = self.src;
             while at < self.dst {
                 let k = (self.dst - at).min(PIECE as u64) as usize;
-                payload.write_at(&zeros[..k], at)?;
+                write_sparse(payload, &zeros[..k], at, self.unit, &zeroed)?;
                 at += k as u64;
             }
+            payload.sync()?;
+            give_back(payload, &zeroed)?;
         } else {
             payload.set_len(self.dst + self.len)?;
         }

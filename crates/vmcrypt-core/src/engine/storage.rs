@@ -52,6 +52,23 @@ pub trait Storage: Sync {
     fn writeback_helps(&self) -> bool {
         false
     }
+    /// Makes `len` bytes at `off` a hole that reads as zeros (not durable until
+    /// [`Storage::sync`]); false when this store cannot (the default): the caller writes
+    /// zeros instead.
+    ///
+    /// # Errors
+    /// I/O errors.
+    fn punch(&self, _off: u64, _len: u64) -> Result<bool> {
+        Ok(false)
+    }
+    /// The ranges of `[off, off + len)` that hold data; the rest are holes (read as zeros).
+    /// By default everything is data.
+    ///
+    /// # Errors
+    /// I/O errors.
+    fn data_ranges(&self, off: u64, len: u64) -> Result<Vec<(u64, u64)>> {
+        Ok(vec![(off, off + len)])
+    }
 }
 
 /// A file.
@@ -167,4 +184,71 @@ impl Storage for FileStorage {
             .set_len(len)
             .map_err(Error::io("resize", &self.path))
     }
+
+    fn punch(&self, off: u64, len: u64) -> Result<bool> {
+        crate::holes::punch(&self.file, off, len).map_err(Error::io("punch a hole in", &self.path))
+    }
+
+    fn data_ranges(&self, off: u64, len: u64) -> Result<Vec<(u64, u64)>> {
+        crate::holes::data_ranges(&self.file, off, off + len)
+            .map_err(Error::io("seek data in", &self.path))
+    }
+}
+
+/// Writes `buf` at `off` keeping holes: an all-zero run over a hole is not written (it reads
+/// as zeros already); one over data is written as zeros, since punching would free the old
+/// blocks (plaintext, or ciphertext under a retired key) without overwriting them. Those
+/// zero-written ranges go into `zeroed`: once a sync has made the zeros durable,
+/// [`give_back`] punches them, and the job gives back the room.
+///
+/// # Errors
+/// I/O errors.
+pub(crate) fn write_sparse(
+    storage: &dyn Storage,
+    buf: &[u8],
+    off: u64,
+    unit: vmcrypt_xts::SectorSize,
+    zeroed: &std::sync::Mutex<Vec<(u64, u64)>>,
+) -> Result<()> {
+    for (a, b, zero) in crate::holes::runs(buf, unit) {
+        let at = off + a as u64;
+        if !zero {
+            storage.write_at(&buf[a..b], at)?;
+            continue;
+        }
+        for (x, y) in storage.data_ranges(at, (b - a) as u64)? {
+            let (x, y) = (x.max(at), y.min(off + b as u64));
+            if x < y {
+                let from = (x - off) as usize;
+                storage.write_at(&buf[from..from + (y - x) as usize], x)?;
+                zeroed
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push((x, y));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Punches the ranges [`write_sparse`] zeroed, after the sync that made their zeros durable.
+/// A crash before or during this leaves zeros, which read the same.
+///
+/// # Errors
+/// I/O errors.
+pub(crate) fn give_back(
+    storage: &dyn Storage,
+    zeroed: &std::sync::Mutex<Vec<(u64, u64)>>,
+) -> Result<()> {
+    let ranges = std::mem::take(
+        &mut *zeroed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    for (a, b) in ranges {
+        if !storage.punch(a, b - a)? {
+            break;
+        }
+    }
+    Ok(())
 }

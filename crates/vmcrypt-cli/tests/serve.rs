@@ -1,0 +1,528 @@
+//! `vmcrypt serve --nbd`: an encrypted disk used live by real QEMU clients (qemu-img,
+//! qemu-io), and by a raw NBD client written here for what QEMU never sends (partial-unit
+//! writes from two clients, malformed requests, a stalled request). After each server stops
+//! (SIGTERM, or kill -9), an offline decrypt must give exactly the bytes the clients wrote.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const MIB: u64 = 1024 * 1024;
+
+/// A running `vmcrypt serve` and its socket.
+struct Served {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Served {
+    fn start(e: &Env, disk: &str, extra: &[&str]) -> Served {
+        let socket = e.path(&format!("{disk}.sock"));
+        let sock = socket.to_str().expect("utf8").to_string();
+        let mut args = vec!["serve", disk, "--nbd", &sock, "--stall-timeout", "1"];
+        args.extend_from_slice(extra);
+        let mut child = e
+            .command(&args, &[])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn vmcrypt serve");
+        let until = Instant::now() + Duration::from_secs(30);
+        // The socket appears (renamed into place) once it is listening.
+        while !socket.exists() {
+            if let Some(status) = child.try_wait().expect("wait") {
+                let mut err = String::new();
+                if let Some(mut s) = child.stderr.take() {
+                    let _ = s.read_to_string(&mut err);
+                }
+                panic!("vmcrypt serve ended ({status}) before listening: {err}");
+            }
+            assert!(Instant::now() < until, "vmcrypt serve never listened");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Served { child, socket }
+    }
+
+    fn uri(&self) -> String {
+        format!("nbd+unix:///?socket={}", self.socket.display())
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+    }
+
+    /// SIGTERM: the server drains, flushes, unlocks and exits 0.
+    fn stop(self) -> Output {
+        self.signal("-TERM");
+        let started = Instant::now();
+        let out = self.child.wait_with_output().expect("wait");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "stopping took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(out.status.code(), Some(0), "serve: {}", stderr(&out));
+        assert!(!self.socket.exists(), "the socket is removed");
+        out
+    }
+}
+
+/// Runs qemu-io on `uri` with these commands; every one must succeed (a failed pattern check
+/// is a failure).
+fn qemu_io(uri: &str, cmds: &[String]) -> String {
+    let out = qemu_io_raw(uri, cmds, &[]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && !text.contains("failed") && !text.contains("error"),
+        "qemu-io {cmds:?}: {text}"
+    );
+    text
+}
+
+fn qemu_io_raw(uri: &str, cmds: &[String], flags: &[&str]) -> Output {
+    let mut c = Command::new("qemu-io");
+    c.args(flags).args(["-f", "raw"]);
+    for cmd in cmds {
+        c.arg("-c").arg(cmd);
+    }
+    c.arg(uri).output().unwrap_or_else(|e| {
+        panic!("qemu-io is needed by these tests and could not be run ({e}); install it with `apt-get install qemu-utils`")
+    })
+}
+
+/// The bytes of the disk after an offline decrypt into a new file.
+fn decrypted(e: &Env, disk: &str) -> Vec<u8> {
+    let out = format!("{disk}.plain");
+    let _ = std::fs::remove_file(e.path(&out));
+    e.ok(&["decrypt", disk, "--output", &out]);
+    std::fs::read(e.path(&out)).expect("read decrypted")
+}
+
+fn allocated(p: &Path) -> u64 {
+    std::fs::metadata(p).expect("stat").blocks() * 512
+}
+
+fn put(model: &mut [u8], off: u64, len: usize, byte: u8) {
+    model[off as usize..off as usize + len].fill(byte);
+}
+
+/// A raw NBD client: fixed newstyle, `NBD_OPT_GO` on the default export, simple replies.
+struct Raw {
+    s: UnixStream,
+}
+
+impl Raw {
+    fn connect(socket: &Path) -> Raw {
+        let mut s = UnixStream::connect(socket).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        let mut greeting = [0u8; 18];
+        s.read_exact(&mut greeting).expect("greeting");
+        assert_eq!(&greeting[..16], b"NBDMAGICIHAVEOPT");
+        s.write_all(&1u32.to_be_bytes()).expect("flags");
+        // NBD_OPT_GO: name "", no info requests.
+        let mut opt = b"IHAVEOPT".to_vec();
+        opt.extend_from_slice(&7u32.to_be_bytes());
+        opt.extend_from_slice(&6u32.to_be_bytes());
+        opt.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        s.write_all(&opt).expect("go");
+        loop {
+            let mut h = [0u8; 20];
+            s.read_exact(&mut h).expect("option reply");
+            let kind = u32::from_be_bytes(h[12..16].try_into().expect("4"));
+            let len = u32::from_be_bytes(h[16..20].try_into().expect("4"));
+            let mut data = vec![0u8; len as usize];
+            s.read_exact(&mut data).expect("option data");
+            if kind == 1 {
+                break;
+            }
+            assert_eq!(kind, 3, "only INFO replies before the ACK");
+        }
+        Raw { s }
+    }
+
+    fn request(&mut self, kind: u16, cookie: u64, off: u64, len: u32, data: &[u8]) {
+        let mut h = 0x2560_9513u32.to_be_bytes().to_vec();
+        h.extend_from_slice(&0u16.to_be_bytes());
+        h.extend_from_slice(&kind.to_be_bytes());
+        h.extend_from_slice(&cookie.to_be_bytes());
+        h.extend_from_slice(&off.to_be_bytes());
+        h.extend_from_slice(&len.to_be_bytes());
+        h.extend_from_slice(data);
+        self.s.write_all(&h).expect("request");
+    }
+
+    /// The next simple reply: (errno, cookie).
+    fn reply(&mut self) -> (u32, u64) {
+        let mut r = [0u8; 16];
+        self.s.read_exact(&mut r).expect("reply");
+        assert_eq!(
+            u32::from_be_bytes(r[..4].try_into().expect("4")),
+            0x6744_6698
+        );
+        (
+            u32::from_be_bytes(r[4..8].try_into().expect("4")),
+            u64::from_be_bytes(r[8..].try_into().expect("8")),
+        )
+    }
+
+    /// Whether the server closed the connection (EOF or reset) within the read timeout.
+    fn closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.s.read(&mut b), Ok(0) | Err(_))
+    }
+}
+
+#[test]
+fn qemu_clients_use_a_served_disk_and_the_offline_decrypt_finds_their_writes() {
+    let e = Env::new();
+    let plain = e.raw_image("d.img", 16 * MIB);
+    e.ok(&["encrypt", "d.img", "--output", "e.img"]);
+    let mut model = std::fs::read(&plain).expect("read plain");
+    let server = Served::start(&e, "e.img", &[]);
+    let uri = server.uri();
+
+    // The export reads as the plaintext.
+    let cmp = qemu_img(&[
+        "compare",
+        "-f",
+        "raw",
+        "-F",
+        "raw",
+        &uri,
+        plain.to_str().expect("utf8"),
+    ]);
+    assert!(String::from_utf8_lossy(&cmp.stdout).contains("identical"));
+
+    // Every offline command refuses the served disk with exit 5, and changes nothing.
+    for args in [
+        &["decrypt", "e.img", "--output", "x.img"][..],
+        &["decrypt", "e.img", "--in-place"],
+        &["rekey", "e.img", "--deep"],
+        &["rekey", "e.img", "--shallow"],
+        &["resume", "e.img"],
+    ] {
+        let o = e.run(args);
+        assert_eq!(o.status.code(), Some(5), "{args:?}: {}", stderr(&o));
+    }
+    assert!(!e.path("x.img").exists());
+    // A second server is refused too.
+    let o = e.run(&[
+        "serve",
+        "e.img",
+        "--nbd",
+        e.path("other.sock").to_str().expect("utf8"),
+    ]);
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+
+    // Writes at aligned and unaligned offsets (one straddles two data units), zeroes with
+    // and without a hole, a discard, a write with FUA; each read back through the export.
+    let writes: [(u8, u64, usize); 4] = [
+        (0x11, 8192, 4096),
+        (0x22, 1000, 5000),
+        (0x33, 16384 - 100, 200),
+        (0x44, 2 * MIB, 65536),
+    ];
+    let mut cmds = Vec::new();
+    for (p, off, len) in writes {
+        let fua = if p == 0x44 { "-f " } else { "" };
+        cmds.push(format!("write {fua}-P {p} {off} {len}"));
+        put(&mut model, off, len, p);
+    }
+    cmds.push(format!("write -z {} {}", 65536, 131072));
+    put(&mut model, 65536, 131072, 0);
+    cmds.push(format!("write -z -u {} {}", 3 * MIB, MIB));
+    put(&mut model, 3 * MIB, MIB as usize, 0);
+    cmds.push(format!("discard {} {}", MIB, MIB));
+    put(&mut model, MIB, MIB as usize, 0);
+    for (p, off, len) in writes {
+        cmds.push(format!("read -P {p} {off} {len}"));
+    }
+    cmds.push(format!("read -P 0 {} {}", MIB, MIB));
+    cmds.push(format!("read -P 0 {} {}", 3 * MIB, MIB));
+    cmds.push("flush".into());
+    qemu_io(&uri, &cmds);
+
+    // Two qemu-io clients at once, each writing and verifying its own regions.
+    let clients: Vec<_> = [0x55u8, 0x66]
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut cmds = Vec::new();
+            for k in 0..32u64 {
+                let off = 4 * MIB + (2 * k + i as u64) * 65536;
+                cmds.push(format!("write -P {p} {off} 65536"));
+                cmds.push(format!("read -P {p} {off} 65536"));
+                put(&mut model, off, 65536, p);
+            }
+            let uri = uri.clone();
+            std::thread::spawn(move || qemu_io(&uri, &cmds))
+        })
+        .collect();
+    for c in clients {
+        c.join().expect("qemu-io client");
+    }
+
+    // Two raw clients writing the two halves of the same units, 512 bytes at a time: a
+    // read-modify-write each, and neither loses the other's bytes.
+    let base = 8 * MIB;
+    let halves: Vec<_> = [(0xa0u8, 0u64), (0xb0, 2048)]
+        .into_iter()
+        .map(|(p, at)| {
+            let socket = server.socket.clone();
+            std::thread::spawn(move || {
+                let mut c = Raw::connect(&socket);
+                for u in 0..64u64 {
+                    c.request(1, u, base + u * 4096 + at, 512, &[p; 512]);
+                }
+                for _ in 0..64 {
+                    assert_eq!(c.reply().0, 0, "partial write failed");
+                }
+                c.request(2, 0, 0, 0, &[]);
+            })
+        })
+        .collect();
+    for h in halves {
+        h.join().expect("raw client");
+    }
+    for u in 0..64u64 {
+        put(&mut model, base + u * 4096, 512, 0xa0);
+        put(&mut model, base + u * 4096 + 2048, 512, 0xb0);
+    }
+
+    // Bad requests: past the end and unaligned get EINVAL and the connection goes on; a bad
+    // magic or a write longer than 32 MiB closes it; nothing is written.
+    let mut c = Raw::connect(&server.socket);
+    c.request(0, 1, 16 * MIB, 4096, &[]);
+    assert_eq!(c.reply(), (22, 1), "a read past the end is EINVAL");
+    c.request(1, 2, 16 * MIB - 512, 1024, &[0xee; 1024]);
+    assert_eq!(c.reply(), (22, 2), "a write running past the end is EINVAL");
+    c.request(1, 3, 100, 512, &[0xee; 512]);
+    assert_eq!(c.reply(), (22, 3), "an unaligned write is EINVAL");
+    c.request(9, 4, 0, 0, &[]);
+    assert_eq!(c.reply(), (22, 4), "an unknown command is EINVAL");
+    c.request(1, 5, 0, 64 << 20, &[]);
+    assert!(c.closed(), "an oversized write ends the connection");
+    let mut c = Raw::connect(&server.socket);
+    c.s.write_all(&[0x42; 28]).expect("garbage");
+    assert!(c.closed(), "a bad magic ends the connection");
+
+    // A client that stops in the middle of a request is cut off after the stall deadline
+    // (1 s here), while another is served.
+    let mut stalled = Raw::connect(&server.socket);
+    stalled
+        .s
+        .write_all(&0x2560_9513u32.to_be_bytes())
+        .expect("half");
+    let started = Instant::now();
+    qemu_io(&uri, &[format!("read -P 0x11 8192 4096")]);
+    assert!(stalled.closed(), "the stalled client is cut off");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(8),
+        "cut off after {waited:?}"
+    );
+
+    let out = server.stop();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("served"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // The lock is released, and the disk decrypts to exactly what the clients wrote.
+    assert!(
+        decrypted(&e, "e.img") == model,
+        "the decrypted disk differs from the model"
+    );
+}
+
+#[test]
+fn trim_gives_back_room_and_kill_9_keeps_every_flushed_write() {
+    let e = Env::new();
+    let plain = e.raw_image("d.img", 16 * MIB);
+    e.ok(&["encrypt", "d.img", "--output", "e.img"]);
+    let mut model = std::fs::read(&plain).expect("read plain");
+    let disk = e.path("e.img");
+    let before = allocated(&disk);
+    assert!(
+        before >= 16 * MIB,
+        "fully allocated to start with: {before}"
+    );
+
+    let server = Served::start(&e, "e.img", &[]);
+    let uri = server.uri();
+    qemu_io(
+        &uri,
+        &[
+            format!("discard 0 {}", 8 * MIB),
+            format!("write -z -u {} {}", 8 * MIB, 2 * MIB),
+            format!("read -P 0 0 {}", 10 * MIB),
+        ],
+    );
+    put(&mut model, 0, 10 * MIB as usize, 0);
+    let after = allocated(&disk);
+    assert!(
+        after <= before - 9 * MIB,
+        "TRIM and WRITE_ZEROES punch holes: {before} -> {after} bytes allocated"
+    );
+    // Writes made durable by a flush, and by FUA, survive kill -9.
+    qemu_io(
+        &uri,
+        &[
+            format!("write -P 0x77 {} {}", 12 * MIB, MIB),
+            "flush".into(),
+            format!("write -f -P 0x78 {} 4096", 13 * MIB),
+        ],
+    );
+    put(&mut model, 12 * MIB, MIB as usize, 0x77);
+    put(&mut model, 13 * MIB, 4096, 0x78);
+    server.signal("-KILL");
+    let mut child = server.child;
+    child.wait().expect("wait");
+    // The lock died with the process; the disk decrypts, with those writes.
+    assert!(
+        decrypted(&e, "e.img") == model,
+        "the decrypted disk differs from the model"
+    );
+
+    // Read-only: reads are served, writes refused.
+    let server = Served::start(&e, "e.img", &["--read-only"]);
+    let uri = server.uri();
+    let r = qemu_io_raw(&uri, &[format!("read -P 0x78 {} 4096", 13 * MIB)], &["-r"]);
+    assert!(
+        r.status.success() && !String::from_utf8_lossy(&r.stdout).contains("failed"),
+        "read-only reads are served: {}",
+        stderr(&r)
+    );
+    // qemu-io cannot even open a read-only export for writing.
+    let w = qemu_io_raw(&uri, &[format!("write -P 1 0 4096")], &[]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&w.stdout),
+        String::from_utf8_lossy(&w.stderr)
+    );
+    assert!(
+        !w.status.success()
+            || text.contains("denied")
+            || text.contains("read-only")
+            || text.contains("failed"),
+        "a write to a read-only export must fail: {text}"
+    );
+    server.stop();
+    assert!(
+        decrypted(&e, "e.img") == model,
+        "the read-only export changed the disk"
+    );
+}
+
+#[test]
+fn a_sparse_disk_stays_sparse_through_encrypt_deep_rekey_and_decrypt() {
+    let e = Env::new();
+    let img = e.path("thin.img");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "raw",
+        img.to_str().expect("utf8"),
+        "1G",
+    ]);
+    // 8 MiB of data in four places; the rest holes.
+    let mut regions = Vec::new();
+    for (i, at) in [0u64, 100 * MIB + 4096, 512 * MIB, 1024 * MIB - 2 * MIB]
+        .into_iter()
+        .enumerate()
+    {
+        let data: Vec<u8> = (0..2 * MIB)
+            .map(|j| (j as u8) ^ (i as u8 * 71) | 1)
+            .collect();
+        regions.push((at, data));
+    }
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&img)
+            .expect("open");
+        for (at, data) in &regions {
+            f.write_all_at(data, *at).expect("write");
+        }
+    }
+    let limit = 16 * MIB;
+    assert!(allocated(&img) <= limit);
+    e.ok(&["encrypt", "thin.img", "--output", "thin.enc"]);
+    let enc = e.path("thin.enc");
+    assert!(
+        allocated(&enc) <= limit,
+        "after encrypt: {} bytes",
+        allocated(&enc)
+    );
+    e.ok(&["rekey", "thin.enc", "--deep"]);
+    assert!(
+        allocated(&enc) <= limit,
+        "after deep rekey: {} bytes",
+        allocated(&enc)
+    );
+    e.ok(&["decrypt", "thin.enc", "--output", "thin.out"]);
+    let out = e.path("thin.out");
+    assert!(
+        allocated(&out) <= limit,
+        "after decrypt: {} bytes",
+        allocated(&out)
+    );
+    let cmp = qemu_img(&[
+        "compare",
+        "-f",
+        "raw",
+        "-F",
+        "raw",
+        img.to_str().expect("utf8"),
+        out.to_str().expect("utf8"),
+    ]);
+    assert!(String::from_utf8_lossy(&cmp.stdout).contains("identical"));
+    // In place too: encrypt, deep rekey and decrypt of the thin image itself.
+    e.ok(&["encrypt", "thin.img", "--in-place"]);
+    assert!(
+        allocated(&img) <= limit,
+        "after in-place encrypt: {} bytes",
+        allocated(&img)
+    );
+    e.ok(&["rekey", "thin.img", "--deep"]);
+    assert!(
+        allocated(&img) <= limit,
+        "after in-place deep rekey: {} bytes",
+        allocated(&img)
+    );
+    e.ok(&["decrypt", "thin.img", "--in-place"]);
+    assert!(
+        allocated(&img) <= limit,
+        "after in-place decrypt: {} bytes",
+        allocated(&img)
+    );
+    assert_eq!(std::fs::metadata(&img).expect("stat").len(), 1 << 30);
+    let cmp = qemu_img(&[
+        "compare",
+        "-f",
+        "raw",
+        "-F",
+        "raw",
+        img.to_str().expect("utf8"),
+        out.to_str().expect("utf8"),
+    ]);
+    assert!(String::from_utf8_lossy(&cmp.stdout).contains("identical"));
+}
