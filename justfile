@@ -44,3 +44,8 @@ storm:
 # The topology doctor on every example topology (the anti-patterns exit 1 by design).
 topologies:
     for f in testdata/topologies/*.toml; do echo "== $f"; cargo run -q -p vmcrypt-cli -- topology check "$f" || true; done
+
+# The NBD export next to qemu-storage-daemon (raw and LUKS) under qemu-img bench at QD32:
+# MiB/s, ratios, CPU seconds per GiB, peak RSS.
+serve-compare:
+    bash benches/serve-compare.sh

@@ -330,7 +330,7 @@ fn qemu_clients_use_a_served_disk_and_the_offline_decrypt_finds_their_writes() {
         .write_all(&0x2560_9513u32.to_be_bytes())
         .expect("half");
     let started = Instant::now();
-    qemu_io(&uri, &[format!("read -P 0x11 8192 4096")]);
+    qemu_io(&uri, &["read -P 0x11 8192 4096".to_string()]);
     assert!(stalled.closed(), "the stalled client is cut off");
     let waited = started.elapsed();
     assert!(
@@ -410,7 +410,7 @@ fn trim_gives_back_room_and_kill_9_keeps_every_flushed_write() {
         stderr(&r)
     );
     // qemu-io cannot even open a read-only export for writing.
-    let w = qemu_io_raw(&uri, &[format!("write -P 1 0 4096")], &[]);
+    let w = qemu_io_raw(&uri, &["write -P 1 0 4096".to_string()], &[]);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&w.stdout),

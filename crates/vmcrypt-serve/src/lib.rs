@@ -12,6 +12,8 @@
 mod buffers;
 mod deadline;
 pub mod endpoint;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod nbd;
 
 pub use endpoint::{Endpoint, Listener};
