@@ -254,3 +254,73 @@ fn a_descriptor_with_leftover_bytes_after_its_nul_is_read_as_qemu_reads_it() {
     assert_eq!(&back[..end], &text[..], "the text is QEMU's, line for line");
     assert!(back[end..].iter().all(|b| *b == 0) && back.len().is_multiple_of(512));
 }
+
+/// The extent line of `vmdk`: its offset in 512-byte sectors.
+fn extent_offset(vmdk: &std::path::Path) -> u64 {
+    let text = std::fs::read_to_string(vmdk).expect("read descriptor");
+    let line = text
+        .lines()
+        .find(|l| l.contains(" FLAT "))
+        .expect("an extent line");
+    line.rsplit(' ')
+        .next()
+        .expect("offset")
+        .parse()
+        .expect("a number")
+}
+
+#[test]
+fn the_extent_line_follows_the_payload_through_in_place_jobs() {
+    // An in-place encryption moves the payload up in the flat file; the descriptor's extent
+    // line must say where it is, or a tool copying the VMDK by its extent (qemu-img convert, a
+    // backup) copies the wrong bytes. An edited offset is refused; decrypting moves it back.
+    let e = Env::new();
+    e.ok(&["provider", "add-native", "native"]);
+    let vmdk = e.vmdk("v.vmdk", 8 * MIB);
+    let flat = e.path("v-flat.vmdk");
+    let original = std::fs::read(&flat).expect("read");
+    // A plain VMDK's extent must start at 0.
+    let plain = std::fs::read_to_string(&vmdk).expect("read");
+    std::fs::write(
+        &vmdk,
+        plain.replace("\"v-flat.vmdk\" 0", "\"v-flat.vmdk\" 8"),
+    )
+    .expect("edit");
+    let o = e.run(&["encrypt", "v.vmdk", "--in-place"]);
+    assert!(
+        code(&o) != Some(0) && stderr(&o).contains("offset 8"),
+        "a plain extent at offset 8: {}",
+        stderr(&o)
+    );
+    std::fs::write(&vmdk, &plain).expect("restore");
+    assert!(std::fs::read(&flat).expect("read") == original);
+    e.ok(&["encrypt", "v.vmdk", "--in-place"]);
+    let at = std::fs::metadata(&flat).expect("stat").len() - 8 * MIB;
+    assert!(at > 0, "the payload moved");
+    assert_eq!(extent_offset(&vmdk) * 512, at);
+    let copy = e.path("copy.raw");
+    qemu_img(&[
+        "convert",
+        "-U",
+        "-f",
+        "vmdk",
+        "-O",
+        "raw",
+        vmdk.to_str().expect("utf8"),
+        copy.to_str().expect("utf8"),
+    ]);
+    let on_disk = std::fs::read(&flat).expect("read");
+    assert!(
+        std::fs::read(&copy).expect("read") == on_disk[at as usize..],
+        "qemu-img convert copies the payload where it is"
+    );
+    let text = std::fs::read_to_string(&vmdk).expect("read");
+    let good = format!("\"v-flat.vmdk\" {}", at / 512);
+    std::fs::write(&vmdk, text.replace(&good, "\"v-flat.vmdk\" 8")).expect("edit");
+    let o = e.run(&["decrypt", "v.vmdk", "--in-place"]);
+    assert_eq!(code(&o), Some(4), "an edited extent offset: {}", stderr(&o));
+    std::fs::write(&vmdk, &text).expect("restore");
+    e.ok(&["decrypt", "v.vmdk", "--in-place"]);
+    assert_eq!(extent_offset(&vmdk), 0);
+    assert!(std::fs::read(&flat).expect("read") == original);
+}

@@ -221,6 +221,23 @@ impl Disk {
                         s.remove_prefix("ddb.vmcrypt.");
                     }
                 }
+                // The extent line follows the payload, in the same atomic write, so that a
+                // tool copying the VMDK by its extent (qemu-img convert, a backup) copies the
+                // payload wherever an in-place job moved it. While a job moves it, the line
+                // keeps its last settled place.
+                if let Some(extent) = self.extent.as_mut() {
+                    let offset = match meta {
+                        Some(m) if m.state == DiskState::Encrypted => {
+                            m.identity.payload_offset / 512
+                        }
+                        Some(_) => extent.offset,
+                        None => 0,
+                    };
+                    if offset != extent.offset {
+                        s.replace_line(extent.line, &extent.render_with(&extent.file, offset))?;
+                        extent.offset = offset;
+                    }
+                }
                 s.check_room(&self.meta_path, 0)?;
                 let mode = file_mode(&self.meta_path).unwrap_or(0o644);
                 crate::fsutil::write_atomic(&self.meta_path, s.render().as_bytes(), mode)?;
@@ -271,7 +288,8 @@ impl Disk {
             return Err(Error::input("descriptor not loaded"));
         };
         let mut settings = settings.clone();
-        settings.replace_line(extent.line, &extent.render_with_file(flat_name))?;
+        // The new flat file holds the payload from its first byte.
+        settings.replace_line(extent.line, &extent.render_with(flat_name, 0))?;
         settings.remove(KEYSAFE_KEY);
         settings.remove_prefix("ddb.vmcrypt.");
         Ok(Disk {
@@ -283,6 +301,7 @@ impl Disk {
             settings: Some(settings),
             extent: Some(Extent {
                 file: flat_name.to_string(),
+                offset: 0,
                 ..extent.clone()
             }),
             encryption: None,

@@ -110,6 +110,32 @@ impl Disk {
         } else {
             None
         };
+        // The extent line names where the payload is: 0 for a plain disk; for an encrypted
+        // one, its payloadOffset once settled (0 from before that was recorded, and while a
+        // job moves it).
+        let at = extent.offset.saturating_mul(512);
+        match &encryption {
+            None if extent.offset != 0 => {
+                return Err(Error::Unsupported {
+                    what: format!(
+                        "extent type {} at offset {} in {}",
+                        extent.kind,
+                        extent.offset,
+                        path.display()
+                    ),
+                });
+            }
+            Some(m) if at != 0 && at != m.identity.payload_offset => {
+                return Err(Error::Integrity {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "the extent line puts the payload at byte {at}, the metadata at {}: edited?",
+                        m.identity.payload_offset
+                    ),
+                });
+            }
+            _ => {}
+        }
         Ok(Disk {
             path: path.to_path_buf(),
             format: DiskFormat::VmdkFlat,
