@@ -332,6 +332,8 @@ impl<'a> Job<'a> {
         let zeroed = std::sync::Mutex::new(Vec::new());
         write_sparse(payload, &data, slot.offset, self.unit, &zeroed)?;
         payload.sync()?;
+        // As after each chunk of a run: what became zeros durably is given back.
+        give_back(payload, &zeroed)?;
         Ok(match slot.holds {
             Holds::Final => end,
             Holds::Original => slot.offset,
