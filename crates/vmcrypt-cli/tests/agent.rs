@@ -577,3 +577,77 @@ fn slow_clients_are_cut_off_by_a_frame_deadline_and_never_block_new_ones() {
     }
     e.ok(&["--agent", agent.sock(), "agent", "status"]);
 }
+
+/// Kilobytes of locked memory of process `pid` (VmLck in /proc/PID/status, readable even for
+/// a non-dumpable process).
+fn locked_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmLck:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("a VmLck line")
+}
+
+#[test]
+fn a_disk_served_through_the_agent_keeps_serving_with_the_kms_and_the_agent_gone() {
+    let mut c = Cluster::start(1);
+    let e = Env::new();
+    add_kmip(&e, &c, "kms", &[&c.servers[0]], &["--timeout", "5"]);
+    let plain = e.raw_image("d.img", 4 * MIB);
+    let mut agent = AgentProc::start(&e);
+    let via = ["--agent", agent.sock()];
+    e.ok(&[
+        &via[..],
+        &["encrypt", "d.img", "--output", "e.img", "--provider", "kms"],
+    ]
+    .concat());
+
+    // The KMS goes away; the server gets the key from the agent's cache.
+    c.stop_server(0);
+    let server = Served::start(&e, "e.img", &via);
+    // Its key schedule is in locked memory: a CLI process locks nothing else.
+    let locked = locked_kib(server.child.id());
+    assert!(locked >= 4, "VmLck of the server: {locked} kB");
+
+    // Then the agent goes away too: the served disk needs neither any more.
+    let (code, log) = agent.stop();
+    assert!(code.success(), "agent exit {code:?}: {log}");
+    let mut model = std::fs::read(&plain).expect("plain");
+    model[MIB as usize..MIB as usize + 65536].fill(0x5a);
+    std::fs::write(e.path("model.img"), &model).expect("model");
+    qemu_io(
+        &server.uri(),
+        &[
+            "write -P 0x5a 1M 64k".to_string(),
+            "flush".to_string(),
+            "read -P 0x5a 1M 64k".to_string(),
+        ],
+    );
+    let cmp = qemu_img(&[
+        "compare",
+        "-f",
+        "raw",
+        "-F",
+        "raw",
+        &server.uri(),
+        e.path("model.img").to_str().expect("utf8"),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&cmp.stdout).contains("identical"),
+        "{}",
+        String::from_utf8_lossy(&cmp.stdout)
+    );
+    server.stop();
+
+    // Offline, with the KMS and the agent gone, the key is out of reach: it was only in the
+    // server's memory.
+    let before = snapshot(e.dir.path());
+    let o = e.run(&["decrypt", "e.img", "--output", "x.img"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert_eq!(
+        snapshot(e.dir.path()),
+        before,
+        "a failed decrypt changed files"
+    );
+}

@@ -24,7 +24,7 @@ pub enum ErrorKind {
     Cancelled,
     /// Another job or program holds the disk; nothing was changed (safe to retry later).
     InUse,
-    /// The operating system refused what vmcrypt needs (randomness).
+    /// The operating system refused what vmcrypt needs (randomness, locked memory).
     System,
 }
 
@@ -159,6 +159,13 @@ pub enum Error {
         /// What the OS said.
         reason: String,
     },
+    /// A key schedule could not be put in locked, non-dumpable memory (RLIMIT_MEMLOCK too
+    /// low, most often); the reason says how to raise the limit.
+    #[error("{reason}")]
+    NoLockedMemory {
+        /// What the OS said, and the fix.
+        reason: String,
+    },
     /// The native keystore is missing, unreadable or unsafe.
     #[error("keystore {}: {reason}", path.display())]
     Keystore {
@@ -219,7 +226,7 @@ impl Error {
             Error::KeyRefused { .. } => ErrorKind::KeyRefused,
             Error::Cancelled { .. } => ErrorKind::Cancelled,
             Error::InUse { .. } => ErrorKind::InUse,
-            Error::NoRandomness { .. } => ErrorKind::System,
+            Error::NoRandomness { .. } | Error::NoLockedMemory { .. } => ErrorKind::System,
         }
     }
 

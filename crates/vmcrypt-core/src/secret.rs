@@ -111,13 +111,37 @@ impl Dek {
         Ok(dek)
     }
 
-    /// The XTS key schedule for this key.
+    /// The XTS key schedule for this key, in locked, non-dumpable pages of its own: the
+    /// round keys contain the key and live as long as the job or the served disk. The stack
+    /// it was built on is scrubbed before this returns.
     ///
     /// # Errors
-    /// Never for a key built by this module (the halves are checked); kept for safety.
-    pub fn xts(&self) -> Result<vmcrypt_xts::Xts> {
-        Ok(vmcrypt_xts::Xts::new(self.expose_secret())?)
+    /// [`Error::NoLockedMemory`] when RLIMIT_MEMLOCK leaves no room for one more page (the
+    /// message says how to raise it); [`Error::Xts`] never for a key built by this module
+    /// (the halves are checked).
+    pub fn xts(&self) -> Result<Schedule> {
+        let schedule = locked_schedule(self.expose_secret());
+        vmcrypt_secmem::scrub_stack::<SCRUB_BYTES>();
+        schedule
     }
+}
+
+/// An XTS key schedule in locked memory ([`Dek::xts`]); use it as a [`vmcrypt_xts::Xts`].
+pub type Schedule = vmcrypt_secmem::LockedBox<vmcrypt_xts::Xts>;
+
+/// Stack scrubbed after a key schedule is built: several times what building one and moving
+/// it uses (an `Xts` is under 3 KiB).
+const SCRUB_BYTES: usize = 32 * 1024;
+
+/// Builds the schedule in frames below [`Dek::xts`]'s, so that the scrub covers every copy.
+#[inline(never)]
+fn locked_schedule(key: &[u8; 64]) -> Result<Schedule> {
+    let xts = vmcrypt_xts::Xts::new(key)?;
+    vmcrypt_secmem::LockedBox::new(xts, "a disk's key schedule").map_err(|e| {
+        Error::NoLockedMemory {
+            reason: e.to_string(),
+        }
+    })
 }
 
 /// Fills `buf` from the OS CSPRNG.
@@ -160,6 +184,24 @@ mod tests {
         assert!(Dek::from_xts_bytes(&[3u8; 63]).is_err());
         let dek = Dek::generate_xts().expect("rng");
         assert_ne!(&dek.expose_secret()[..32], &dek.expose_secret()[32..]);
+    }
+
+    #[test]
+    fn a_key_schedule_takes_one_locked_page_and_encrypts_like_an_unlocked_one() {
+        assert!(std::mem::size_of::<vmcrypt_xts::Xts>() <= 4096, "one page");
+        let dek = Dek::generate_xts().expect("rng");
+        let locked = dek.xts().expect("locked memory");
+        let plain = vmcrypt_xts::Xts::new(dek.expose_secret()).expect("schedule");
+        let mut a = vec![7u8; 4096];
+        let mut b = a.clone();
+        locked
+            .encrypt_sectors(&mut a, 2560, vmcrypt_xts::SectorSize::S512)
+            .expect("encrypt");
+        plain
+            .encrypt_sectors(&mut b, 2560, vmcrypt_xts::SectorSize::S512)
+            .expect("encrypt");
+        assert_eq!(a, b);
+        assert_ne!(a, vec![7u8; 4096]);
     }
 
     #[test]

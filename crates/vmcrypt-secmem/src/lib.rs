@@ -1,6 +1,7 @@
 //! vmcrypt-secmem: the system calls of vmcrypt that take raw pointers, and nothing else.
 //!
 //! - [`LockedSlots`]: memory for cached keys that never reaches swap or a core dump;
+//! - [`LockedBox`]: the same for one value, such as the key schedule of a served disk;
 //! - [`harden_process`]: no core dumps, no ptrace by other processes of the user;
 //! - [`ofd`]: open file description locks, the lock QEMU takes on its images.
 //!
@@ -17,10 +18,13 @@
 #![warn(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
+mod boxed;
 pub mod ofd;
+mod pages;
 mod process;
 mod slots;
 
+pub use boxed::{LockedBox, scrub_stack};
 pub use process::{harden_process, process_dumpable};
 pub use slots::LockedSlots;
 

@@ -7,6 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod served;
+#[allow(unused_imports)]
+pub use served::*;
+
 pub struct Env {
     pub dir: tempfile::TempDir,
 }

@@ -20,13 +20,14 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
-use vmcrypt_xts::{SectorSize, Xts};
+use vmcrypt_xts::SectorSize;
 use zeroize::Zeroizing;
 
 use super::DiskState;
 use crate::keysafe::KeyRing;
 use crate::lock::DiskLock;
 use crate::provider::ProviderRegistry;
+use crate::secret::Schedule;
 use crate::{Error, Result, holes};
 
 /// The alignment of every range: a logical block of every virtual disk.
@@ -78,7 +79,7 @@ pub struct EncryptedDisk {
     path: PathBuf,
     payload_path: PathBuf,
     file: File,
-    xts: Xts,
+    xts: Schedule,
     unit: SectorSize,
     /// Where the payload starts in its file.
     base: u64,

@@ -20,12 +20,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use vmcrypt_xts::{Direction, SectorSize, Xts};
+use vmcrypt_xts::{Direction, SectorSize};
 
 use super::pieces::{Ended, for_each_piece};
 use super::writeback::with_writeback;
 use crate::progress::{JobStats, Progress, worker_threads};
-use crate::secret::Dek;
+use crate::secret::{Dek, Schedule};
 use crate::{Error, Result, holes};
 
 /// A configured job; see the module docs.
@@ -34,7 +34,7 @@ pub struct ImageJob {
     src_offset: u64,
     dst: Option<PathBuf>,
     len: u64,
-    xts: Xts,
+    xts: Schedule,
     unit: SectorSize,
     dir: Direction,
     threads: usize,

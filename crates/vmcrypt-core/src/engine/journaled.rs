@@ -20,13 +20,13 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use vmcrypt_xts::{Direction, SectorSize, Xts};
+use vmcrypt_xts::{Direction, SectorSize};
 use zeroize::{Zeroize, Zeroizing};
 
 use super::journal::{BLOCK, Fingerprint, Header, Holds, JournalKeys, Slot};
 use super::storage::{Storage, give_back, write_sparse};
 use crate::progress::{JobStats, Progress};
-use crate::secret::Dek;
+use crate::secret::{Dek, Schedule};
 use crate::{Error, Result};
 
 /// What the job does to each data unit.
@@ -79,8 +79,8 @@ impl Transform<'_> {
 /// What a job does to each data unit: decrypt under the old DEK (if any), then encrypt under
 /// the new one (if any). Shared by both engines.
 pub(crate) struct Recrypt {
-    from: Option<Xts>,
-    to: Option<Xts>,
+    from: Option<Schedule>,
+    to: Option<Schedule>,
 }
 
 impl Recrypt {
