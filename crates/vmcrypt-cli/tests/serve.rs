@@ -141,13 +141,15 @@ fn qemu_clients_use_a_served_disk_and_the_offline_decrypt_finds_their_writes() {
     ]);
     assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
 
-    // Writes at aligned and unaligned offsets (one straddles two data units), zeroes with
-    // and without a hole, a discard, a write with FUA; each read back through the export.
-    let writes: [(u8, u64, usize); 4] = [
+    // Writes at aligned and unaligned offsets (one straddles two data units, one is larger
+    // than a server buffer and starts and ends inside units), zeroes with and without a hole,
+    // a discard, a write with FUA; each read back through the export.
+    let writes: [(u8, u64, usize); 5] = [
         (0x11, 8192, 4096),
         (0x22, 1000, 5000),
         (0x33, 16384 - 100, 200),
         (0x44, 2 * MIB, 65536),
+        (0x45, 11 * MIB + 1536, 3 * MIB as usize + 1024),
     ];
     let mut cmds = Vec::new();
     for (p, off, len) in writes {

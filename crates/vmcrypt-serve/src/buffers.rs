@@ -3,16 +3,17 @@
 //!
 //! A write's data must be read off the socket before a worker can encrypt it, so the bytes of
 //! writes in flight are bounded here, whatever the clients' queue depths: a reader whose
-//! request does not fit waits until workers give bytes back. Buffers of the usual size are
-//! kept for the next request (the hot path allocates nothing); larger ones (up to the
-//! protocol's 32 MiB) are allocated for the request and freed after it. Buffers hold
-//! plaintext and are zeroed when freed.
+//! request does not fit waits until workers give bytes back. Every buffer is of one size,
+//! [`STANDARD`], and kept for the next request once given back, so requests allocate nothing:
+//! a larger write (up to the protocol's 32 MiB) is held in several buffers, its pieces.
+//! Buffers hold plaintext and are zeroed when freed.
 
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use zeroize::Zeroizing;
 
-/// The size of a kept buffer: requests up to it reuse one.
+/// The size of a buffer: a write of up to this many bytes takes one, a larger one takes as
+/// many as it needs.
 pub(crate) const STANDARD: usize = 1 << 20;
 
 /// The budget and the kept buffers.
@@ -51,16 +52,18 @@ impl Buffers {
             s = self.freed.wait(s).unwrap_or_else(PoisonError::into_inner);
         }
         s.free_bytes -= charge;
-        let buf = if len <= STANDARD {
-            // Zeroed pages are mapped lazily: a new buffer costs what is written into it.
+        // Zeroed pages are mapped lazily: a new buffer costs what is written into it.
+        let mut one = || {
             s.kept
                 .pop()
                 .unwrap_or_else(|| Zeroizing::new(vec![0u8; STANDARD]))
-        } else {
-            Zeroizing::new(vec![0u8; len])
         };
+        let first = one();
+        let more = len.div_ceil(STANDARD).saturating_sub(1);
+        let rest = (0..more).map(|_| one()).collect();
         Payload {
-            buf: Some(buf),
+            first,
+            rest,
             len,
             charge,
             owner: Arc::clone(self),
@@ -73,23 +76,39 @@ impl Buffers {
     }
 }
 
-/// Write data in flight; gives its bytes back to the budget when dropped.
+/// Write data in flight, in pieces of [`STANDARD`] bytes (the last one shorter); gives its
+/// bytes back to the budget when dropped.
 #[derive(Debug)]
 pub(crate) struct Payload {
-    buf: Option<Zeroizing<Vec<u8>>>,
+    first: Zeroizing<Vec<u8>>,
+    /// Further pieces of a write larger than one buffer (empty, and so not allocated, for
+    /// the others).
+    rest: Vec<Zeroizing<Vec<u8>>>,
     len: usize,
     charge: usize,
     owner: Arc<Buffers>,
 }
 
 impl Payload {
-    pub(crate) fn bytes(&self) -> &[u8] {
-        self.buf.as_ref().map_or(&[], |b| &b[..self.len])
+    /// The pieces in order, each with its offset in the write.
+    pub(crate) fn pieces(&self) -> impl Iterator<Item = (usize, &[u8])> {
+        let len = self.len;
+        std::iter::once(&self.first)
+            .chain(&self.rest)
+            .enumerate()
+            .map(move |(i, b)| {
+                let at = i * STANDARD;
+                (at, &b[..(len - at).min(STANDARD)])
+            })
     }
 
-    pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
+    /// The pieces in order, writable.
+    pub(crate) fn pieces_mut(&mut self) -> impl Iterator<Item = &mut [u8]> {
         let len = self.len;
-        self.buf.as_mut().map_or(&mut [], |b| &mut b[..len])
+        std::iter::once(&mut self.first)
+            .chain(&mut self.rest)
+            .enumerate()
+            .map(move |(i, b)| &mut b[..(len - i * STANDARD).min(STANDARD)])
     }
 }
 
@@ -101,11 +120,11 @@ impl Drop for Payload {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         s.free_bytes += self.charge;
-        if let Some(buf) = self.buf.take()
-            && buf.len() == STANDARD
-            && s.kept.len() < s.keep_at_most
-        {
-            s.kept.push(buf);
+        let first = std::mem::replace(&mut self.first, Zeroizing::new(Vec::new()));
+        for buf in std::iter::once(first).chain(self.rest.drain(..)) {
+            if s.kept.len() < s.keep_at_most {
+                s.kept.push(buf);
+            }
         }
         drop(s);
         self.owner.freed.notify_all();
@@ -122,18 +141,35 @@ mod tests {
     fn the_budget_bounds_bytes_in_flight_and_buffers_are_reused() {
         let b = Buffers::new(3 * STANDARD);
         let mut one = b.take(4096);
-        one.bytes_mut().fill(7);
-        let ptr = one.bytes().as_ptr();
+        one.pieces_mut().for_each(|p| p.fill(7));
+        let ptr = one.pieces().next().expect("a piece").1.as_ptr();
         drop(one);
         let again = b.take(512);
-        assert_eq!(again.bytes().as_ptr(), ptr, "the buffer is reused");
+        let (at, piece) = again.pieces().next().expect("a piece");
+        assert_eq!((at, piece.len()), (0, 512));
+        assert_eq!(piece.as_ptr(), ptr, "the buffer is reused");
+        assert_eq!(again.pieces().count(), 1);
         assert_eq!(b.free_bytes(), 3 * STANDARD - 512);
-        let big = b.take(2 * STANDARD);
-        assert_eq!(big.bytes().len(), 2 * STANDARD);
+        // A larger write is held in standard buffers: its pieces.
+        let mut big = b.take(2 * STANDARD - 256);
+        for (i, p) in big.pieces_mut().enumerate() {
+            p.fill(i as u8 + 1);
+        }
+        let pieces: Vec<(usize, usize, u8)> =
+            big.pieces().map(|(at, p)| (at, p.len(), p[0])).collect();
+        assert_eq!(
+            pieces,
+            vec![(0, STANDARD, 1), (STANDARD, STANDARD - 256, 2)]
+        );
         // A third request that does not fit waits until one is given back.
         let waiter = {
             let b = Arc::clone(&b);
-            std::thread::spawn(move || b.take(STANDARD).bytes().len())
+            std::thread::spawn(move || {
+                b.take(STANDARD)
+                    .pieces()
+                    .map(|(_, p)| p.len())
+                    .sum::<usize>()
+            })
         };
         std::thread::sleep(Duration::from_millis(100));
         assert!(!waiter.is_finished(), "over budget: it waits");
@@ -141,5 +177,8 @@ mod tests {
         assert_eq!(waiter.join().expect("join"), STANDARD);
         drop(again);
         assert_eq!(b.free_bytes(), 3 * STANDARD);
+        // Every buffer came back to be reused: no request allocated one of its own.
+        let kept = b.state.lock().map(|s| s.kept.len()).unwrap_or(0);
+        assert_eq!(kept, 3);
     }
 }

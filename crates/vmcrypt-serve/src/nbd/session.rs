@@ -213,7 +213,10 @@ pub(crate) fn read_requests(mut stream: Stream, conn: &Arc<Conn>, ctx: &Ctx<'_>)
         conn.begin();
         let payload = if req.command == Command::Write {
             let mut p = ctx.buffers.take(req.length as usize);
-            if let Err(e) = read_within(&mut stream, p.bytes_mut(), false, ctx.stall, ctx.stop) {
+            let got = p.pieces_mut().try_for_each(|piece| {
+                read_within(&mut stream, piece, false, ctx.stall, ctx.stop).map(drop)
+            });
+            if let Err(e) = got {
                 conn.end();
                 break Some(e.to_string());
             }
@@ -269,7 +272,9 @@ pub(crate) fn execute(
                 payload
                     .as_ref()
                     .map_or(Ok(()), |p| {
-                        disk.write_at(p.bytes(), offset, &mut bufs.scratch)
+                        p.pieces().try_for_each(|(at, piece)| {
+                            disk.write_at(piece, offset + at as u64, &mut bufs.scratch)
+                        })
                     })
                     .inspect(|()| {
                         counters.bytes_written.fetch_add(len, Ordering::Relaxed);
