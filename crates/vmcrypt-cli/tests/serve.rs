@@ -132,6 +132,16 @@ fn qemu_clients_use_a_served_disk_and_the_offline_decrypt_finds_their_writes() {
         assert_eq!(o.status.code(), Some(5), "{args:?}: {}", stderr(&o));
     }
     assert!(!e.path("x.img").exists());
+    // QEMU cannot open the file beside the server, for writing or for reading.
+    let image = e.path("e.img");
+    for flags in [&[][..], &["-r"]] {
+        let o = qemu_io_raw(image.to_str().expect("utf8"), &["read 0 512".into()], flags);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains("lock"),
+            "qemu-io {flags:?} opened a served disk: {err}"
+        );
+    }
     // A second server is refused too.
     let o = e.run(&[
         "serve",
