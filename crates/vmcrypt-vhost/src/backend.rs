@@ -1,0 +1,436 @@
+//! The virtio-blk device behind vhost-user: one worker thread per virtqueue (queues never
+//! wait for each other), each with its own buffers. A read goes file -> buffer -> XTS decrypt
+//! -> guest memory; a write is copied out of guest memory, encrypted into the queue's scratch
+//! and written, so guest memory is never modified by a write and the guest never sees
+//! ciphertext. A FLUSH is an fdatasync before the used ring says the request is done.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
+use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
+use virtio_queue::QueueT;
+use vm_memory::{Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
+use vmcrypt_core::{EncryptedDisk, Scratch};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::event::{
+    EventConsumer, EventFlag, EventNotifier, new_event_consumer_and_notifier,
+};
+use zeroize::Zeroizing;
+
+use crate::config::{CONFIG_LEN, Geometry, WCE_OFFSET, config_slice};
+use crate::request::{
+    ID_LEN, Kind, Layout, Refused, Request, Seg, Span, ZeroRange, status, zero_ranges,
+};
+
+type Memory = GuestMemoryAtomic<GuestMemoryMmap>;
+
+/// Bytes moved between the disk and guest memory at a time.
+const PIECE: usize = 1 << 20;
+
+/// What the device did, for the log line at exit.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) requests: AtomicU64,
+    pub(crate) bytes_read: AtomicU64,
+    pub(crate) bytes_written: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    pub(crate) broken: AtomicU64,
+}
+
+/// A queue's own memory: the plaintext buffer, the write scratch, and the chain being served.
+struct QueueBufs {
+    data: Zeroizing<Vec<u8>>,
+    scratch: Scratch,
+    segs: Vec<Seg>,
+    zeros: Vec<ZeroRange>,
+}
+
+/// The device; shared (as `Arc`) by the vhost-user daemon of each frontend connection.
+pub(crate) struct BlkBackend {
+    disk: Arc<EncryptedDisk>,
+    geo: Geometry,
+    serial: [u8; ID_LEN],
+    writeback: AtomicBool,
+    event_idx: AtomicBool,
+    mem: Mutex<Option<Memory>>,
+    queues: Vec<Mutex<QueueBufs>>,
+    pub(crate) counters: Counters,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl BlkBackend {
+    pub(crate) fn new(disk: Arc<EncryptedDisk>, geo: Geometry, serial: &str) -> BlkBackend {
+        let mut id = [0u8; ID_LEN];
+        let s = serial.as_bytes();
+        id[..s.len().min(ID_LEN)].copy_from_slice(&s[..s.len().min(ID_LEN)]);
+        let queues = (0..geo.queues)
+            .map(|_| {
+                Mutex::new(QueueBufs {
+                    data: Zeroizing::new(vec![0u8; PIECE]),
+                    scratch: Scratch::default(),
+                    segs: Vec::with_capacity(usize::from(geo.queue_size)),
+                    zeros: Vec::new(),
+                })
+            })
+            .collect();
+        BlkBackend {
+            disk,
+            geo,
+            serial: id,
+            writeback: AtomicBool::new(true),
+            event_idx: AtomicBool::new(false),
+            mem: Mutex::new(None),
+            queues,
+            counters: Counters::default(),
+        }
+    }
+
+    /// Serves every available chain of queue `q`, then signals the guest once.
+    fn process(&self, vring: &VringRwLock, q: usize) -> io::Result<()> {
+        let Some(atomic) = lock(&self.mem).clone() else {
+            return Ok(());
+        };
+        let Some(bufs) = self.queues.get(q) else {
+            return Ok(());
+        };
+        let mut bufs = lock(bufs);
+        let event_idx = self.event_idx.load(Ordering::Relaxed);
+        let qerr = |e: virtio_queue::Error| io::Error::other(e.to_string());
+        loop {
+            if event_idx {
+                vring.disable_notification().map_err(qerr)?;
+            }
+            let mut used = false;
+            loop {
+                let mem = atomic.memory();
+                let chain = vring
+                    .get_mut()
+                    .get_queue_mut()
+                    .pop_descriptor_chain(mem.clone());
+                let Some(chain) = chain else { break };
+                let head = chain.head_index();
+                bufs.segs.clear();
+                let cap = bufs.segs.capacity().max(1);
+                let mut too_long = false;
+                for d in chain {
+                    if bufs.segs.len() == cap {
+                        too_long = true;
+                        break;
+                    }
+                    bufs.segs.push(Seg {
+                        addr: d.addr().0,
+                        len: d.len(),
+                        write: d.is_write_only(),
+                    });
+                }
+                let len = if too_long {
+                    self.broken("a descriptor chain longer than the queue");
+                    0
+                } else {
+                    self.serve(&mem, &mut bufs)
+                };
+                vring.add_used(head, len).map_err(qerr)?;
+                used = true;
+            }
+            if used && vring.needs_notification().map_err(qerr)? {
+                vring.signal_used_queue()?;
+            }
+            if !event_idx || !vring.enable_notification().map_err(qerr)? {
+                return Ok(());
+            }
+        }
+    }
+
+    fn broken(&self, why: &str) {
+        self.counters.broken.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!("guest request not answered: {why}");
+    }
+
+    /// Serves the chain in `bufs.segs`; returns the bytes written into guest memory (the used
+    /// length).
+    fn serve(&self, mem: &GuestMemoryMmap, bufs: &mut QueueBufs) -> u32 {
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let segs = std::mem::take(&mut bufs.segs);
+        let used = self.serve_segs(mem, &segs, bufs);
+        bufs.segs = segs;
+        used
+    }
+
+    fn serve_segs(&self, mem: &GuestMemoryMmap, segs: &[Seg], bufs: &mut QueueBufs) -> u32 {
+        let layout = match Layout::of(segs) {
+            Ok(l) => l,
+            Err(Refused::NoStatus(why)) => {
+                self.broken(why);
+                return 0;
+            }
+            Err(Refused::Status(code, why)) => {
+                // The framing is wrong, but the last descriptor may still be the status.
+                return match segs.last() {
+                    Some(s) if s.write && s.len > 0 => {
+                        self.refuse(why);
+                        let at = s.addr.saturating_add(u64::from(s.len) - 1);
+                        if mem.write_slice(&[code], GuestAddress(at)).is_ok() {
+                            1
+                        } else {
+                            0
+                        }
+                    }
+                    _ => {
+                        self.broken(why);
+                        0
+                    }
+                };
+            }
+        };
+        let mut header = [0u8; 16];
+        let (code, written) = match copy_in(mem, layout.header(), 0, &mut header) {
+            Err(why) => {
+                self.refuse(why);
+                (status::IOERR, 0)
+            }
+            Ok(()) => match layout.request(&header, self.disk.len(), self.geo.read_only) {
+                Err(r) => {
+                    let (code, why) = r.code();
+                    self.refuse(why);
+                    (code, 0)
+                }
+                Ok(req) => self.execute(mem, &req, bufs),
+            },
+        };
+        let mut status_byte = [code];
+        match copy_out(mem, layout.status(), 0, &mut status_byte) {
+            Ok(()) => written + 1,
+            Err(why) => {
+                self.broken(why);
+                0
+            }
+        }
+    }
+
+    fn refuse(&self, why: &str) {
+        self.counters.errors.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!("guest request refused: {why}");
+    }
+
+    /// Carries out a checked request: (status, bytes written into the guest's data).
+    fn execute(&self, mem: &GuestMemoryMmap, req: &Request<'_>, bufs: &mut QueueBufs) -> (u8, u32) {
+        let disk = &*self.disk;
+        let failed = |what: &str, e: &dyn std::fmt::Display| {
+            self.counters.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("guest {what} failed: {e}");
+            (status::IOERR, 0)
+        };
+        match req.kind {
+            Kind::Read => {
+                let mut done = 0u64;
+                while done < req.data.len {
+                    let n = (req.data.len - done).min(PIECE as u64) as usize;
+                    if let Err(e) = disk.read_at(&mut bufs.data[..n], req.offset + done) {
+                        return failed("read", &e);
+                    }
+                    if let Err(why) = copy_out(mem, req.data, done, &mut bufs.data[..n]) {
+                        return failed("read", &why);
+                    }
+                    done += n as u64;
+                }
+                self.counters.bytes_read.fetch_add(done, Ordering::Relaxed);
+                (status::OK, u32::try_from(done).unwrap_or(u32::MAX))
+            }
+            Kind::Write => {
+                let mut done = 0u64;
+                while done < req.data.len {
+                    let n = (req.data.len - done).min(PIECE as u64) as usize;
+                    if let Err(why) = copy_in(mem, req.data, done, &mut bufs.data[..n]) {
+                        return failed("write", &why);
+                    }
+                    if let Err(e) =
+                        disk.write_at(&bufs.data[..n], req.offset + done, &mut bufs.scratch)
+                    {
+                        return failed("write", &e);
+                    }
+                    done += n as u64;
+                }
+                if !self.writeback.load(Ordering::Relaxed)
+                    && let Err(e) = disk.flush()
+                {
+                    return failed("write", &e);
+                }
+                self.counters
+                    .bytes_written
+                    .fetch_add(done, Ordering::Relaxed);
+                (status::OK, 0)
+            }
+            Kind::Flush => match disk.flush() {
+                Ok(()) => (status::OK, 0),
+                Err(e) => failed("flush", &e),
+            },
+            Kind::GetId => {
+                let n = req.data.len as usize;
+                let mut id = self.serial;
+                match copy_out(mem, req.data, 0, &mut id[..n]) {
+                    Ok(()) => (status::OK, n as u32),
+                    Err(why) => failed("get id", &why),
+                }
+            }
+            Kind::Discard | Kind::WriteZeroes => {
+                let n = req.data.len as usize;
+                let mut list = [0u8; crate::config::MAX_ZERO_SEGS as usize * 16];
+                if let Err(why) = copy_in(mem, req.data, 0, &mut list[..n]) {
+                    return failed("discard", &why);
+                }
+                if let Err(r) = zero_ranges(req.kind, &list[..n], disk.len(), &mut bufs.zeros) {
+                    let (code, why) = r.code();
+                    self.refuse(why);
+                    return (code, 0);
+                }
+                let zeros = std::mem::take(&mut bufs.zeros);
+                for z in &zeros {
+                    let r = if req.kind == Kind::Discard {
+                        disk.discard(z.offset, z.len)
+                    } else {
+                        disk.write_zeroes(z.offset, z.len, !z.unmap, &mut bufs.scratch)
+                    };
+                    if let Err(e) = r {
+                        bufs.zeros = zeros;
+                        return failed("discard or write zeroes", &e);
+                    }
+                }
+                bufs.zeros = zeros;
+                (status::OK, 0)
+            }
+        }
+    }
+}
+
+/// Copies `buf.len()` bytes of guest memory from byte `skip` of `span` into `buf`.
+fn copy_in(
+    mem: &GuestMemoryMmap,
+    span: Span<'_>,
+    skip: u64,
+    buf: &mut [u8],
+) -> Result<(), &'static str> {
+    walk(span, skip, buf.len(), |addr, from, n| {
+        mem.read_slice(&mut buf[from..from + n], GuestAddress(addr))
+            .is_ok()
+    })
+}
+
+/// Copies `buf` into guest memory at byte `skip` of `span`.
+fn copy_out(
+    mem: &GuestMemoryMmap,
+    span: Span<'_>,
+    skip: u64,
+    buf: &mut [u8],
+) -> Result<(), &'static str> {
+    walk(span, skip, buf.len(), |addr, from, n| {
+        mem.write_slice(&buf[from..from + n], GuestAddress(addr))
+            .is_ok()
+    })
+}
+
+/// Calls `f(guest address, offset in the buffer, bytes)` for the pieces of `len` bytes of
+/// `span` from byte `skip`; fails when one is outside guest memory.
+fn walk(
+    span: Span<'_>,
+    skip: u64,
+    len: usize,
+    mut f: impl FnMut(u64, usize, usize) -> bool,
+) -> Result<(), &'static str> {
+    let (mut skip, mut from) = (skip, 0usize);
+    for (addr, n) in span.pieces() {
+        if from == len {
+            break;
+        }
+        if skip >= n as u64 {
+            skip -= n as u64;
+            continue;
+        }
+        let take = (n - skip as usize).min(len - from);
+        if !f(addr.saturating_add(skip), from, take) {
+            return Err("a descriptor outside guest memory");
+        }
+        skip = 0;
+        from += take;
+    }
+    if from == len {
+        Ok(())
+    } else {
+        Err("the descriptors are shorter than the request")
+    }
+}
+
+impl VhostUserBackend for BlkBackend {
+    type Bitmap = ();
+    type Vring = VringRwLock;
+
+    fn num_queues(&self) -> usize {
+        usize::from(self.geo.queues)
+    }
+
+    fn max_queue_size(&self) -> usize {
+        usize::from(self.geo.queue_size)
+    }
+
+    fn features(&self) -> u64 {
+        self.geo.features() | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+    }
+
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::MQ
+    }
+
+    fn set_event_idx(&self, enabled: bool) {
+        self.event_idx.store(enabled, Ordering::Relaxed);
+    }
+
+    fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
+        let space: [u8; CONFIG_LEN] = self
+            .geo
+            .config_space(self.writeback.load(Ordering::Relaxed));
+        config_slice(&space, offset, size)
+    }
+
+    fn set_config(&self, offset: u32, buf: &[u8]) -> io::Result<()> {
+        // Only the write cache mode is writable (VIRTIO_BLK_F_CONFIG_WCE).
+        if offset as usize == WCE_OFFSET && buf.len() == 1 {
+            self.writeback.store(buf[0] != 0, Ordering::Relaxed);
+            tracing::info!(writeback = buf[0] != 0, "guest set the write cache mode");
+            return Ok(());
+        }
+        Err(io::Error::from(io::ErrorKind::InvalidInput))
+    }
+
+    fn update_memory(&self, mem: Memory) -> io::Result<()> {
+        *lock(&self.mem) = Some(mem);
+        Ok(())
+    }
+
+    fn queues_per_thread(&self) -> Vec<u64> {
+        (0..self.geo.queues).map(|q| 1u64 << q).collect()
+    }
+
+    fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
+        new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC).ok()
+    }
+
+    fn handle_event(
+        &self,
+        device_event: u16,
+        evset: EventSet,
+        vrings: &[VringRwLock],
+        thread_id: usize,
+    ) -> io::Result<()> {
+        if evset != EventSet::IN {
+            return Err(io::Error::other(format!("unexpected event {evset:?}")));
+        }
+        match vrings.get(usize::from(device_event)) {
+            Some(vring) => self.process(vring, thread_id),
+            None => Ok(()),
+        }
+    }
+}
