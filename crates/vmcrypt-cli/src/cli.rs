@@ -78,10 +78,11 @@ pub enum Command {
     /// (docs/agent.md).
     #[command(subcommand)]
     Agent(AgentCmd),
-    /// Serve an encrypted disk live over NBD, so that QEMU, qemu-img and qemu-io use it
-    /// without decrypting it (docs/live-io.md). The disk is locked while served.
+    /// Serve an encrypted disk live: over NBD (QEMU, qemu-img, qemu-io) and/or as a
+    /// vhost-user-blk device that QEMU guests boot from, without decrypting it
+    /// (docs/live-io.md). The disk is locked while served.
     #[command(
-        after_help = "Examples:\n  vmcrypt serve disk.img --nbd /run/vmcrypt/disk.sock &\n  qemu-img compare 'nbd+unix:///?socket=/run/vmcrypt/disk.sock' plain.img\n  vmcrypt serve disk.vmdk --nbd 10809 --read-only      (TCP on 127.0.0.1:10809)\n\nSIGTERM or Ctrl-C stops the server cleanly: requests under way are answered, the disk is flushed and unlocked, exit 0.\nTCP has no TLS and no authentication yet: anyone who can reach the port reads and writes the disk in plaintext. Prefer a Unix socket (created 0600)."
+        after_help = "Examples:\n  vmcrypt serve disk.img --nbd /run/vmcrypt/disk.sock &\n  qemu-img compare 'nbd+unix:///?socket=/run/vmcrypt/disk.sock' plain.img\n  vmcrypt serve disk.vmdk --nbd 10809 --read-only      (TCP on 127.0.0.1:10809)\n  vmcrypt serve disk.img --vhost-user /run/vmcrypt/disk.vhost --queues 2 &\n  qemu-system-x86_64 ... -object memory-backend-memfd,id=mem,size=1G,share=on -numa node,memdev=mem \\\n      -chardev socket,id=c0,path=/run/vmcrypt/disk.vhost -device vhost-user-blk-pci,chardev=c0,num-queues=2\n\nSIGTERM or Ctrl-C stops the server cleanly: requests under way are answered, the disk is flushed and unlocked, exit 0.\nTCP has no TLS and no authentication yet: anyone who can reach the port reads and writes the disk in plaintext. Prefer a Unix socket (created 0600)."
     )]
     Serve(ServeArgs),
     /// The KMS topology doctor: single points of failure, bad orders, dependency loops and
@@ -90,23 +91,41 @@ pub enum Command {
     Topology(TopologyCmd),
 }
 
-/// `serve DISK --nbd ...`
+/// `serve DISK --nbd ... | --vhost-user ...`
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("protocol").required(true).multiple(true).args(["nbd", "vhost_user"])))]
 pub struct ServeArgs {
     /// Encrypted disk: raw image or VMDK descriptor.
     pub disk: PathBuf,
     /// Where to serve NBD: a Unix socket path (created mode 0600), PORT (TCP on 127.0.0.1),
     /// or HOST:PORT. TCP has no TLS: see below.
     #[arg(long, value_name = "SOCKET|PORT|HOST:PORT")]
-    pub nbd: String,
-    /// Export name (default: the disk's file name); clients asking for the default export
-    /// ("") get it too.
+    pub nbd: Option<String>,
+    /// Where to serve vhost-user-blk: a Unix socket path (created mode 0600) for QEMU's
+    /// `-chardev socket` (libvirt `<disk type='vhostuser'>`). Frontends may disconnect and
+    /// reconnect; the disk stays open.
+    #[arg(long, value_name = "SOCKET")]
+    pub vhost_user: Option<PathBuf>,
+    /// vhost-user: virtqueues offered, each served by a worker thread of its own
+    /// (default: the number of cores, at most 16).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub queues: Option<u16>,
+    /// vhost-user: descriptors per virtqueue (a power of two).
+    #[arg(long, value_name = "N", default_value_t = 128,
+          value_parser = clap::value_parser!(u16).range(2..=1024))]
+    pub queue_size: u16,
+    /// vhost-user: the serial the guest reads (GET_ID, up to 20 bytes; default: the disk's
+    /// file name).
+    #[arg(long)]
+    pub serial: Option<String>,
+    /// NBD export name (default: the disk's file name); clients asking for the default
+    /// export ("") get it too.
     #[arg(long)]
     pub name: Option<String>,
     /// Refuse writes, trims and zeroing.
     #[arg(long)]
     pub read_only: bool,
-    /// Seconds a client may stall in the middle of a request before it is cut off.
+    /// Seconds an NBD client may stall in the middle of a request before it is cut off.
     #[arg(long, value_name = "SECONDS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub stall_timeout: u64,

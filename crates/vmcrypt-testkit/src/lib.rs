@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod faults;
+pub mod guest;
 pub mod pki;
 pub mod pykmip;
 

@@ -1,10 +1,14 @@
-//! `serve`: an encrypted disk exported live over NBD until SIGTERM or Ctrl-C.
+//! `serve`: an encrypted disk exported live over NBD and/or vhost-user-blk until SIGTERM or
+//! Ctrl-C. One process, one disk, one lock and one key, whatever the protocols.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
 use vmcrypt_core::{EncryptedDisk, Error, Result};
-use vmcrypt_serve::{Endpoint, Listener, NbdServer};
+use vmcrypt_serve::{Endpoint, Listener, NbdServer, ServeStats};
+use vmcrypt_vhost::{VhostOptions, VhostStats, VhostUserBlk};
 
 use super::load_config;
 use crate::cli::{Cli, ServeArgs};
@@ -12,42 +16,131 @@ use crate::output::{Out, human_bytes};
 use crate::progress::cancel_on_signal;
 
 pub fn run(cli: &Cli, a: &ServeArgs, out: &Out) -> Result<()> {
-    let endpoint = Endpoint::parse(&a.nbd).map_err(|e| Error::input(format!("--nbd: {e}")))?;
+    let nbd_at = a
+        .nbd
+        .as_deref()
+        .map(|s| Endpoint::parse(s).map_err(|e| Error::input(format!("--nbd: {e}"))))
+        .transpose()?;
+    let vhost_at = a.vhost_user.as_ref().map(|p| Endpoint::Unix(p.clone()));
     let cfg = load_config(cli)?;
     // The lock first, then the key: once open, a KMS outage changes nothing.
-    let disk = EncryptedDisk::open(&a.disk, &cfg.registry())?;
-    let listener =
-        Listener::bind(&endpoint).map_err(Error::io("listen on", endpoint.to_string()))?;
-    let server = NbdServer::new(disk, a.name.clone(), a.read_only)
-        .stall_deadline(Duration::from_secs(a.stall_timeout));
+    let disk = Arc::new(EncryptedDisk::open(&a.disk, &cfg.registry())?);
+    let bind = |at: &Endpoint| Listener::bind(at).map_err(Error::io("listen on", at.to_string()));
+    let nbd = match &nbd_at {
+        Some(at) => Some((
+            bind(at)?,
+            NbdServer::new(Arc::clone(&disk), a.name.clone(), a.read_only)
+                .stall_deadline(Duration::from_secs(a.stall_timeout)),
+        )),
+        None => None,
+    };
+    let vhost = match &vhost_at {
+        Some(at) => {
+            let mut opts = VhostOptions {
+                queue_size: a.queue_size,
+                read_only: a.read_only,
+                serial: a.serial.clone(),
+                ..VhostOptions::default()
+            };
+            if let Some(q) = a.queues {
+                opts.queues = q;
+            }
+            let device = VhostUserBlk::new(Arc::clone(&disk), &opts)
+                .map_err(|e| Error::input(format!("--vhost-user: {e}")))?;
+            Some((bind(at)?, device, opts))
+        }
+        None => None,
+    };
     // SIGTERM or Ctrl-C: drain and exit 0; a second signal ends the process at once.
     let stop = cancel_on_signal();
-    let offer = server.offer();
-    out.note(&format!(
-        "vmcrypt: serving {} ({}, {}-byte blocks{}) as NBD export \"{}\" on {}; SIGTERM or Ctrl-C stops",
+    let what = format!(
+        "{} ({}, {}-byte blocks{})",
         a.disk.display(),
-        human_bytes(offer.size),
-        offer.block,
-        if offer.read_only { ", read-only" } else { "" },
-        offer.name,
-        listener.endpoint(),
-    ));
-    let stats = server
-        .serve(&listener, &stop)
-        .map_err(Error::io("serve", &a.disk))?;
-    drop(listener);
-    // Closing the disk releases its lock.
-    drop(server.into_disk());
+        human_bytes(disk.len()),
+        disk.unit_size(),
+        if a.read_only { ", read-only" } else { "" }
+    );
+    if let Some((l, s)) = &nbd {
+        out.note(&format!(
+            "vmcrypt: serving {what} as NBD export \"{}\" on {}; SIGTERM or Ctrl-C stops",
+            s.offer().name,
+            l.endpoint()
+        ));
+    }
+    if let Some((l, _, o)) = &vhost {
+        out.note(&format!(
+            "vmcrypt: serving {what} as vhost-user-blk ({} queues of {}) on {}; SIGTERM or Ctrl-C stops",
+            o.queues,
+            o.queue_size,
+            l.endpoint()
+        ));
+    }
+    // Each protocol on a thread of its own; when one fails, the other is stopped too.
+    let (nbd_stats, vhost_stats) = std::thread::scope(|s| {
+        let n = nbd
+            .as_ref()
+            .map(|(l, srv)| s.spawn(|| stop_on_error(&stop, srv.serve(l, &stop))));
+        let v = vhost
+            .as_ref()
+            .map(|(l, dev, _)| s.spawn(|| stop_on_error(&stop, dev.serve(l, &stop))));
+        (join(n), join(v))
+    });
+    let nbd_stats: Option<ServeStats> = nbd_stats.map_err(Error::io("serve", &a.disk))?;
+    let vhost_stats: Option<VhostStats> = vhost_stats.map_err(Error::io("serve", &a.disk))?;
+    // Closing the listeners removes the sockets; the last holder of the disk releases its lock.
+    drop(nbd);
+    drop(vhost);
+    drop(disk);
+    let mut lines = Vec::new();
+    if let Some(st) = &nbd_stats {
+        lines.push(format!(
+            "NBD: served {} client(s): {} requests, {} read, {} written, {} failed",
+            st.clients,
+            st.requests,
+            human_bytes(st.bytes_read),
+            human_bytes(st.bytes_written),
+            st.errors
+        ));
+    }
+    if let Some(st) = &vhost_stats {
+        lines.push(format!(
+            "vhost-user: served {} connection(s): {} requests, {} read, {} written, {} failed, {} unanswerable",
+            st.connections,
+            st.requests,
+            human_bytes(st.bytes_read),
+            human_bytes(st.bytes_written),
+            st.errors,
+            st.broken
+        ));
+    }
     out.result(
-        &format!(
-            "served {} client(s): {} requests, {} read, {} written, {} failed",
-            stats.clients,
-            stats.requests,
-            human_bytes(stats.bytes_read),
-            human_bytes(stats.bytes_written),
-            stats.errors
-        ),
-        json!({ "disk": a.disk, "endpoint": endpoint.to_string(), "stats": stats }),
+        &lines.join("\n"),
+        json!({
+            "disk": a.disk,
+            "endpoint": nbd_at.as_ref().map(ToString::to_string),
+            "stats": nbd_stats,
+            "vhost_user": vhost_at.as_ref().map(ToString::to_string),
+            "vhost_stats": vhost_stats,
+        }),
     );
     Ok(())
+}
+
+/// A server's result; a failure stops the other server too.
+fn stop_on_error<T>(stop: &AtomicBool, r: std::io::Result<T>) -> std::io::Result<T> {
+    if r.is_err() {
+        stop.store(true, Ordering::Relaxed);
+    }
+    r
+}
+
+/// The result of a server thread, if there is one.
+fn join<T>(
+    h: Option<std::thread::ScopedJoinHandle<'_, std::io::Result<T>>>,
+) -> std::io::Result<Option<T>> {
+    h.map(|h| {
+        h.join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("server thread panicked")))
+    })
+    .transpose()
 }

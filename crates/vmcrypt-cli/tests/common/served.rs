@@ -18,7 +18,15 @@ impl Served {
     pub fn start(e: &Env, disk: &str, extra: &[&str]) -> Served {
         let socket = e.path(&format!("{disk}.sock"));
         let sock = socket.to_str().expect("utf8").to_string();
-        let mut args = vec!["serve", disk, "--nbd", &sock, "--stall-timeout", "1"];
+        let mut args = vec!["--nbd", &sock, "--stall-timeout", "1"];
+        args.extend_from_slice(extra);
+        Served::start_with(e, disk, &args, &socket)
+    }
+
+    /// `vmcrypt serve DISK ARGS...`, once `socket` is listening.
+    pub fn start_with(e: &Env, disk: &str, extra: &[&str], socket: &std::path::Path) -> Served {
+        let socket = socket.to_path_buf();
+        let mut args = vec!["serve", disk];
         args.extend_from_slice(extra);
         let mut child = e
             .command(&args, &[])

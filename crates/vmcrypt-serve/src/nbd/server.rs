@@ -43,7 +43,7 @@ pub struct ServeStats {
 /// An NBD export of one encrypted disk; see the module docs.
 #[derive(Debug)]
 pub struct NbdServer {
-    disk: EncryptedDisk,
+    disk: Arc<EncryptedDisk>,
     offer: Offer,
     stall: Duration,
     max_clients: usize,
@@ -52,8 +52,9 @@ pub struct NbdServer {
 }
 
 impl NbdServer {
-    /// An export of `disk` named `name` (default: the disk's file name).
-    pub fn new(disk: EncryptedDisk, name: Option<String>, read_only: bool) -> NbdServer {
+    /// An export of `disk` named `name` (default: the disk's file name). The disk may be
+    /// served over other protocols at the same time (it is shared).
+    pub fn new(disk: Arc<EncryptedDisk>, name: Option<String>, read_only: bool) -> NbdServer {
         let name = name.unwrap_or_else(|| {
             disk.path()
                 .file_name()
@@ -102,8 +103,8 @@ impl NbdServer {
         &self.offer
     }
 
-    /// The disk, to close it (and release its lock) when done.
-    pub fn into_disk(self) -> EncryptedDisk {
+    /// The disk, to close it (and release its lock) once every holder has dropped it.
+    pub fn into_disk(self) -> Arc<EncryptedDisk> {
         self.disk
     }
 
@@ -137,7 +138,7 @@ impl NbdServer {
         std::thread::scope(|scope| -> io::Result<()> {
             let mut workers = Vec::new();
             for i in 0..self.workers {
-                let (queue, counters, disk) = (&queue, &counters, &self.disk);
+                let (queue, counters, disk) = (&queue, &counters, &*self.disk);
                 let w = std::thread::Builder::new()
                     .name(format!("nbd-worker-{i}"))
                     .spawn_scoped(scope, move || {
