@@ -131,3 +131,129 @@ sync
         "the host finds exactly what the guest wrote"
     );
 }
+
+#[test]
+fn the_backend_outlives_a_killed_qemu_and_a_guest_rebooted_twice() {
+    let kit = Kit::get();
+    let e = Env::new();
+    let plain = e.raw_image("d.img", 48 * MIB);
+    // A 512-byte data unit: the guest's logical block size follows it.
+    e.ok(&[
+        "encrypt",
+        "d.img",
+        "--output",
+        "e.img",
+        "--sector-size",
+        "512",
+    ]);
+    let mut model = std::fs::read(&plain).expect("plain");
+    let sock = e.path("e.vhost");
+    let server = Served::start_with(
+        &e,
+        "e.img",
+        &[
+            "--json",
+            "--vhost-user",
+            sock.to_str().expect("utf8"),
+            "--queues",
+            "1",
+        ],
+        &sock,
+    );
+    let device = |q: &mut std::process::Command| {
+        q.args(["-chardev", &format!("socket,id=c0,path={}", sock.display())])
+            .args(["-device", "vhost-user-blk-pci,chardev=c0,num-queues=1"]);
+    };
+
+    // First QEMU: a flushed 1 MiB write at 8 MiB, then writes without end until QEMU is
+    // killed (kill -9) in the middle of them.
+    let writer = r#"
+echo "LBS=$(cat /sys/block/vda/queue/logical_block_size)"
+yes flushed | head -c 1048576 > /tmp/p
+dd if=/tmp/p of=/dev/vda bs=1M seek=8 count=1 oflag=direct conv=notrunc 2>/dev/null
+sync
+echo FLUSHED
+while true; do dd if=/dev/urandom of=/dev/vda bs=64k seek=512 count=32 oflag=direct conv=notrunc 2>/dev/null; done
+"#;
+    let dir = tempfile::tempdir_in(e.dir.path()).expect("dir");
+    let log = dir.path().join("killed.log");
+    let mut q = kit.qemu(&kit.initrd(dir.path(), writer), &log, 256);
+    device(&mut q);
+    let errlog = dir.path().join("killed.stderr");
+    let mut child = q
+        .stderr(std::fs::File::create(&errlog).expect("stderr"))
+        .spawn()
+        .expect("qemu");
+    let until = std::time::Instant::now() + Duration::from_secs(120);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("FLUSHED")
+    {
+        assert!(
+            std::time::Instant::now() < until,
+            "no FLUSHED: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "qemu ended early: {}\n{}",
+            std::fs::read_to_string(&errlog).unwrap_or_default(),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    child.kill().expect("kill -9 qemu");
+    let _ = child.wait();
+    let console = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(value(&console, "LBS"), Some("512"), "{console}");
+
+    // Second QEMU on the same backend: it reads the flushed write, and its guest reboots
+    // twice (the count lives on the disk, in the last 4 KiB).
+    let rebooter = r#"
+last=$(( $(blockdev --getsize64 /dev/vda) / 4096 - 1 ))
+mark=$(dd if=/dev/vda bs=4096 skip=$last count=1 iflag=direct 2>/dev/null | head -c 5)
+case "$mark" in
+    BOOT1) next=BOOT2 ;;
+    BOOT2) next=BOOT3 ;;
+    *) next=BOOT1 ;;
+esac
+echo "BOOTED=$next"
+echo "FLUSHED_SUM=$(dd if=/dev/vda bs=1M skip=8 count=1 iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1)"
+{ printf '%s' "$next"; head -c 4091 /dev/zero; } > /tmp/m
+dd if=/tmp/m of=/dev/vda bs=4096 seek=$last count=1 oflag=direct conv=notrunc 2>/dev/null
+sync
+[ "$next" = BOOT3 ] || reboot -f
+"#;
+    let log = dir.path().join("reboots.log");
+    let mut q = kit.qemu_rebooting(&kit.initrd(dir.path(), rebooter), &log, 256);
+    device(&mut q);
+    let console = run_guest(q, &log, Duration::from_secs(300));
+    let boots: Vec<&str> = console
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("BOOTED="))
+        .collect();
+    assert_eq!(boots, ["BOOT1", "BOOT2", "BOOT3"], "{console}");
+    let flushed: Vec<u8> = b"flushed\n".iter().copied().cycle().take(1 << 20).collect();
+    assert_eq!(
+        value(&console, "FLUSHED_SUM"),
+        Some(sha256(&flushed).as_str())
+    );
+
+    let out = server.stop();
+    let stats = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(stats["vhost_stats"]["connections"], 2, "{stats}");
+    // Offline: the flushed write and the boot mark are there; the rest is the plaintext but
+    // for the region the killed guest was overwriting.
+    e.ok(&["decrypt", "e.img", "--output", "back.img"]);
+    let back = std::fs::read(e.path("back.img")).expect("back");
+    model[8 << 20..9 << 20].copy_from_slice(&flushed);
+    let last = model.len() - 4096;
+    model[last..].fill(0);
+    model[last..last + 5].copy_from_slice(b"BOOT3");
+    let (a, b) = (32 << 20, (32 << 20) + 32 * 65536);
+    assert!(
+        back[..a] == model[..a] && back[b..] == model[b..],
+        "the disk holds what the guests wrote"
+    );
+}

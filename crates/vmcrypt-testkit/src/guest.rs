@@ -247,8 +247,16 @@ impl Kit {
     }
 
     /// QEMU for a guest of `mem_mib` MiB and 2 vCPUs under TCG, its serial console in `log`,
-    /// with shared guest memory (for vhost-user) and no other device: add the disks.
+    /// with shared guest memory (for vhost-user) and no other device: add the disks. A reboot
+    /// of the guest ends QEMU, as its power-off does.
     pub fn qemu(&self, initrd: &Path, log: &Path, mem_mib: u32) -> Command {
+        let mut c = self.qemu_rebooting(initrd, log, mem_mib);
+        c.arg("-no-reboot");
+        c
+    }
+
+    /// [`Kit::qemu`] where a reboot of the guest boots it again (same script).
+    pub fn qemu_rebooting(&self, initrd: &Path, log: &Path, mem_mib: u32) -> Command {
         let mut c = self.qemu_command_raw(&[]);
         c.arg("-L")
             .arg(self.root.join("usr/share/qemu"))
@@ -261,13 +269,7 @@ impl Kit {
                 &format!("memory-backend-memfd,id=mem,size={mem_mib}M,share=on"),
             ])
             .args(["-numa", "node,memdev=mem"])
-            .args([
-                "-nodefaults",
-                "-no-user-config",
-                "-display",
-                "none",
-                "-no-reboot",
-            ])
+            .args(["-nodefaults", "-no-user-config", "-display", "none"])
             .args(["-monitor", "none", "-serial"])
             .arg(format!("file:{}", log.display()))
             .arg("-kernel")
