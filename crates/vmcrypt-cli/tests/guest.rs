@@ -76,8 +76,8 @@ dd if=/tmp/a of=/dev/vda bs=1M seek=3 count=1 oflag=direct conv=notrunc 2>/dev/n
 head -c 12288 /tmp/a | tr v V > /tmp/b
 dd if=/tmp/b of=/dev/vda bs=4096 seek=7 count=3 oflag=direct conv=notrunc 2>/dev/null
 sync
-dd if=/dev/vda of=/dev/null bs=64k iflag=direct skip=0 count=256 2>/dev/null &
-dd if=/dev/vda of=/dev/null bs=64k iflag=direct skip=512 count=256 2>/dev/null &
+taskset 1 dd if=/dev/vda of=/dev/null bs=64k iflag=direct skip=0 count=256 2>/dev/null &
+taskset 2 dd if=/dev/vda of=/dev/null bs=64k iflag=direct skip=512 count=256 2>/dev/null &
 wait
 echo "BACK=$(dd if=/dev/vda bs=1M skip=3 count=1 iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1)"
 blkdiscard -o 16777216 -l 8388608 /dev/vda
@@ -125,6 +125,12 @@ sync
     let out = server.stop();
     let stats = json(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(stats["vhost_stats"]["connections"], 1, "{stats}");
+    // Both queues carried requests (each vCPU submits on its own queue).
+    let per_queue = stats["vhost_stats"]["per_queue"]
+        .as_array()
+        .expect("per_queue");
+    assert_eq!(per_queue.len(), 2);
+    assert!(per_queue.iter().all(|n| n.as_u64() >= Some(256)), "{stats}");
     e.ok(&["decrypt", "e.img", "--output", "back.img"]);
     assert!(
         std::fs::read(e.path("back.img")).expect("back") == model,

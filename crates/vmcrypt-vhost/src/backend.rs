@@ -30,13 +30,15 @@ type Memory = GuestMemoryAtomic<GuestMemoryMmap>;
 const PIECE: usize = 1 << 20;
 
 /// What the device did, for the log line at exit.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Counters {
     pub(crate) requests: AtomicU64,
     pub(crate) bytes_read: AtomicU64,
     pub(crate) bytes_written: AtomicU64,
     pub(crate) errors: AtomicU64,
     pub(crate) broken: AtomicU64,
+    /// Requests per virtqueue.
+    pub(crate) per_queue: Vec<AtomicU64>,
 }
 
 /// A queue's own memory: the plaintext buffer, the write scratch, and the chain being served.
@@ -86,7 +88,14 @@ impl BlkBackend {
             event_idx: AtomicBool::new(false),
             mem: Mutex::new(None),
             queues,
-            counters: Counters::default(),
+            counters: Counters {
+                requests: AtomicU64::new(0),
+                bytes_read: AtomicU64::new(0),
+                bytes_written: AtomicU64::new(0),
+                errors: AtomicU64::new(0),
+                broken: AtomicU64::new(0),
+                per_queue: (0..geo.queues).map(|_| AtomicU64::new(0)).collect(),
+            },
         }
     }
 
@@ -114,6 +123,9 @@ impl BlkBackend {
                     .pop_descriptor_chain(mem.clone());
                 let Some(chain) = chain else { break };
                 let head = chain.head_index();
+                if let Some(c) = self.counters.per_queue.get(q) {
+                    c.fetch_add(1, Ordering::Relaxed);
+                }
                 bufs.segs.clear();
                 let cap = bufs.segs.capacity().max(1);
                 let mut too_long = false;

@@ -45,7 +45,7 @@ impl Default for VhostOptions {
 }
 
 /// What a backend did, for its log line at exit.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct VhostStats {
     /// Frontend connections served.
     pub connections: u64,
@@ -59,6 +59,8 @@ pub struct VhostStats {
     pub errors: u64,
     /// Chains that could not be answered at all (no status byte).
     pub broken: u64,
+    /// Requests per virtqueue.
+    pub per_queue: Vec<u64>,
 }
 
 /// A vhost-user-blk backend over one encrypted disk.
@@ -151,6 +153,7 @@ impl VhostUserBlk {
             bytes_written: get(&c.bytes_written),
             errors: get(&c.errors),
             broken: get(&c.broken),
+            per_queue: c.per_queue.iter().map(get).collect(),
         })
     }
 
