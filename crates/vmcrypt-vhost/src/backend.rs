@@ -46,6 +46,8 @@ struct QueueBufs {
     data: Zeroizing<Vec<u8>>,
     scratch: Scratch,
     segs: Vec<Seg>,
+    /// Descriptors a chain may have: the queue size (a longer chain loops or is hostile).
+    max_segs: usize,
     zeros: Vec<ZeroRange>,
 }
 
@@ -76,6 +78,7 @@ impl BlkBackend {
                     data: Zeroizing::new(vec![0u8; PIECE]),
                     scratch: Scratch::default(),
                     segs: Vec::with_capacity(usize::from(geo.queue_size)),
+                    max_segs: usize::from(geo.queue_size),
                     zeros: Vec::new(),
                 })
             })
@@ -100,7 +103,7 @@ impl BlkBackend {
     }
 
     /// Serves every available chain of queue `q`, then signals the guest once.
-    fn process(&self, vring: &VringRwLock, q: usize) -> io::Result<()> {
+    pub(crate) fn process(&self, vring: &VringRwLock, q: usize) -> io::Result<()> {
         let Some(atomic) = lock(&self.mem).clone() else {
             return Ok(());
         };
@@ -127,7 +130,7 @@ impl BlkBackend {
                     c.fetch_add(1, Ordering::Relaxed);
                 }
                 bufs.segs.clear();
-                let cap = bufs.segs.capacity().max(1);
+                let cap = bufs.max_segs;
                 let mut too_long = false;
                 for d in chain {
                     if bufs.segs.len() == cap {

@@ -13,5 +13,7 @@ mod backend;
 pub mod config;
 pub mod request;
 mod server;
+#[cfg(test)]
+mod tests;
 
 pub use server::{VhostOptions, VhostStats, VhostUserBlk};
