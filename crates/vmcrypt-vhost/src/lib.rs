@@ -11,6 +11,8 @@
 
 mod backend;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod request;
 mod server;
 #[cfg(test)]
