@@ -49,3 +49,7 @@ topologies:
 # MiB/s, ratios, CPU seconds per GiB, peak RSS.
 serve-compare:
     bash benches/serve-compare.sh
+
+# vhost-user-blk: a QEMU guest on vmcrypt vs qemu-storage-daemon raw and LUKS (TCG; ratios)
+guest-compare:
+    bash benches/guest-compare.sh

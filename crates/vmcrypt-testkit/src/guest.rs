@@ -236,11 +236,20 @@ impl Kit {
     /// An initramfs that runs `script` (busybox sh) after loading the virtio modules, written
     /// into `dir`.
     pub fn initrd(&self, dir: &Path, script: &str) -> PathBuf {
+        self.initrd_with(dir, script, &[])
+    }
+
+    /// [`Kit::initrd`] with more executables at the root of the guest's file system (a
+    /// static benchmark program, say): (name, contents).
+    pub fn initrd_with(&self, dir: &Path, script: &str, extra: &[(&str, &[u8])]) -> PathBuf {
         let mut bytes = std::fs::read(&self.base).expect("base initramfs");
-        bytes.extend(newc(
-            &[("test.sh".into(), script.as_bytes().to_vec(), 0o100755)],
-            true,
-        ));
+        let mut files = vec![("test.sh".to_string(), script.as_bytes().to_vec(), 0o100755)];
+        files.extend(
+            extra
+                .iter()
+                .map(|(n, b)| (n.to_string(), b.to_vec(), 0o100755)),
+        );
+        bytes.extend(newc(&files, true));
         let p = dir.join("initrd.cpio");
         std::fs::write(&p, bytes).expect("initrd");
         p
