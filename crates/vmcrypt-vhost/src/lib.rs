@@ -13,6 +13,8 @@ mod backend;
 pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;
+#[doc(hidden)]
+pub mod hostbench;
 pub mod request;
 mod server;
 #[cfg(test)]
