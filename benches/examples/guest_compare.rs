@@ -20,6 +20,9 @@ const SCRIPT: &str = r#"
 /gbench randread /dev/vda 16 250
 "#;
 
+/// A backend's results: kind, (case, MiB/s, IOPS) per case, CPU s/GiB, peak RSS MiB.
+type Row = (String, Vec<(String, f64, f64)>, f64, f64);
+
 fn ticks(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
@@ -155,7 +158,7 @@ fn main() {
         )));
     run(&mut Command::new("sync"));
 
-    let mut rows: Vec<(String, Vec<(String, f64, f64)>, f64, f64)> = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     for kind in ["raw", "luks", "vmcrypt"] {
         let sock = dir.join(format!("{kind}.vhost"));
         let mut b = backend(kind, dir, vmcrypt, &sock);
