@@ -14,27 +14,34 @@ use vmcrypt_testkit::guest::{Kit, run_guest, value};
 const MIB: u64 = 1024 * 1024;
 
 fn sha256(b: &[u8]) -> String {
-    use std::fmt::Write;
-    let out = std::process::Command::new("sha256sum")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write as _;
-            c.stdin.take().expect("stdin").write_all(b)?;
-            c.wait_with_output()
-        })
-        .expect("sha256sum");
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .next()
-            .unwrap_or("")
-    );
-    s
+    use sha2::Digest;
+    sha2::Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+/// `vmcrypt serve DISK --vhost-user` with `queues` queues (JSON stats on stop), and its socket.
+fn serve_vhost(e: &Env, disk: &str, queues: u16) -> (Served, std::path::PathBuf) {
+    let sock = e.path(&format!("{disk}.vhost"));
+    let q = queues.to_string();
+    let args = [
+        "--json",
+        "--vhost-user",
+        sock.to_str().expect("utf8"),
+        "--queues",
+        &q,
+    ];
+    (Served::start_with(e, disk, &args, &sock), sock)
+}
+
+/// Adds the vhost-user-blk disk on `sock` to a guest's QEMU command.
+fn attach(q: &mut std::process::Command, sock: &std::path::Path, queues: u16) {
+    q.args(["-chardev", &format!("socket,id=c0,path={}", sock.display())])
+        .args([
+            "-device",
+            &format!("vhost-user-blk-pci,chardev=c0,num-queues={queues}"),
+        ]);
 }
 
 fn allocated(p: &std::path::Path) -> u64 {
@@ -49,19 +56,7 @@ fn a_guest_reads_writes_and_discards_an_encrypted_disk_over_vhost_user() {
     e.ok(&["encrypt", "d.img", "--output", "e.img"]);
     let mut model = std::fs::read(&plain).expect("plain");
     let before = allocated(&e.path("e.img"));
-    let sock = e.path("e.vhost");
-    let server = Served::start_with(
-        &e,
-        "e.img",
-        &[
-            "--json",
-            "--vhost-user",
-            sock.to_str().expect("utf8"),
-            "--queues",
-            "2",
-        ],
-        &sock,
-    );
+    let (server, sock) = serve_vhost(&e, "e.img", 2);
 
     // In the guest: the whole disk's checksum; a 1 MiB pattern at 3 MiB and 12 KiB at 7 x 4 KiB
     // with O_DIRECT; both queues reading at once; a discard of 8 MiB at 16 MiB, read back.
@@ -87,8 +82,7 @@ sync
     let initrd = kit.initrd(e.dir.path(), script);
     let log = e.path("console.log");
     let mut qemu = kit.qemu(&initrd, &log, 512);
-    qemu.args(["-chardev", &format!("socket,id=c0,path={}", sock.display())])
-        .args(["-device", "vhost-user-blk-pci,chardev=c0,num-queues=2"]);
+    attach(&mut qemu, &sock, 2);
     let console = run_guest(qemu, &log, Duration::from_secs(300));
     assert_eq!(value(&console, "SIZE"), Some("67108864"), "{console}");
     assert_eq!(
@@ -153,23 +147,7 @@ fn the_backend_outlives_a_killed_qemu_and_a_guest_rebooted_twice() {
         "512",
     ]);
     let mut model = std::fs::read(&plain).expect("plain");
-    let sock = e.path("e.vhost");
-    let server = Served::start_with(
-        &e,
-        "e.img",
-        &[
-            "--json",
-            "--vhost-user",
-            sock.to_str().expect("utf8"),
-            "--queues",
-            "1",
-        ],
-        &sock,
-    );
-    let device = |q: &mut std::process::Command| {
-        q.args(["-chardev", &format!("socket,id=c0,path={}", sock.display())])
-            .args(["-device", "vhost-user-blk-pci,chardev=c0,num-queues=1"]);
-    };
+    let (server, sock) = serve_vhost(&e, "e.img", 1);
 
     // First QEMU: a flushed 1 MiB write at 8 MiB, then writes without end until QEMU is
     // killed (kill -9) in the middle of them.
@@ -184,7 +162,7 @@ while true; do dd if=/dev/urandom of=/dev/vda bs=64k seek=512 count=32 oflag=dir
     let dir = tempfile::tempdir_in(e.dir.path()).expect("dir");
     let log = dir.path().join("killed.log");
     let mut q = kit.qemu(&kit.initrd(dir.path(), writer), &log, 256);
-    device(&mut q);
+    attach(&mut q, &sock, 1);
     let errlog = dir.path().join("killed.stderr");
     let mut child = q
         .stderr(std::fs::File::create(&errlog).expect("stderr"))
@@ -233,7 +211,7 @@ sync
 "#;
     let log = dir.path().join("reboots.log");
     let mut q = kit.qemu_rebooting(&kit.initrd(dir.path(), rebooter), &log, 256);
-    device(&mut q);
+    attach(&mut q, &sock, 1);
     let console = run_guest(q, &log, Duration::from_secs(300));
     let boots: Vec<&str> = console
         .lines()

@@ -217,8 +217,7 @@ impl BlkBackend {
                 Ok(req) => self.execute(mem, &req, bufs),
             },
         };
-        let mut status_byte = [code];
-        match copy_out(mem, layout.status(), 0, &mut status_byte) {
+        match copy_out(mem, layout.status(), 0, &[code]) {
             Ok(()) => written + 1,
             Err(why) => {
                 self.broken(why);
@@ -248,7 +247,7 @@ impl BlkBackend {
                     if let Err(e) = disk.read_at(&mut bufs.data[..n], req.offset + done) {
                         return failed("read", &e);
                     }
-                    if let Err(why) = copy_out(mem, req.data, done, &mut bufs.data[..n]) {
+                    if let Err(why) = copy_out(mem, req.data, done, &bufs.data[..n]) {
                         return failed("read", &why);
                     }
                     done += n as u64;
@@ -286,8 +285,7 @@ impl BlkBackend {
             },
             Kind::GetId => {
                 let n = req.data.len as usize;
-                let mut id = self.serial;
-                match copy_out(mem, req.data, 0, &mut id[..n]) {
+                match copy_out(mem, req.data, 0, &self.serial[..n]) {
                     Ok(()) => (status::OK, n as u32),
                     Err(why) => failed("get id", &why),
                 }
@@ -303,19 +301,17 @@ impl BlkBackend {
                     self.refuse(why);
                     return (code, 0);
                 }
-                let zeros = std::mem::take(&mut bufs.zeros);
-                for z in &zeros {
+                for i in 0..bufs.zeros.len() {
+                    let z = bufs.zeros[i];
                     let r = if req.kind == Kind::Discard {
                         disk.discard(z.offset, z.len)
                     } else {
                         disk.write_zeroes(z.offset, z.len, !z.unmap, &mut bufs.scratch)
                     };
                     if let Err(e) = r {
-                        bufs.zeros = zeros;
                         return failed("discard or write zeroes", &e);
                     }
                 }
-                bufs.zeros = zeros;
                 (status::OK, 0)
             }
         }
@@ -340,7 +336,7 @@ fn copy_out(
     mem: &GuestMemoryMmap,
     span: Span<'_>,
     skip: u64,
-    buf: &mut [u8],
+    buf: &[u8],
 ) -> Result<(), &'static str> {
     walk(span, skip, buf.len(), |addr, from, n| {
         mem.write_slice(&buf[from..from + n], GuestAddress(addr))

@@ -20,6 +20,27 @@ const HEADERS: u64 = 0x8000;
 const STATUS: u64 = 0xc000;
 const DATA: u64 = 0x10_0000;
 
+/// Gives `backend` guest memory `mem` and returns a started, enabled vring of `size`
+/// descriptors whose descriptor table, available ring and used ring are at `rings`, as a
+/// frontend would set it up.
+pub(crate) fn ready_vring(
+    backend: &BlkBackend,
+    mem: &GuestMemoryMmap,
+    size: u16,
+    rings: [u64; 3],
+) -> VringRwLock {
+    let atomic = GuestMemoryAtomic::new(mem.clone());
+    backend.update_memory(atomic.clone()).expect("memory");
+    let vring = VringRwLock::new(atomic, size).expect("vring");
+    vring
+        .set_queue_info(rings[0], rings[1], rings[2])
+        .expect("queue info");
+    vring.set_queue_size(size);
+    vring.set_queue_ready(true);
+    vring.set_enabled(true);
+    vring
+}
+
 /// One queue of a device over `disk`, with `depth` requests of `request` bytes in flight.
 pub struct HostQueue {
     backend: BlkBackend,
@@ -55,13 +76,7 @@ impl HostQueue {
         let backend = BlkBackend::new(disk, geo, "bench");
         let size = DATA as usize + usize::from(depth) * request as usize;
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), size)]).expect("guest memory");
-        let atomic = GuestMemoryAtomic::new(mem.clone());
-        backend.update_memory(atomic.clone()).expect("memory");
-        let vring = VringRwLock::new(atomic, QUEUE).expect("vring");
-        vring.set_queue_info(DESC, AVAIL, USED).expect("queue info");
-        vring.set_queue_size(QUEUE);
-        vring.set_queue_ready(true);
-        vring.set_enabled(true);
+        let vring = ready_vring(&backend, &mem, QUEUE, [DESC, AVAIL, USED]);
         HostQueue {
             backend,
             mem,

@@ -7,8 +7,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryAtomic, GuestMemoryMmap};
+use vhost_user_backend::VringRwLock;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmcrypt_core::provider::KeyProvider;
 use vmcrypt_core::provider::native::NativeProvider;
 use vmcrypt_core::{DiskJob, EncryptedDisk, NoProgress};
@@ -55,13 +55,7 @@ impl Rig {
         };
         let backend = BlkBackend::new(disk, geo, "serial-0123456789abcdef");
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 4 << 20)]).expect("memory");
-        let atomic = GuestMemoryAtomic::new(mem.clone());
-        backend.update_memory(atomic.clone()).expect("memory");
-        let vring = VringRwLock::new(atomic, QUEUE).expect("vring");
-        vring.set_queue_info(DESC, AVAIL, USED).expect("queue info");
-        vring.set_queue_size(QUEUE);
-        vring.set_queue_ready(true);
-        vring.set_enabled(true);
+        let vring = crate::hostbench::ready_vring(&backend, &mem, QUEUE, [DESC, AVAIL, USED]);
         Rig {
             _dir: dir,
             backend,
