@@ -77,6 +77,8 @@ pub mod wrap;
 #[cfg(not(feature = "testing"))]
 mod wrap;
 
+#[cfg(feature = "guest-memory")]
+pub use disk::Sealed;
 pub use disk::{DiskJob, EncryptedDisk, Scratch};
 pub use engine::Tuning;
 pub use error::{Error, ErrorKind, Result, error_causes, error_line};

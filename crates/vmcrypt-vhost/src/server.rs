@@ -57,6 +57,10 @@ pub struct VhostStats {
     pub bytes_written: u64,
     /// Requests answered with an I/O error (refused, or failed on the disk).
     pub errors: u64,
+    /// Reads and writes that took the copying path, in whole (not whole data units: a guest
+    /// whose logical block size is smaller than the disk's unit sends them) or for a piece
+    /// (guest memory that is not one mapping).
+    pub copied: u64,
     /// Chains that could not be answered at all (no status byte).
     pub broken: u64,
     /// Requests per virtqueue.
@@ -152,6 +156,7 @@ impl VhostUserBlk {
             bytes_read: get(&c.bytes_read),
             bytes_written: get(&c.bytes_written),
             errors: get(&c.errors),
+            copied: get(&c.copied),
             broken: get(&c.broken),
             per_queue: c.per_queue.iter().map(get).collect(),
         })

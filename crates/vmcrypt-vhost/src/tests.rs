@@ -32,6 +32,11 @@ struct Rig {
 
 impl Rig {
     fn new() -> Rig {
+        Rig::with_memory(&[(GuestAddress(0), 4 << 20)])
+    }
+
+    /// A rig whose guest memory is the given regions (separate mappings).
+    fn with_memory(regions: &[(GuestAddress, usize)]) -> Rig {
         let dir = tempfile::tempdir().expect("tempdir");
         let ks = dir.path().join("native.keystore");
         NativeProvider::create("native", &ks).expect("keystore");
@@ -54,7 +59,7 @@ impl Rig {
             read_only: false,
         };
         let backend = BlkBackend::new(disk, geo, "serial-0123456789abcdef");
-        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 4 << 20)]).expect("memory");
+        let mem = GuestMemoryMmap::from_ranges(regions).expect("memory");
         let vring = crate::hostbench::ready_vring(&backend, &mem, QUEUE, [DESC, AVAIL, USED]);
         Rig {
             _dir: dir,
@@ -137,6 +142,10 @@ impl Rig {
         h[..4].copy_from_slice(&kind.to_le_bytes());
         h[8..].copy_from_slice(&sector.to_le_bytes());
         self.mem.write_slice(&h, GuestAddress(at)).expect("header");
+    }
+
+    fn backend_unit(&self) -> usize {
+        self.backend.disk().unit_size()
     }
 
     fn guest(&self, at: u64, len: usize) -> Vec<u8> {
@@ -320,4 +329,88 @@ fn hostile_chains_get_an_error_and_change_nothing() {
         ST,
     );
     assert!(r.guest(DATA, DISK) == r.plain, "nothing was written");
+}
+
+/// Whole units in whole-unit guest pieces go out of place; a piece that splits a unit, a
+/// request covering part of a unit, and a piece across two mappings of guest memory take the
+/// copying path. Every one must read and write the same bytes.
+#[test]
+fn out_of_place_and_copying_paths_agree() {
+    // Two mappings that meet at 4 MiB, so a descriptor can cross from one into the other.
+    let mut r = Rig::with_memory(&[(GuestAddress(0), 4 << 20), (GuestAddress(4 << 20), 1 << 20)]);
+    assert_eq!(r.backend_unit(), 4096, "the rig's disk has 4096-byte units");
+    let mut model = r.plain.clone();
+    let cross = (4 << 20) - 4096;
+    /// What, the data pieces (address, length), the byte offset on the disk.
+    type Case = (&'static str, Vec<(u64, u32)>, u64);
+    let cases: Vec<Case> = vec![
+        (
+            "whole units in two pieces",
+            vec![(DATA, 4096), (DATA + 0x9000, 8192)],
+            8192,
+        ),
+        (
+            "pieces that split a unit",
+            vec![(DATA, 2048), (DATA + 0x9000, 6144)],
+            32768,
+        ),
+        ("part of a unit", vec![(DATA, 512)], 65536 + 1024),
+        (
+            "units across a unit boundary, in part",
+            vec![(DATA, 4096)],
+            98304 + 2048,
+        ),
+        ("a piece across two mappings", vec![(cross, 8192)], 131072),
+    ];
+    for (i, (what, pieces, offset)) in cases.iter().enumerate() {
+        let len: usize = pieces.iter().map(|p| p.1 as usize).sum();
+        let fill: Vec<u8> = (0..len).map(|k| (k * 7 + i * 13 + 1) as u8).collect();
+        let mut from = 0;
+        for &(addr, n) in pieces {
+            r.mem
+                .write_slice(&fill[from..from + n as usize], GuestAddress(addr))
+                .expect("data");
+            from += n as usize;
+        }
+        let chain = |write: bool| -> Chain {
+            let flag = if write { 0 } else { WRITE };
+            let mut c = vec![(H, 16, 0)];
+            c.extend(pieces.iter().map(|&(a, n)| (a, n, flag)));
+            c.push((ST, 1, WRITE));
+            c
+        };
+        r.header(H, 1, offset / 512);
+        assert_eq!(r.serve(&chain(true), ST), (1, 0), "write: {what}");
+        model[*offset as usize..*offset as usize + len].copy_from_slice(&fill);
+        // Read it back through the same pieces after clearing them.
+        for &(addr, n) in pieces {
+            r.mem
+                .write_slice(&vec![0xcc; n as usize], GuestAddress(addr))
+                .expect("clear");
+        }
+        r.header(H, 0, offset / 512);
+        assert_eq!(
+            r.serve(&chain(false), ST),
+            (len as u32 + 1, 0),
+            "read: {what}"
+        );
+        let mut got = Vec::new();
+        for &(addr, n) in pieces {
+            got.extend(r.guest(addr, n as usize));
+        }
+        assert_eq!(got, fill, "read back: {what}");
+    }
+    // The whole disk, read out of place in one piece, is the model.
+    r.header(H, 0, 0);
+    assert_eq!(
+        r.serve(
+            &[(H, 16, 0), (DATA, DISK as u32, WRITE), (ST, 1, WRITE)],
+            ST
+        ),
+        (DISK as u32 + 1, 0)
+    );
+    assert!(r.guest(DATA, DISK) == model, "the disk is the model");
+    assert_eq!(r.backend.counters.errors.load(Ordering::Relaxed), 0);
+    // The four last cases, each written and read, took the copying path; the others did not.
+    assert_eq!(r.backend.counters.copied.load(Ordering::Relaxed), 8);
 }

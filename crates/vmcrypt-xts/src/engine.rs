@@ -242,9 +242,15 @@ impl Xts {
         Ok(())
     }
 
+    /// The fast path's schedules, when this key runs on it.
+    #[cfg(all(target_arch = "x86_64", feature = "guest-memory"))]
+    pub(crate) fn fast(&self) -> Option<&crate::vaes::Vaes> {
+        self.fast.as_ref()
+    }
+
     /// The kernel. `data` is a whole number of `unit_len`-byte units (checked by callers),
     /// `unit_len` a non-zero multiple of 16, and `tweak_of(i)` the raw tweak of unit `i`.
-    fn crypt_units(
+    pub(crate) fn crypt_units(
         &self,
         data: &mut [u8],
         unit_len: usize,
@@ -327,11 +333,11 @@ fn mul_alpha(t: u128) -> u128 {
     (t << 1) ^ (if t >> 127 == 1 { 0x87 } else { 0 })
 }
 
-fn sector_tweak(byte_offset: u64, unit: SectorSize, index: usize) -> u128 {
+pub(crate) fn sector_tweak(byte_offset: u64, unit: SectorSize, index: usize) -> u128 {
     (byte_offset / 512) as u128 + (index as u128) * (unit.bytes() / 512) as u128
 }
 
-fn check_sectors(len: usize, byte_offset: u64, unit: SectorSize) -> Result<(), Error> {
+pub(crate) fn check_sectors(len: usize, byte_offset: u64, unit: SectorSize) -> Result<(), Error> {
     let u = unit.bytes();
     if !len.is_multiple_of(u) {
         return Err(Error::NotWholeUnits { len, unit: u });

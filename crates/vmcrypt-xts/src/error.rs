@@ -29,6 +29,14 @@ pub enum Error {
         /// The data unit size.
         unit: usize,
     },
+    /// The source and the destination of an out-of-place call differ in length.
+    #[error("source of {src} bytes and destination of {dst} bytes differ in length")]
+    LengthMismatch {
+        /// The source length.
+        src: usize,
+        /// The destination length.
+        dst: usize,
+    },
     /// A sector size other than 512 or 4096 bytes.
     #[error("unsupported sector size {0} (use 512 or 4096)")]
     UnsupportedSectorSize(u64),

@@ -30,14 +30,23 @@
 //! blocks per call of the `aes` crate (which picks AES-NI at run time when it can).
 //! [`Xts::par_encrypt_sectors`] spreads large buffers over the current rayon pool and its output
 //! does not depend on the number of threads.
+//!
+//! With the `guest-memory` feature, [`Xts::decrypt_sectors_into`] and
+//! [`Xts::encrypt_sectors_from`] work out of place between a buffer and memory shared with a
+//! guest (`vm_memory::VolatileSlice`): a device backend decrypts from its file buffer straight
+//! into guest memory and encrypts from guest memory into its own buffer, with no extra copy and
+//! without ever writing into the guest's buffer of a write.
 #![warn(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
-// Only `vaes` (the x86-64 fast path) may use `unsafe`; it says why at each use.
+// Only `vaes` (the x86-64 fast path) and `shared` (its pointers into guest memory) may use
+// `unsafe`; they say why at each use.
 #![deny(unsafe_code)]
 
 mod engine;
 mod error;
 mod sector;
+#[cfg(feature = "guest-memory")]
+mod shared;
 #[cfg(target_arch = "x86_64")]
 mod vaes;
 

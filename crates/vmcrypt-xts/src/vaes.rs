@@ -74,8 +74,8 @@ impl Vaes {
         unit_len.is_multiple_of(GROUP)
     }
 
-    /// Encrypts or decrypts `data`, whole units of `unit_len` bytes (a multiple of 256), unit
-    /// `i` under the raw tweak `tweak_of(i)`.
+    /// Encrypts or decrypts `data` in place, whole units of `unit_len` bytes (a multiple of
+    /// 256), unit `i` under the raw tweak `tweak_of(i)`.
     pub(crate) fn crypt(
         &self,
         data: &mut [u8],
@@ -84,14 +84,43 @@ impl Vaes {
         encrypt: bool,
     ) {
         debug_assert!(Vaes::handles(unit_len) && data.len().is_multiple_of(unit_len));
-        // SAFETY: a Vaes exists only after detect() succeeded (see new()).
-        unsafe { self.crypt_units(data, unit_len, &tweak_of, encrypt) }
+        let p = data.as_mut_ptr();
+        // SAFETY: a Vaes exists only after detect() succeeded (see new()); `p` is valid for
+        // reads and writes of `data.len()` bytes, and source and destination are the same.
+        unsafe { self.crypt_units(p, p, data.len(), unit_len, &tweak_of, encrypt) }
     }
 
+    /// Like [`Vaes::crypt`], out of place: reads `len` bytes at `src`, writes them transformed
+    /// at `dst`. Every byte of `src` is loaded once and every byte of `dst` stored once, and
+    /// `dst` is never read: memory that another party (a guest) may change while this runs
+    /// only gets (or gives) whatever bytes that party put there, the way a device's DMA does.
+    ///
+    /// # Safety
+    /// `src` must be valid for reads and `dst` for writes of `len` bytes for the whole call;
+    /// the two ranges are the same or do not overlap. `len` is whole units of `unit_len`.
+    #[cfg(feature = "guest-memory")]
+    pub(crate) unsafe fn crypt_raw(
+        &self,
+        src: *const u8,
+        dst: *mut u8,
+        len: usize,
+        unit_len: usize,
+        tweak_of: impl Fn(usize) -> u128,
+        encrypt: bool,
+    ) {
+        debug_assert!(Vaes::handles(unit_len) && len.is_multiple_of(unit_len));
+        // SAFETY: detect() succeeded (a Vaes exists); the caller vouches for the pointers.
+        unsafe { self.crypt_units(src, dst, len, unit_len, &tweak_of, encrypt) }
+    }
+
+    /// # Safety
+    /// As [`Vaes::crypt_raw`], and the CPU has the enabled features.
     #[target_feature(enable = "aes,avx2,vaes,vpclmulqdq")]
     unsafe fn crypt_units(
         &self,
-        data: &mut [u8],
+        src: *const u8,
+        dst: *mut u8,
+        len: usize,
         unit_len: usize,
         tweak_of: &dyn Fn(usize) -> u128,
         encrypt: bool,
@@ -99,26 +128,35 @@ impl Vaes {
         let keys = if encrypt { &self.enc } else { &self.dec };
         let rk: [__m256i; 15] = core::array::from_fn(|i| broadcast(&keys[i]));
         let tk: [__m256i; 15] = core::array::from_fn(|i| broadcast(&self.tweak[i]));
+        let units = len / unit_len;
         // The tweaks of 16 units are encrypted together, as one group.
         let mut tweaks = [0u8; GROUP];
-        for (b, batch) in data.chunks_mut(16 * unit_len).enumerate() {
-            let n = batch.len() / unit_len;
+        let tp = tweaks.as_mut_ptr();
+        for first in (0..units).step_by(16) {
+            let n = (units - first).min(16);
             for (u, slot) in tweaks.chunks_exact_mut(16).enumerate().take(n) {
-                slot.copy_from_slice(&tweak_of(b * 16 + u).to_le_bytes());
+                slot.copy_from_slice(&tweak_of(first + u).to_le_bytes());
             }
-            // SAFETY: `tweaks` is exactly 256 bytes.
-            unsafe { crypt_group(&mut tweaks, &tk, &[_mm256_setzero_si256(); 8], true) };
-            for (unit, t) in batch
-                .chunks_exact_mut(unit_len)
-                .zip(tweaks.chunks_exact(16))
-            {
-                let mut first = [0u8; 16];
-                first.copy_from_slice(t);
-                let mut tw = first_tweaks(load128(&first));
-                first.zeroize();
-                for group in unit.chunks_exact_mut(GROUP) {
-                    // SAFETY: `group` is exactly 256 bytes.
-                    unsafe { crypt_group(group, &rk, &tw, encrypt) };
+            // SAFETY: `tweaks` is exactly 256 bytes, read and written in place.
+            unsafe { crypt_group(tp, tp, &tk, &[_mm256_setzero_si256(); 8], true) };
+            for (u, t) in tweaks.chunks_exact(16).enumerate().take(n) {
+                let mut first_tweak = [0u8; 16];
+                first_tweak.copy_from_slice(t);
+                let mut tw = first_tweaks(load128(&first_tweak));
+                first_tweak.zeroize();
+                let unit_at = (first + u) * unit_len;
+                for g in (0..unit_len).step_by(GROUP) {
+                    // SAFETY: unit_at + g + 256 <= units * unit_len <= len, so the group lies
+                    // within both ranges the caller vouched for.
+                    unsafe {
+                        crypt_group(
+                            src.add(unit_at + g),
+                            dst.add(unit_at + g),
+                            &rk,
+                            &tw,
+                            encrypt,
+                        )
+                    };
                     for x in &mut tw {
                         *x = mul_alpha16(*x);
                     }
@@ -129,18 +167,26 @@ impl Vaes {
     }
 }
 
-/// One group of 16 blocks: XOR the tweaks, 14 rounds, XOR the tweaks.
+/// One group of 16 blocks: XOR the tweaks, 14 rounds, XOR the tweaks; 256 bytes loaded at
+/// `src`, then stored at `dst` (which may be `src`).
 ///
 /// # Safety
-/// `group` must be 256 bytes; the CPU must have the enabled features.
+/// `src` must be valid for reading and `dst` for writing 256 bytes; the CPU must have the
+/// enabled features.
 #[target_feature(enable = "aes,avx2,vaes,vpclmulqdq")]
-unsafe fn crypt_group(group: &mut [u8], rk: &[__m256i; 15], tw: &[__m256i; 8], encrypt: bool) {
-    debug_assert_eq!(group.len(), GROUP);
-    let p = group.as_mut_ptr().cast::<__m256i>();
+unsafe fn crypt_group(
+    src: *const u8,
+    dst: *mut u8,
+    rk: &[__m256i; 15],
+    tw: &[__m256i; 8],
+    encrypt: bool,
+) {
+    let s = src.cast::<__m256i>();
+    let p = dst.cast::<__m256i>();
     let mut b: [__m256i; 8] = [_mm256_setzero_si256(); 8];
     for i in 0..8 {
-        // SAFETY: 8 × 32 bytes lie within the 256-byte group; unaligned loads are allowed.
-        b[i] = _mm256_xor_si256(unsafe { _mm256_loadu_si256(p.add(i)) }, tw[i]);
+        // SAFETY: 8 × 32 bytes lie within the 256 bytes at `src`; unaligned loads are allowed.
+        b[i] = _mm256_xor_si256(unsafe { _mm256_loadu_si256(s.add(i)) }, tw[i]);
         b[i] = _mm256_xor_si256(b[i], rk[0]);
     }
     if encrypt {
@@ -163,7 +209,8 @@ unsafe fn crypt_group(group: &mut [u8], rk: &[__m256i; 15], tw: &[__m256i; 8], e
         }
     }
     for i in 0..8 {
-        // SAFETY: as for the loads.
+        // SAFETY: 8 × 32 bytes lie within the 256 bytes at `dst`; unaligned stores are
+        // allowed, and all loads of `src` are done (the two may be the same bytes).
         unsafe { _mm256_storeu_si256(p.add(i), _mm256_xor_si256(b[i], tw[i])) };
     }
 }

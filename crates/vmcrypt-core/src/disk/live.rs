@@ -30,6 +30,11 @@ use crate::provider::ProviderRegistry;
 use crate::secret::Schedule;
 use crate::{Error, Result, holes};
 
+#[cfg(feature = "guest-memory")]
+mod guest;
+#[cfg(feature = "guest-memory")]
+pub use guest::Sealed;
+
 /// The alignment of every range: a logical block of every virtual disk.
 pub const MIN_BLOCK: u64 = 512;
 

@@ -38,6 +38,8 @@ pub use inplace::{JOURNAL_EXT, journal_path};
 pub(crate) use inplace::{ResumeAs, resume_as};
 pub use job::DiskJob;
 pub(crate) use job::{JobOptions, common_setters};
+#[cfg(feature = "guest-memory")]
+pub use live::Sealed;
 pub use live::{EncryptedDisk, MIN_BLOCK, Scratch};
 pub use meta::{DiskFormat, DiskState, EncryptionMeta};
 pub(crate) use owner::{check_inside_folder, lock_files, open_for_job};

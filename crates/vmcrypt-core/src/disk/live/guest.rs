@@ -1,0 +1,329 @@
+//! Out-of-place I/O between the disk and guest memory, for a device backend that maps the
+//! guest's memory (vhost-user-blk).
+//!
+//! [`EncryptedDisk::read_at`] decrypts into the caller's buffer, which a backend then copies
+//! into guest memory: two passes over every byte after the kernel's copy. Here a read is one
+//! `pread` of ciphertext into a [`Sealed`] buffer and one pass of the cipher from it straight
+//! into guest memory; a write is one pass of the cipher from guest memory into the buffer and
+//! one `pwrite`. Guest memory of a write is only read, so the guest never sees ciphertext.
+//!
+//! A [`Sealed`] buffer knows the guest offset of its bytes and hands them out in order, so
+//! every byte is deciphered under its own tweak and nothing but ciphertext made here is ever
+//! written. Ranges must be whole data units ([`EncryptedDisk::whole_units`]); anything else
+//! (a 512-byte write into a 4096-byte unit) goes through `read_at`/`write_at`, which
+//! read-modify-write.
+
+use std::os::unix::fs::FileExt;
+
+use vm_memory::bitmap::BitmapSlice;
+use vm_memory::volatile_memory::VolatileSlice;
+use zeroize::Zeroizing;
+
+use super::EncryptedDisk;
+use crate::holes::is_zero;
+use crate::{Error, Result};
+
+/// What a hole reads as, copied out in pieces.
+static ZEROS: [u8; 4096] = [0; 4096];
+
+/// A worker's buffer of ciphertext for one step of out-of-place guest I/O: filled by
+/// [`EncryptedDisk::read_sealed`] or [`EncryptedDisk::seal_from`], emptied in order by
+/// [`EncryptedDisk::open_into`] or [`EncryptedDisk::write_sealed`]. Zeroized on drop.
+pub struct Sealed {
+    buf: Zeroizing<Vec<u8>>,
+    /// The guest offset of `buf[0]`.
+    at: u64,
+    /// Bytes that hold ciphertext for `at..`.
+    len: usize,
+    /// Bytes already opened (reads).
+    pos: usize,
+}
+
+impl std::fmt::Debug for Sealed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealed")
+            .field("capacity", &self.buf.len())
+            .field("at", &self.at)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl Sealed {
+    /// A buffer for steps of up to `bytes` (rounded up to whole 4096-byte units).
+    pub fn new(bytes: usize) -> Sealed {
+        let bytes = bytes.div_ceil(4096).max(1) * 4096;
+        Sealed {
+            buf: Zeroizing::new(vec![0u8; bytes]),
+            at: 0,
+            len: 0,
+            pos: 0,
+        }
+    }
+
+    /// The largest step.
+    pub fn capacity(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+impl EncryptedDisk {
+    /// Whether `len` bytes at `offset` are whole data units inside the disk: what the
+    /// out-of-place calls take.
+    pub fn whole_units(&self, offset: u64, len: u64) -> bool {
+        let u = self.unit.bytes() as u64;
+        offset.is_multiple_of(u)
+            && len.is_multiple_of(u)
+            && offset.checked_add(len).is_some_and(|end| end <= self.len)
+    }
+
+    /// Reads the ciphertext of `len` bytes at guest `offset` (whole units, at most the
+    /// buffer's capacity) into `sealed`, to be opened into guest memory in order.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a range that is not whole units inside the disk or larger
+    /// than the buffer; [`Error::Io`].
+    pub fn read_sealed(&self, sealed: &mut Sealed, offset: u64, len: usize) -> Result<()> {
+        self.check_step(sealed, offset, len)?;
+        sealed.len = 0;
+        sealed.pos = 0;
+        self.file
+            .read_exact_at(&mut sealed.buf[..len], self.base + offset)
+            .map_err(Error::io("read", &self.payload_path))?;
+        sealed.at = offset;
+        sealed.len = len;
+        Ok(())
+    }
+
+    /// Deciphers the next `dst.len()` bytes of `sealed` into `dst` (guest memory, whole
+    /// units); a unit that is a hole reads as zeros.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when `dst` is not whole units or runs past what was read.
+    pub fn open_into<B: BitmapSlice>(
+        &self,
+        sealed: &mut Sealed,
+        dst: &VolatileSlice<'_, B>,
+    ) -> Result<()> {
+        let n = dst.len();
+        let u = self.unit.bytes();
+        if !n.is_multiple_of(u) || sealed.pos + n > sealed.len {
+            return Err(Error::input(format!(
+                "{}: {n} bytes of guest memory do not fit the {} bytes left of a read in {u}-byte units",
+                self.path.display(),
+                sealed.len - sealed.pos
+            )));
+        }
+        let from = sealed.pos;
+        let src = &sealed.buf[from..from + n];
+        let mut i = 0;
+        while i < n {
+            let hole = is_zero(&src[i..i + u]);
+            let mut j = i + u;
+            while j < n && is_zero(&src[j..j + u]) == hole {
+                j += u;
+            }
+            let part = dst.subslice(i, j - i).map_err(guest_range)?;
+            if hole {
+                let mut k = 0;
+                while k < j - i {
+                    let m = (j - i - k).min(ZEROS.len());
+                    part.subslice(k, m)
+                        .map_err(guest_range)?
+                        .copy_from(&ZEROS[..m]);
+                    k += m;
+                }
+            } else {
+                let at = sealed.at + (from + i) as u64;
+                self.xts
+                    .decrypt_sectors_into(&src[i..j], &part, at, self.unit)?;
+            }
+            i = j;
+        }
+        sealed.pos += n;
+        Ok(())
+    }
+
+    /// Starts a sealed write of guest offset `offset`: the buffer is emptied.
+    pub fn begin_seal(&self, sealed: &mut Sealed, offset: u64) {
+        sealed.at = offset;
+        sealed.len = 0;
+        sealed.pos = 0;
+    }
+
+    /// Enciphers `src` (guest memory, whole units) as the next bytes of the write that
+    /// [`EncryptedDisk::begin_seal`] started. Guest memory is only read.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when the write would not be whole units inside the disk or
+    /// would overflow the buffer.
+    pub fn seal_from<B: BitmapSlice>(
+        &self,
+        sealed: &mut Sealed,
+        src: &VolatileSlice<'_, B>,
+    ) -> Result<()> {
+        let n = src.len();
+        let at = sealed.at + sealed.len as u64;
+        self.check_step(sealed, sealed.at, sealed.len + n)?;
+        let dst = &mut sealed.buf[sealed.len..sealed.len + n];
+        self.xts.encrypt_sectors_from(src, dst, at, self.unit)?;
+        sealed.len += n;
+        Ok(())
+    }
+
+    /// Writes the bytes sealed since [`EncryptedDisk::begin_seal`] at their offset; the
+    /// buffer is then empty. Durable after [`EncryptedDisk::flush`].
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub fn write_sealed(&self, sealed: &mut Sealed) -> Result<()> {
+        let n = std::mem::take(&mut sealed.len);
+        self.write_raw(&sealed.buf[..n], sealed.at)
+    }
+
+    fn check_step(&self, sealed: &Sealed, offset: u64, len: usize) -> Result<()> {
+        if len > sealed.capacity() || !self.whole_units(offset, len as u64) {
+            return Err(Error::input(format!(
+                "{}: a step of {len} bytes at {offset} is not whole {}-byte units inside the disk's {} bytes and a buffer of {}",
+                self.path.display(),
+                self.unit.bytes(),
+                self.len,
+                sealed.capacity()
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn guest_range(e: vm_memory::volatile_memory::Error) -> Error {
+    Error::input(format!("guest memory: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+    use crate::provider::KeyProvider;
+    use crate::provider::native::NativeProvider;
+    use crate::{DiskJob, NoProgress, Scratch};
+
+    fn disk_with(
+        dir: &std::path::Path,
+        plain: &[u8],
+        unit: vmcrypt_xts::SectorSize,
+    ) -> (EncryptedDisk, std::path::PathBuf) {
+        let ks = dir.join("native.keystore");
+        NativeProvider::create("native", &ks).expect("keystore");
+        let registry = move |name: &str| -> Result<Arc<dyn KeyProvider>> {
+            Ok(Arc::new(NativeProvider::open(name, &ks)?))
+        };
+        let img = dir.join("d.img");
+        std::fs::write(&img, plain).expect("write");
+        DiskJob::encrypt(&img)
+            .provider("native")
+            .sector_size(unit)
+            .run(&registry, &NoProgress, &AtomicBool::new(false))
+            .expect("encrypt");
+        (EncryptedDisk::open(&img, &registry).expect("open"), img)
+    }
+
+    #[test]
+    fn out_of_place_reads_and_writes_match_read_at_and_write_at() {
+        for unit in [
+            vmcrypt_xts::SectorSize::S512,
+            vmcrypt_xts::SectorSize::S4096,
+        ] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let plain: Vec<u8> = (0..256 * 1024u32).map(|i| (i % 251) as u8 + 1).collect();
+            let (disk, _img) = disk_with(dir.path(), &plain, unit);
+            let mut sealed = Sealed::new(64 * 1024);
+            // A read of 40 KiB opened into three guest segments.
+            let mut guest = vec![0u8; 40 * 1024];
+            disk.read_sealed(&mut sealed, 8192, guest.len())
+                .expect("read");
+            {
+                let (a, rest) = guest.split_at_mut(4096);
+                let (b, c) = rest.split_at_mut(20 * 1024);
+                for seg in [a, b, c] {
+                    disk.open_into(&mut sealed, &VolatileSlice::from(seg))
+                        .expect("open");
+                }
+            }
+            assert_eq!(guest, plain[8192..8192 + 40 * 1024], "unit {unit:?}");
+            // Nothing more was read.
+            let mut more = [0u8; 4096];
+            assert!(
+                disk.open_into(&mut sealed, &VolatileSlice::from(&mut more[..]))
+                    .is_err()
+            );
+            // A write of two guest segments; the guest's bytes are untouched.
+            let mut w1 = vec![0x11u8; 8192];
+            let mut w2 = vec![0x22u8; 4096];
+            disk.begin_seal(&mut sealed, 16384);
+            disk.seal_from(&mut sealed, &VolatileSlice::from(&mut w1[..]))
+                .expect("seal");
+            disk.seal_from(&mut sealed, &VolatileSlice::from(&mut w2[..]))
+                .expect("seal");
+            disk.write_sealed(&mut sealed).expect("write");
+            assert!(w1.iter().all(|b| *b == 0x11) && w2.iter().all(|b| *b == 0x22));
+            let mut back = vec![0u8; 12288];
+            disk.read_at(&mut back, 16384).expect("read_at");
+            assert_eq!(&back[..8192], &w1[..]);
+            assert_eq!(&back[8192..], &w2[..]);
+            // And what write_at writes, open_into reads.
+            let mut scratch = Scratch::new(8192);
+            disk.write_at(&[0x33u8; 8192], 65536, &mut scratch)
+                .expect("write_at");
+            let mut g = vec![0u8; 8192];
+            disk.read_sealed(&mut sealed, 65536, 8192).expect("read");
+            disk.open_into(&mut sealed, &VolatileSlice::from(&mut g[..]))
+                .expect("open");
+            assert!(g.iter().all(|b| *b == 0x33));
+        }
+    }
+
+    #[test]
+    fn holes_read_as_zeros_and_bad_steps_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let plain: Vec<u8> = (0..128 * 1024u32).map(|i| (i % 241) as u8 + 1).collect();
+        let (disk, _img) = disk_with(dir.path(), &plain, vmcrypt_xts::SectorSize::S4096);
+        disk.discard(8192, 8192).expect("discard");
+        let mut sealed = Sealed::new(32 * 1024);
+        let mut g = vec![0xeeu8; 24 * 1024];
+        disk.read_sealed(&mut sealed, 4096, g.len()).expect("read");
+        disk.open_into(&mut sealed, &VolatileSlice::from(&mut g[..]))
+            .expect("open");
+        assert_eq!(&g[..4096], &plain[4096..8192]);
+        assert!(g[4096..12288].iter().all(|b| *b == 0), "the hole");
+        assert_eq!(&g[12288..], &plain[16384..28672]);
+
+        let len = disk.len();
+        for (off, n) in [
+            (512u64, 4096usize),
+            (0, 1024),
+            (len - 4096, 8192),
+            (0, 64 * 1024),
+        ] {
+            assert!(disk.read_sealed(&mut sealed, off, n).is_err(), "{off} {n}");
+        }
+        disk.begin_seal(&mut sealed, len - 4096);
+        let mut two = vec![1u8; 8192];
+        assert!(
+            disk.seal_from(&mut sealed, &VolatileSlice::from(&mut two[..]))
+                .is_err()
+        );
+        let mut odd = vec![1u8; 512];
+        disk.begin_seal(&mut sealed, 0);
+        assert!(
+            disk.seal_from(&mut sealed, &VolatileSlice::from(&mut odd[..]))
+                .is_err()
+        );
+        // Nothing was sealed, so nothing is written.
+        disk.write_sealed(&mut sealed).expect("empty write");
+        let mut back = vec![0u8; 4096];
+        disk.read_at(&mut back, 0).expect("read");
+        assert_eq!(back, plain[..4096]);
+    }
+}
