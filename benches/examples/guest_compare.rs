@@ -5,7 +5,15 @@
 //! reads with 1 and 16 threads. Prints MiB/s (IOPS for random reads), the ratios, each
 //! backend's CPU seconds per GiB moved, and its peak RSS, all from one run.
 //!
-//! Usage (the script does this): guest_compare DIR VMCRYPT_BINARY GBENCH_BINARY
+//! The machines are shared: other tenants take CPU time ("steal") in bursts that last longer
+//! than one guest boot, so one boot per backend compares luck as much as backends. A run is
+//! therefore ROUNDS rounds (default 3) of one boot per backend, in a rotating order, and the
+//! table gives each case's median; the steal share of the run is printed with it. The images
+//! live on tmpfs (/dev/shm) when it has room, so no backend is measured at the speed of the
+//! host's disk (qemu-storage-daemon's export shows the guest a write-through cache and is sent
+//! no flushes; vmcrypt's shows write-back and fdatasyncs on the guest's flush).
+//!
+//! Usage (the script does this): guest_compare DIR VMCRYPT_BINARY GBENCH_BINARY [ROUNDS]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -106,28 +114,84 @@ fn backend(kind: &str, dir: &Path, vmcrypt: &Path, sock: &Path) -> Child {
     child
 }
 
+/// Steal ticks (time other tenants took from this machine's CPUs) and all ticks, system-wide.
+fn steal() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    (f.get(7).copied().unwrap_or(0.0), f.iter().sum())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
+}
+
+/// Where the images go: tmpfs when it has room for the three 1 GiB images, else `dir`.
+fn image_dir(dir: &Path) -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    let free = df_avail(shm);
+    if free > 4 << 30 {
+        let d = shm.join(format!("vmcrypt-guest-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&d).expect("tmpfs dir");
+        d
+    } else {
+        dir.to_path_buf()
+    }
+}
+
+fn df_avail(p: &Path) -> u64 {
+    let out = Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(p)
+        .output();
+    out.ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .nth(1)?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
 fn main() {
     let args: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();
-    let [dir, vmcrypt, gbench] = &args[..] else {
-        panic!("usage: guest_compare DIR VMCRYPT_BINARY GBENCH_BINARY");
+    let (dir, vmcrypt, gbench) = match &args[..] {
+        [d, v, g] | [d, v, g, _] => (d, v, g),
+        _ => panic!("usage: guest_compare DIR VMCRYPT_BINARY GBENCH_BINARY [ROUNDS]"),
     };
+    let rounds: usize = args
+        .get(3)
+        .map(|r| r.to_string_lossy().parse().expect("ROUNDS is a number"))
+        .unwrap_or(3)
+        .max(1);
     std::fs::create_dir_all(dir).expect("dir");
+    let images = image_dir(dir);
     let kit = Kit::get();
     let gbench = std::fs::read(gbench).expect("gbench");
-    let raw = dir.join("raw.img");
+    let raw = images.join("raw.img");
     run(Command::new("sh")
         .arg("-c")
         .arg(format!("head -c 1G /dev/urandom > {}", raw.display())));
-    let cfg = dir.join("cfg.toml");
-    let _ = std::fs::remove_file(dir.join("enc.img"));
+    let cfg = images.join("cfg.toml");
+    let _ = std::fs::remove_file(images.join("enc.img"));
     run(Command::new(vmcrypt)
         .arg("--config")
         .arg(&cfg)
         .args(["encrypt", "-q"])
         .arg(&raw)
         .arg("--output")
-        .arg(dir.join("enc.img")));
-    let luks = dir.join("luks.img");
+        .arg(images.join("enc.img")));
+    let luks = images.join("luks.img");
     run(Command::new("qemu-img")
         .args([
             "create",
@@ -158,38 +222,20 @@ fn main() {
         )));
     run(&mut Command::new("sync"));
 
-    let mut rows: Vec<Row> = Vec::new();
-    for kind in ["raw", "luks", "vmcrypt"] {
-        let sock = dir.join(format!("{kind}.vhost"));
-        let mut b = backend(kind, dir, vmcrypt, &sock);
-        let log = dir.join(format!("{kind}.log"));
-        let initrd = kit.initrd_with(dir, SCRIPT, &[("gbench", &gbench)]);
-        let mut q = kit.qemu(&initrd, &log, 512);
-        q.args(["-chardev", &format!("socket,id=c0,path={}", sock.display())])
-            .args(["-device", "vhost-user-blk-pci,chardev=c0,num-queues=2"]);
-        let c0 = ticks(b.id());
-        let console = run_guest(q, &log, Duration::from_secs(600));
-        let cpu = ticks(b.id()) - c0;
-        let rss = hwm_mib(b.id());
-        let _ = Command::new("kill")
-            .args(["-TERM", &b.id().to_string()])
-            .status();
-        let _ = b.wait();
-        let results: Vec<(String, f64, f64)> = console
-            .lines()
-            .filter_map(|l| {
-                let mut f = l.trim().strip_prefix("RESULT ")?.split_whitespace();
-                Some((
-                    f.next()?.to_string(),
-                    f.next()?.parse().ok()?,
-                    f.next()?.parse().ok()?,
-                ))
-            })
-            .collect();
-        assert_eq!(results.len(), 4, "{kind}: {console}");
-        // GiB moved: 256 MiB each way, plus 4 KiB x (2000 + 16 x 250) random reads.
-        let gib = (512.0 + 6000.0 * 4096.0 / 1048576.0) / 1024.0;
-        rows.push((kind.to_string(), results, cpu / gib, rss));
+    const KINDS: [&str; 3] = ["raw", "luks", "vmcrypt"];
+    // rows[k] = the rounds of backend k.
+    let mut rows: Vec<Vec<Row>> = vec![Vec::new(); 3];
+    let (steal0, all0) = steal();
+    for round in 0..rounds {
+        for i in 0..3 {
+            let k = (i + round) % 3;
+            let kind = KINDS[k];
+            rows[k].push(boot(kind, dir, &images, vmcrypt, kit, &gbench));
+        }
+    }
+    let (steal1, all1) = steal();
+    if images != *dir {
+        let _ = std::fs::remove_dir_all(&images);
     }
     let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpu
@@ -197,44 +243,104 @@ fn main() {
         .find_map(|l| l.strip_prefix("model name"))
         .map_or("?", |m| m.trim_start_matches([' ', '\t', ':']));
     println!(
-        "CPU: {model}; guest: 2 vCPUs under TCG, 512 MiB; 1 GiB image; vhost-user-blk, 2 queues; one run"
+        "CPU: {model}; guest: 2 vCPUs under TCG, 512 MiB; 1 GiB image on {}; vhost-user-blk, 2 queues",
+        if images == *dir {
+            "the bench directory"
+        } else {
+            "tmpfs"
+        }
     );
     println!(
-        "{:<14} {:>12} {:>12} {:>12} {:>7} {:>7}",
+        "one run: {rounds} rounds of one boot per backend (rotating order), medians; CPU time stolen by other tenants during the run: {:.0}%",
+        100.0 * (steal1 - steal0) / (all1 - all0).max(1.0)
+    );
+    println!(
+        "{:<22} {:>10} {:>10} {:>10} {:>7} {:>7}",
         "case", "raw", "luks", "vmcrypt", "/raw", "/luks"
     );
-    for i in 0..4 {
-        let name = &rows[0].1[i].0;
-        let unit = if name.starts_with("rand") { 2 } else { 1 };
-        let v = |r: usize| {
-            if unit == 2 {
-                rows[r].1[i].2
-            } else {
-                rows[r].1[i].1
-            }
+    let cases: Vec<String> = rows[0][0].1.iter().map(|c| c.0.clone()).collect();
+    for (i, name) in cases.iter().enumerate() {
+        let iops = name.starts_with("rand");
+        let med = |k: usize| {
+            median(
+                rows[k]
+                    .iter()
+                    .map(|r| if iops { r.1[i].2 } else { r.1[i].1 })
+                    .collect(),
+            )
         };
-        let label = if unit == 2 {
-            format!("{name} IOPS")
-        } else {
-            format!("{name} MiB/s")
-        };
+        let label = format!("{name} {}", if iops { "IOPS" } else { "MiB/s" });
+        let (a, b, c) = (med(0), med(1), med(2));
         println!(
-            "{label:<14} {:>12.0} {:>12.0} {:>12.0} {:>7.2} {:>7.2}",
-            v(0),
-            v(1),
-            v(2),
-            v(2) / v(0),
-            v(2) / v(1)
+            "{label:<22} {a:>10.0} {b:>10.0} {c:>10.0} {:>7.2} {:>7.2}",
+            c / a,
+            c / b
         );
     }
+    let cpu_med = |k: usize| median(rows[k].iter().map(|r| r.2).collect());
+    let rss_max = |k: usize| rows[k].iter().map(|r| r.3).fold(0.0, f64::max);
     println!(
-        "backend CPU s/GiB: raw {:.2}, luks {:.2}, vmcrypt {:.2} ({:.2}x raw); peak RSS MiB: raw {:.0}, luks {:.0}, vmcrypt {:.0}",
-        rows[0].2,
-        rows[1].2,
-        rows[2].2,
-        rows[2].2 / rows[0].2,
-        rows[0].3,
-        rows[1].3,
-        rows[2].3
+        "backend CPU s/GiB (median): raw {:.2}, luks {:.2}, vmcrypt {:.2} ({:.2}x raw); peak RSS MiB: raw {:.0}, luks {:.0}, vmcrypt {:.0}",
+        cpu_med(0),
+        cpu_med(1),
+        cpu_med(2),
+        cpu_med(2) / cpu_med(0),
+        rss_max(0),
+        rss_max(1),
+        rss_max(2)
     );
+    for round in 0..rounds {
+        let ratios: Vec<String> = (0..cases.len())
+            .map(|i| {
+                let v = |k: usize| {
+                    let c = &rows[k][round].1[i];
+                    if cases[i].starts_with("rand") {
+                        c.2
+                    } else {
+                        c.1
+                    }
+                };
+                format!("{:.2}", v(2) / v(0))
+            })
+            .collect();
+        println!(
+            "round {}: vmcrypt/raw per case {}",
+            round + 1,
+            ratios.join(" ")
+        );
+    }
+}
+
+/// One guest boot on one backend: the four cases, the backend's CPU s/GiB and peak RSS.
+fn boot(kind: &str, dir: &Path, images: &Path, vmcrypt: &Path, kit: &Kit, gbench: &[u8]) -> Row {
+    let sock = dir.join(format!("{kind}.vhost"));
+    let mut b = backend(kind, images, vmcrypt, &sock);
+    let log = dir.join(format!("{kind}.log"));
+    let initrd = kit.initrd_with(dir, SCRIPT, &[("gbench", gbench)]);
+    let mut q = kit.qemu(&initrd, &log, 512);
+    q.args(["-chardev", &format!("socket,id=c0,path={}", sock.display())])
+        .args(["-device", "vhost-user-blk-pci,chardev=c0,num-queues=2"]);
+    let c0 = ticks(b.id());
+    let console = run_guest(q, &log, Duration::from_secs(600));
+    let cpu = ticks(b.id()) - c0;
+    let rss = hwm_mib(b.id());
+    let _ = Command::new("kill")
+        .args(["-TERM", &b.id().to_string()])
+        .status();
+    let _ = b.wait();
+    let results: Vec<(String, f64, f64)> = console
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.trim().strip_prefix("RESULT ")?.split_whitespace();
+            Some((
+                f.next()?.to_string(),
+                f.next()?.parse().ok()?,
+                f.next()?.parse().ok()?,
+            ))
+        })
+        .collect();
+    assert_eq!(results.len(), 4, "{kind}: {console}");
+    // GiB moved: 256 MiB each way, plus 4 KiB x (2000 + 16 x 250) random reads.
+    let gib = (512.0 + 6000.0 * 4096.0 / 1048576.0) / 1024.0;
+    (kind.to_string(), results, cpu / gib, rss)
 }

@@ -46,6 +46,8 @@ pub(crate) struct Counters {
     pub(crate) errors: AtomicU64,
     /// Reads and writes that took the copying path.
     pub(crate) copied: AtomicU64,
+    /// Writes made durable before they completed (the guest turned its write cache off).
+    pub(crate) write_through: AtomicU64,
     pub(crate) broken: AtomicU64,
     /// Requests per virtqueue.
     pub(crate) per_queue: Vec<AtomicU64>,
@@ -110,6 +112,7 @@ impl BlkBackend {
                 bytes_written: AtomicU64::new(0),
                 errors: AtomicU64::new(0),
                 copied: AtomicU64::new(0),
+                write_through: AtomicU64::new(0),
                 broken: AtomicU64::new(0),
                 per_queue: (0..geo.queues).map(|_| AtomicU64::new(0)).collect(),
             },
@@ -393,10 +396,11 @@ impl BlkBackend {
                     }
                     done += n as u64;
                 }
-                if !self.writeback.load(Ordering::Relaxed)
-                    && let Err(e) = disk.flush()
-                {
-                    return failed("write", &e);
+                if !self.writeback.load(Ordering::Relaxed) {
+                    if let Err(e) = disk.flush() {
+                        return failed("write", &e);
+                    }
+                    self.counters.write_through.fetch_add(1, Ordering::Relaxed);
                 }
                 self.counters
                     .bytes_written
@@ -519,6 +523,12 @@ impl VhostUserBackend for BlkBackend {
         VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::MQ
     }
 
+    fn acked_features(&self, _features: u64) {
+        // A driver negotiates after every device reset (boot, reboot, a new QEMU): the write
+        // cache starts in its default mode, write-back, whatever the last driver chose.
+        self.writeback.store(true, Ordering::Relaxed);
+    }
+
     fn set_event_idx(&self, enabled: bool) {
         self.event_idx.store(enabled, Ordering::Relaxed);
     }
@@ -533,8 +543,14 @@ impl VhostUserBackend for BlkBackend {
     fn set_config(&self, offset: u32, buf: &[u8]) -> io::Result<()> {
         // Only the write cache mode is writable (VIRTIO_BLK_F_CONFIG_WCE).
         if offset as usize == WCE_OFFSET && buf.len() == 1 {
-            self.writeback.store(buf[0] != 0, Ordering::Relaxed);
-            tracing::info!(writeback = buf[0] != 0, "guest set the write cache mode");
+            let writeback = buf[0] != 0;
+            let was = self.writeback.swap(writeback, Ordering::Relaxed);
+            tracing::info!(writeback, "guest set the write cache mode");
+            if was && !writeback {
+                // From now on a completed write is durable; so must be every write that
+                // completed before.
+                self.disk.flush().map_err(io::Error::other)?;
+            }
             return Ok(());
         }
         Err(io::Error::from(io::ErrorKind::InvalidInput))

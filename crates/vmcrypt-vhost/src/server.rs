@@ -61,6 +61,9 @@ pub struct VhostStats {
     /// whose logical block size is smaller than the disk's unit sends them) or for a piece
     /// (guest memory that is not one mapping).
     pub copied: u64,
+    /// Writes made durable (fdatasync) before they completed, because the guest switched its
+    /// write cache to write-through (`/sys/block/vdX/cache_type`).
+    pub write_through: u64,
     /// Chains that could not be answered at all (no status byte).
     pub broken: u64,
     /// Requests per virtqueue.
@@ -157,6 +160,7 @@ impl VhostUserBlk {
             bytes_written: get(&c.bytes_written),
             errors: get(&c.errors),
             copied: get(&c.copied),
+            write_through: get(&c.write_through),
             broken: get(&c.broken),
             per_queue: c.per_queue.iter().map(get).collect(),
         })
