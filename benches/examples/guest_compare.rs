@@ -289,11 +289,15 @@ fn main() {
         rss_max(1),
         rss_max(2)
     );
-    for round in 0..rounds {
+    for (round, raw) in rows[0].iter().enumerate() {
         let ratios: Vec<String> = (0..cases.len())
             .map(|i| {
                 let v = |k: usize| {
-                    let c = &rows[k][round].1[i];
+                    let c = if k == 0 {
+                        &raw.1[i]
+                    } else {
+                        &rows[k][round].1[i]
+                    };
                     if cases[i].starts_with("rand") {
                         c.2
                     } else {
