@@ -53,6 +53,16 @@ pub(crate) struct Counters {
     pub(crate) per_queue: Vec<AtomicU64>,
 }
 
+/// One step of a read or write: `len` bytes from byte `skip` of the request's data `span`,
+/// at disk offset `at`.
+#[derive(Clone, Copy)]
+struct Piece<'a> {
+    span: Span<'a>,
+    skip: u64,
+    len: usize,
+    at: u64,
+}
+
 /// A queue's own memory: the ciphertext buffer of the out-of-place path, the plaintext buffer
 /// and write scratch of the copying path, and the chain being served.
 struct QueueBufs {
@@ -243,6 +253,47 @@ impl BlkBackend {
         }
     }
 
+    /// Moves a read's or a write's data, piece by piece: out of place when it can
+    /// ([`BlkBackend::out_of_place`]), else, or for a piece it cannot, the copying way.
+    /// Returns the bytes moved.
+    fn transfer(
+        &self,
+        mem: &GuestMemoryMmap,
+        req: &Request<'_>,
+        bufs: &mut QueueBufs,
+        write: bool,
+    ) -> Result<u64, String> {
+        let direct = self.out_of_place(req);
+        let step = if direct { PIECE } else { SLOW_PIECE } as u64;
+        let mut done = 0u64;
+        while done < req.data.len {
+            let p = Piece {
+                span: req.data,
+                skip: done,
+                len: (req.data.len - done).min(step) as usize,
+                at: req.offset + done,
+            };
+            let moved = direct
+                && if write {
+                    self.write_direct(mem, p, bufs)
+                } else {
+                    self.read_direct(mem, p, bufs)
+                };
+            if !moved {
+                if direct {
+                    self.counters.copied.fetch_add(1, Ordering::Relaxed);
+                }
+                if write {
+                    self.write_copying(mem, p, bufs)?;
+                } else {
+                    self.read_copying(mem, p, bufs)?;
+                }
+            }
+            done += p.len as u64;
+        }
+        Ok(done)
+    }
+
     /// Whether a read or write goes out of place: whole data units, and every guest piece of
     /// its data whole units too (so no unit is split between two pieces).
     fn out_of_place(&self, req: &Request<'_>) -> bool {
@@ -260,45 +311,29 @@ impl BlkBackend {
         &self.disk
     }
 
-    /// Reads `n` bytes at disk offset `at` into byte `skip` of `span`, deciphering from the
-    /// sealed buffer straight into guest memory. False when a piece is not one contiguous
-    /// mapping (or not guest memory at all): the caller then takes the copying path, which
-    /// tells the two apart. A disk error is also false, and the copying path reports it.
-    fn read_direct(
-        &self,
-        mem: &GuestMemoryMmap,
-        span: Span<'_>,
-        skip: u64,
-        n: usize,
-        at: u64,
-        bufs: &mut QueueBufs,
-    ) -> bool {
+    /// Reads a piece from the disk, deciphering from the sealed buffer straight into guest
+    /// memory. False when a guest piece is not one contiguous mapping (or not guest memory at
+    /// all): the caller then takes the copying path, which tells the two apart. A disk error
+    /// is also false, and the copying path reports it.
+    fn read_direct(&self, mem: &GuestMemoryMmap, p: Piece<'_>, bufs: &mut QueueBufs) -> bool {
         let disk = &*self.disk;
         let sealed = &mut bufs.sealed;
-        disk.read_sealed(sealed, at, n).is_ok()
-            && walk(span, skip, n, |addr, _, m| {
+        disk.read_sealed(sealed, p.at, p.len).is_ok()
+            && walk(p.span, p.skip, p.len, |addr, _, m| {
                 mem.get_slice(GuestAddress(addr), m)
                     .is_ok_and(|vs| disk.open_into(sealed, &vs).is_ok())
             })
             .is_ok()
     }
 
-    /// Writes `n` bytes from byte `skip` of `span` at disk offset `at`, enciphering from guest
-    /// memory into the sealed buffer, then one `pwrite`. False, with nothing written, when a
-    /// piece is not one contiguous mapping: the caller takes the copying path.
-    fn write_direct(
-        &self,
-        mem: &GuestMemoryMmap,
-        span: Span<'_>,
-        skip: u64,
-        n: usize,
-        at: u64,
-        bufs: &mut QueueBufs,
-    ) -> bool {
+    /// Writes a piece to the disk, enciphering from guest memory into the sealed buffer, then
+    /// one `pwrite`. False, with nothing written, when a guest piece is not one contiguous
+    /// mapping: the caller takes the copying path.
+    fn write_direct(&self, mem: &GuestMemoryMmap, p: Piece<'_>, bufs: &mut QueueBufs) -> bool {
         let disk = &*self.disk;
         let sealed = &mut bufs.sealed;
-        disk.begin_seal(sealed, at);
-        walk(span, skip, n, |addr, _, m| {
+        disk.begin_seal(sealed, p.at);
+        walk(p.span, p.skip, p.len, |addr, _, m| {
             mem.get_slice(GuestAddress(addr), m)
                 .is_ok_and(|vs| disk.seal_from(sealed, &vs).is_ok())
         })
@@ -310,16 +345,12 @@ impl BlkBackend {
     fn read_copying(
         &self,
         mem: &GuestMemoryMmap,
-        span: Span<'_>,
-        skip: u64,
-        n: usize,
-        at: u64,
+        p: Piece<'_>,
         bufs: &mut QueueBufs,
     ) -> Result<(), String> {
-        self.disk
-            .read_at(&mut bufs.data[..n], at)
-            .map_err(|e| e.to_string())?;
-        copy_out(mem, span, skip, &bufs.data[..n]).map_err(str::to_string)
+        let data = &mut bufs.data[..p.len];
+        self.disk.read_at(data, p.at).map_err(|e| e.to_string())?;
+        copy_out(mem, p.span, p.skip, data).map_err(str::to_string)
     }
 
     /// The copying path of a write: copy out of guest memory, then encrypt through the
@@ -327,15 +358,13 @@ impl BlkBackend {
     fn write_copying(
         &self,
         mem: &GuestMemoryMmap,
-        span: Span<'_>,
-        skip: u64,
-        n: usize,
-        at: u64,
+        p: Piece<'_>,
         bufs: &mut QueueBufs,
     ) -> Result<(), String> {
-        copy_in(mem, span, skip, &mut bufs.data[..n])?;
+        let data = &mut bufs.data[..p.len];
+        copy_in(mem, p.span, p.skip, data)?;
         self.disk
-            .write_at(&bufs.data[..n], at, &mut bufs.scratch)
+            .write_at(data, p.at, &mut bufs.scratch)
             .map_err(|e| e.to_string())
     }
 
@@ -353,49 +382,18 @@ impl BlkBackend {
             (status::IOERR, 0)
         };
         match req.kind {
-            Kind::Read => {
-                let direct = self.out_of_place(req);
-                let step = if direct { PIECE } else { SLOW_PIECE } as u64;
-                let mut done = 0u64;
-                while done < req.data.len {
-                    let n = (req.data.len - done).min(step) as usize;
-                    let at = req.offset + done;
-                    let r = if direct && self.read_direct(mem, req.data, done, n, at, bufs) {
-                        Ok(())
-                    } else {
-                        if direct {
-                            self.counters.copied.fetch_add(1, Ordering::Relaxed);
-                        }
-                        self.read_copying(mem, req.data, done, n, at, bufs)
-                    };
-                    if let Err(e) = r {
-                        return failed("read", &e);
-                    }
-                    done += n as u64;
+            Kind::Read => match self.transfer(mem, req, bufs, false) {
+                Ok(done) => {
+                    self.counters.bytes_read.fetch_add(done, Ordering::Relaxed);
+                    (status::OK, u32::try_from(done).unwrap_or(u32::MAX))
                 }
-                self.counters.bytes_read.fetch_add(done, Ordering::Relaxed);
-                (status::OK, u32::try_from(done).unwrap_or(u32::MAX))
-            }
+                Err(e) => failed("read", &e),
+            },
             Kind::Write => {
-                let direct = self.out_of_place(req);
-                let step = if direct { PIECE } else { SLOW_PIECE } as u64;
-                let mut done = 0u64;
-                while done < req.data.len {
-                    let n = (req.data.len - done).min(step) as usize;
-                    let at = req.offset + done;
-                    let r = if direct && self.write_direct(mem, req.data, done, n, at, bufs) {
-                        Ok(())
-                    } else {
-                        if direct {
-                            self.counters.copied.fetch_add(1, Ordering::Relaxed);
-                        }
-                        self.write_copying(mem, req.data, done, n, at, bufs)
-                    };
-                    if let Err(e) = r {
-                        return failed("write", &e);
-                    }
-                    done += n as u64;
-                }
+                let done = match self.transfer(mem, req, bufs, true) {
+                    Ok(done) => done,
+                    Err(e) => return failed("write", &e),
+                };
                 if !self.writeback.load(Ordering::Relaxed) {
                     if let Err(e) = disk.flush() {
                         return failed("write", &e);
