@@ -264,6 +264,9 @@ impl BlkBackend {
         write: bool,
     ) -> Result<u64, String> {
         let direct = self.out_of_place(req);
+        if !direct {
+            self.counters.copied.fetch_add(1, Ordering::Relaxed);
+        }
         let step = if direct { PIECE } else { SLOW_PIECE } as u64;
         let mut done = 0u64;
         while done < req.data.len {
@@ -298,12 +301,8 @@ impl BlkBackend {
     /// its data whole units too (so no unit is split between two pieces).
     fn out_of_place(&self, req: &Request<'_>) -> bool {
         let u = self.disk.unit_size();
-        let direct = self.disk.whole_units(req.offset, req.data.len)
-            && req.data.pieces().all(|(_, n)| n.is_multiple_of(u));
-        if !direct {
-            self.counters.copied.fetch_add(1, Ordering::Relaxed);
-        }
-        direct
+        self.disk.whole_units(req.offset, req.data.len)
+            && req.data.pieces().all(|(_, n)| n.is_multiple_of(u))
     }
 
     #[cfg(test)]

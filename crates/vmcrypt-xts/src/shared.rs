@@ -43,9 +43,7 @@ impl Xts {
         check_pair(src.len(), dst.len(), byte_offset, unit)?;
         let u = unit.bytes();
         #[cfg(target_arch = "x86_64")]
-        if let Some(v) = self.fast()
-            && crate::vaes::Vaes::handles(u)
-        {
+        if let Some(v) = self.fast_for(u) {
             let guard = dst.ptr_guard_mut();
             // SAFETY: `src` is valid for reads of its length; the guard's pointer is valid for
             // writes of `dst.len()` (= src.len()) bytes while the guard lives (vm-memory checked
@@ -95,9 +93,7 @@ impl Xts {
         check_pair(src.len(), dst.len(), byte_offset, unit)?;
         let u = unit.bytes();
         #[cfg(target_arch = "x86_64")]
-        if let Some(v) = self.fast()
-            && crate::vaes::Vaes::handles(u)
-        {
+        if let Some(v) = self.fast_for(u) {
             let guard = src.ptr_guard();
             // SAFETY: the guard's pointer is valid for reads of `src.len()` bytes while it
             // lives; `dst` is valid for writes of its length (= src.len()) and, being an
@@ -122,6 +118,14 @@ impl Xts {
             Direction::Encrypt,
         );
         Ok(())
+    }
+}
+
+impl Xts {
+    /// The VAES kernel, when this key runs on it and it takes units of `unit_len` bytes.
+    #[cfg(target_arch = "x86_64")]
+    fn fast_for(&self, unit_len: usize) -> Option<&crate::vaes::Vaes> {
+        self.fast().filter(|_| crate::vaes::Vaes::handles(unit_len))
     }
 }
 
