@@ -66,14 +66,16 @@ fn serve(
         Ok(Arc::from(Config::load(&cfg_path)?.open_local(name)?))
     };
     let agent = Arc::new(Agent::new(cache, open).in_flight(max_in_flight));
-    let listener = vmcrypt_agent::bind(socket)?;
-    let shutdown = Shutdown::new(&listener, socket)?;
+    // The handlers before the socket: a supervisor may signal as soon as it can connect, and
+    // a signal that met the default action would kill the agent without zeroing its cache.
     let signalled = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, signalled.clone()).map_err(|e| Error::Unsupported {
             what: format!("installing the signal handler: {e}"),
         })?;
     }
+    let listener = vmcrypt_agent::bind(socket)?;
+    let shutdown = Shutdown::new(&listener, socket)?;
     {
         let shutdown = shutdown.clone();
         std::thread::spawn(move || {

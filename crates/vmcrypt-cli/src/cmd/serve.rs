@@ -22,6 +22,10 @@ pub fn run(cli: &Cli, a: &ServeArgs, out: &Out) -> Result<()> {
         .map(|s| Endpoint::parse(s).map_err(|e| Error::input(format!("--nbd: {e}"))))
         .transpose()?;
     let vhost_at = a.vhost_user.as_ref().map(|p| Endpoint::Unix(p.clone()));
+    // SIGTERM or Ctrl-C: drain and exit 0; a second signal ends the process at once. Installed
+    // before any socket exists, so a supervisor that signals as soon as it can connect never
+    // meets the default action (death without draining).
+    let stop = cancel_on_signal();
     let cfg = load_config(cli)?;
     // The lock first, then the key: once open, a KMS outage changes nothing.
     let disk = Arc::new(EncryptedDisk::open(&a.disk, &cfg.registry())?);
@@ -51,8 +55,6 @@ pub fn run(cli: &Cli, a: &ServeArgs, out: &Out) -> Result<()> {
         }
         None => None,
     };
-    // SIGTERM or Ctrl-C: drain and exit 0; a second signal ends the process at once.
-    let stop = cancel_on_signal();
     let what = format!(
         "{} ({}, {}-byte blocks{})",
         a.disk.display(),
