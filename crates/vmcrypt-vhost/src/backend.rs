@@ -34,6 +34,13 @@ type Memory = GuestMemoryAtomic<GuestMemoryMmap>;
 /// Bytes moved between the disk and guest memory at a time, out of place.
 const PIECE: usize = 1 << 20;
 
+/// Out-of-place pieces at least this long are cut in two halves, moved at once by the queue's
+/// worker and a helper thread: the `pread` and the cipher pass of one large request then use
+/// two cores. A guest's sequential I/O has one request in flight, so without this one core
+/// idles while the other reads and deciphers (see docs/performance.md). Below this size the
+/// hand-off to the helper costs more than half the work saves.
+const SPLIT: usize = 256 << 10;
+
 /// Bytes at a time on the copying path (requests that are not whole units).
 const SLOW_PIECE: usize = 128 << 10;
 
@@ -63,10 +70,36 @@ struct Piece<'a> {
     at: u64,
 }
 
-/// A queue's own memory: the ciphertext buffer of the out-of-place path, the plaintext buffer
-/// and write scratch of the copying path, and the chain being served.
+impl<'a> Piece<'a> {
+    /// The first `n` bytes and the rest.
+    fn split(self, n: usize) -> (Piece<'a>, Piece<'a>) {
+        let rest = Piece {
+            span: self.span,
+            skip: self.skip + n as u64,
+            len: self.len - n,
+            at: self.at + n as u64,
+        };
+        (Piece { len: n, ..self }, rest)
+    }
+}
+
+/// The helper threads of [`BlkBackend::direct`]: one per core, asleep unless a large
+/// request is being moved. Named so that `top -H` tells them apart.
+fn helpers() -> Option<rayon::ThreadPool> {
+    let n = std::thread::available_parallelism().map_or(1, usize::from);
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .thread_name(|i| format!("vhost-xts-{i}"))
+        .build()
+        .map_err(|e| tracing::warn!("large requests move on one thread: no helper threads: {e}"))
+        .ok()
+}
+
+/// A queue's own memory: the ciphertext buffers of the out-of-place path (one per half of a
+/// piece), the plaintext buffer and write scratch of the copying path, and the chain being
+/// served.
 struct QueueBufs {
-    sealed: Sealed,
+    sealed: [Sealed; 2],
     data: Zeroizing<Vec<u8>>,
     scratch: Scratch,
     segs: Vec<Seg>,
@@ -84,6 +117,9 @@ pub(crate) struct BlkBackend {
     event_idx: AtomicBool,
     mem: Mutex<Option<Memory>>,
     queues: Vec<Mutex<QueueBufs>>,
+    /// Threads that move the second half of large pieces; `None` (every piece moved by the
+    /// queue's worker alone) if they could not be started.
+    helpers: Option<rayon::ThreadPool>,
     pub(crate) counters: Counters,
 }
 
@@ -99,7 +135,7 @@ impl BlkBackend {
         let queues = (0..geo.queues)
             .map(|_| {
                 Mutex::new(QueueBufs {
-                    sealed: Sealed::new(PIECE),
+                    sealed: [Sealed::new(PIECE / 2), Sealed::new(PIECE / 2)],
                     data: Zeroizing::new(vec![0u8; SLOW_PIECE]),
                     scratch: Scratch::new(SLOW_PIECE),
                     segs: Vec::with_capacity(usize::from(geo.queue_size)),
@@ -109,6 +145,7 @@ impl BlkBackend {
             })
             .collect();
         BlkBackend {
+            helpers: helpers(),
             disk,
             geo,
             serial: id,
@@ -276,20 +313,22 @@ impl BlkBackend {
                 len: (req.data.len - done).min(step) as usize,
                 at: req.offset + done,
             };
-            let moved = direct
-                && if write {
-                    self.write_direct(mem, p, bufs)
-                } else {
-                    self.read_direct(mem, p, bufs)
-                };
+            let moved = direct && self.direct(mem, p, &mut bufs.sealed, write);
             if !moved {
                 if direct {
                     self.counters.copied.fetch_add(1, Ordering::Relaxed);
                 }
-                if write {
-                    self.write_copying(mem, p, bufs)?;
-                } else {
-                    self.read_copying(mem, p, bufs)?;
+                // The copying path's buffers hold SLOW_PIECE: a direct piece that fell back
+                // is copied in steps of that.
+                let mut from = 0;
+                while from < p.len {
+                    let (q, _) = p.split(from).1.split((p.len - from).min(SLOW_PIECE));
+                    if write {
+                        self.write_copying(mem, q, bufs)?;
+                    } else {
+                        self.read_copying(mem, q, bufs)?;
+                    }
+                    from += q.len;
                 }
             }
             done += p.len as u64;
@@ -305,18 +344,58 @@ impl BlkBackend {
             && req.data.pieces().all(|(_, n)| n.is_multiple_of(u))
     }
 
+    /// Moves every piece on the queue's worker alone (benches and tests of that path).
+    pub(crate) fn without_helpers(&mut self) {
+        self.helpers = None;
+    }
+
     #[cfg(test)]
     pub(crate) fn disk(&self) -> &EncryptedDisk {
         &self.disk
+    }
+
+    /// Moves a piece out of place; a large one as two halves at once, the second on a helper
+    /// thread. False when either half could not (the caller then moves the whole piece the
+    /// copying way: a read is read again, a write written again from the same guest memory).
+    fn direct(
+        &self,
+        mem: &GuestMemoryMmap,
+        p: Piece<'_>,
+        sealed: &mut [Sealed; 2],
+        write: bool,
+    ) -> bool {
+        let one = |p: Piece<'_>, s: &mut Sealed| {
+            if write {
+                self.write_direct(mem, p, s)
+            } else {
+                self.read_direct(mem, p, s)
+            }
+        };
+        let [a, b] = sealed;
+        if p.len < SPLIT {
+            return one(p, a);
+        }
+        // Every guest piece is whole units, so any unit boundary is a boundary of guest
+        // pieces too: both halves stay out of place. Each half fits one buffer.
+        let u = self.disk.unit_size();
+        let (first, second) = p.split((p.len / u).div_ceil(2) * u);
+        let Some(pool) = &self.helpers else {
+            return one(first, a) && one(second, b);
+        };
+        let mut second_ok = false;
+        let first_ok = pool.in_place_scope(|s| {
+            s.spawn(|_| second_ok = one(second, b));
+            one(first, a)
+        });
+        first_ok && second_ok
     }
 
     /// Reads a piece from the disk, deciphering from the sealed buffer straight into guest
     /// memory. False when a guest piece is not one contiguous mapping (or not guest memory at
     /// all): the caller then takes the copying path, which tells the two apart. A disk error
     /// is also false, and the copying path reports it.
-    fn read_direct(&self, mem: &GuestMemoryMmap, p: Piece<'_>, bufs: &mut QueueBufs) -> bool {
+    fn read_direct(&self, mem: &GuestMemoryMmap, p: Piece<'_>, sealed: &mut Sealed) -> bool {
         let disk = &*self.disk;
-        let sealed = &mut bufs.sealed;
         disk.read_sealed(sealed, p.at, p.len).is_ok()
             && walk(p.span, p.skip, p.len, |addr, _, m| {
                 mem.get_slice(GuestAddress(addr), m)
@@ -328,9 +407,8 @@ impl BlkBackend {
     /// Writes a piece to the disk, enciphering from guest memory into the sealed buffer, then
     /// one `pwrite`. False, with nothing written, when a guest piece is not one contiguous
     /// mapping: the caller takes the copying path.
-    fn write_direct(&self, mem: &GuestMemoryMmap, p: Piece<'_>, bufs: &mut QueueBufs) -> bool {
+    fn write_direct(&self, mem: &GuestMemoryMmap, p: Piece<'_>, sealed: &mut Sealed) -> bool {
         let disk = &*self.disk;
-        let sealed = &mut bufs.sealed;
         disk.begin_seal(sealed, p.at);
         walk(p.span, p.skip, p.len, |addr, _, m| {
             mem.get_slice(GuestAddress(addr), m)

@@ -87,6 +87,13 @@ impl HostQueue {
         }
     }
 
+    /// The same queue with every piece moved by the queue's worker alone (no helper threads):
+    /// the bench's "before" of splitting large requests across cores.
+    pub fn one_thread(mut self) -> HostQueue {
+        self.backend.without_helpers();
+        self
+    }
+
     /// Offers `depth` reads (or writes) of consecutive ranges from disk offset `offset`,
     /// serves them all, checks that each succeeded, and returns the bytes moved.
     ///
