@@ -14,6 +14,10 @@
 //! no flushes; vmcrypt's shows write-back and fdatasyncs on the guest's flush).
 //!
 //! Usage (the script does this): guest_compare DIR VMCRYPT_BINARY GBENCH_BINARY [ROUNDS]
+//!
+//! With `GUEST_COMPARE_ALT="ARGS"` in the environment a fourth backend, `alt`, joins every
+//! round: `vmcrypt serve` with those extra arguments (e.g. `--io-threads 0`), so a change of
+//! settings is measured against the default in the same run.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -66,7 +70,7 @@ fn run(cmd: &mut Command) {
     );
 }
 
-fn backend(kind: &str, dir: &Path, vmcrypt: &Path, sock: &Path) -> Child {
+fn backend(kind: &str, dir: &Path, vmcrypt: &Path, sock: &Path, alt: &[String]) -> Child {
     let _ = std::fs::remove_file(sock);
     let export = format!(
         "type=vhost-user-blk,id=e,node-name={},addr.type=unix,addr.path={},writable=on,num-queues=2",
@@ -102,6 +106,9 @@ fn backend(kind: &str, dir: &Path, vmcrypt: &Path, sock: &Path) -> Child {
                 .arg("--vhost-user")
                 .arg(sock)
                 .args(["--queues", "2"]);
+            if kind == "alt" {
+                c.args(alt);
+            }
             c
         }
     };
@@ -222,15 +229,22 @@ fn main() {
         )));
     run(&mut Command::new("sync"));
 
-    const KINDS: [&str; 3] = ["raw", "luks", "vmcrypt"];
+    // raw, luks, vmcrypt: the ratios are of the third (and of `alt`) to the first two.
+    let alt: Vec<String> = std::env::var("GUEST_COMPARE_ALT")
+        .map(|a| a.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default();
+    let mut kinds = vec!["raw", "luks", "vmcrypt"];
+    if !alt.is_empty() {
+        kinds.push("alt");
+    }
+    let n = kinds.len();
     // rows[k] = the rounds of backend k.
-    let mut rows: Vec<Vec<Row>> = vec![Vec::new(); 3];
+    let mut rows: Vec<Vec<Row>> = vec![Vec::new(); n];
     let (steal0, all0) = steal();
     for round in 0..rounds {
-        for i in 0..3 {
-            let k = (i + round) % 3;
-            let kind = KINDS[k];
-            rows[k].push(boot(kind, dir, &images, vmcrypt, kit, &gbench));
+        for i in 0..n {
+            let k = (i + round) % n;
+            rows[k].push(boot(kinds[k], dir, &images, vmcrypt, kit, &gbench, &alt));
         }
     }
     let (steal1, all1) = steal();
@@ -254,71 +268,89 @@ fn main() {
         "one run: {rounds} rounds of one boot per backend (rotating order), medians; CPU time stolen by other tenants during the run: {:.0}%",
         100.0 * (steal1 - steal0) / (all1 - all0).max(1.0)
     );
-    println!(
-        "{:<22} {:>10} {:>10} {:>10} {:>7} {:>7}",
-        "case", "raw", "luks", "vmcrypt", "/raw", "/luks"
-    );
+    if !alt.is_empty() {
+        println!("alt: vmcrypt serve ... {}", alt.join(" "));
+    }
+    let mut head = format!("{:<22}", "case");
+    for k in &kinds {
+        head.push_str(&format!(" {k:>10}"));
+    }
+    head.push_str(&format!(" {:>7} {:>7}", "/raw", "/luks"));
+    if !alt.is_empty() {
+        head.push_str(&format!(" {:>9}", "alt/raw"));
+    }
+    println!("{head}");
     let cases: Vec<String> = rows[0][0].1.iter().map(|c| c.0.clone()).collect();
+    let value = |r: &Row, i: usize| {
+        if cases[i].starts_with("rand") {
+            r.1[i].2
+        } else {
+            r.1[i].1
+        }
+    };
     for (i, name) in cases.iter().enumerate() {
-        let iops = name.starts_with("rand");
-        let med = |k: usize| {
-            median(
-                rows[k]
-                    .iter()
-                    .map(|r| if iops { r.1[i].2 } else { r.1[i].1 })
-                    .collect(),
-            )
+        let med = |k: usize| median(rows[k].iter().map(|r| value(r, i)).collect());
+        let unit = if name.starts_with("rand") {
+            "IOPS"
+        } else {
+            "MiB/s"
         };
-        let label = format!("{name} {}", if iops { "IOPS" } else { "MiB/s" });
-        let (a, b, c) = (med(0), med(1), med(2));
-        println!(
-            "{label:<22} {a:>10.0} {b:>10.0} {c:>10.0} {:>7.2} {:>7.2}",
-            c / a,
-            c / b
-        );
+        let mut line = format!("{:<22}", format!("{name} {unit}"));
+        for k in 0..n {
+            line.push_str(&format!(" {:>10.0}", med(k)));
+        }
+        line.push_str(&format!(
+            " {:>7.2} {:>7.2}",
+            med(2) / med(0),
+            med(2) / med(1)
+        ));
+        if n > 3 {
+            line.push_str(&format!(" {:>9.2}", med(3) / med(0)));
+        }
+        println!("{line}");
     }
     let cpu_med = |k: usize| median(rows[k].iter().map(|r| r.2).collect());
     let rss_max = |k: usize| rows[k].iter().map(|r| r.3).fold(0.0, f64::max);
-    println!(
-        "backend CPU s/GiB (median): raw {:.2}, luks {:.2}, vmcrypt {:.2} ({:.2}x raw); peak RSS MiB: raw {:.0}, luks {:.0}, vmcrypt {:.0}",
-        cpu_med(0),
-        cpu_med(1),
-        cpu_med(2),
-        cpu_med(2) / cpu_med(0),
-        rss_max(0),
-        rss_max(1),
-        rss_max(2)
-    );
+    let mut line = String::from("backend CPU s/GiB (median):");
+    for (k, kind) in kinds.iter().enumerate() {
+        line.push_str(&format!(" {kind} {:.2}", cpu_med(k)));
+        if k >= 2 {
+            line.push_str(&format!(" ({:.2}x raw)", cpu_med(k) / cpu_med(0)));
+        }
+        line.push(if k + 1 < n { ',' } else { ';' });
+    }
+    line.push_str(" peak RSS MiB:");
+    for (k, kind) in kinds.iter().enumerate() {
+        line.push_str(&format!(" {kind} {:.0}", rss_max(k)));
+    }
+    println!("{line}");
     for (round, raw) in rows[0].iter().enumerate() {
-        let ratios: Vec<String> = (0..cases.len())
-            .map(|i| {
-                let v = |k: usize| {
-                    let c = if k == 0 {
-                        &raw.1[i]
-                    } else {
-                        &rows[k][round].1[i]
-                    };
-                    if cases[i].starts_with("rand") {
-                        c.2
-                    } else {
-                        c.1
-                    }
-                };
-                format!("{:.2}", v(2) / v(0))
-            })
-            .collect();
-        println!(
-            "round {}: vmcrypt/raw per case {}",
-            round + 1,
-            ratios.join(" ")
-        );
+        for k in 2..n {
+            let ratios: Vec<String> = (0..cases.len())
+                .map(|i| format!("{:.2}", value(&rows[k][round], i) / value(raw, i)))
+                .collect();
+            println!(
+                "round {}: {}/raw per case {}",
+                round + 1,
+                kinds[k],
+                ratios.join(" ")
+            );
+        }
     }
 }
 
 /// One guest boot on one backend: the four cases, the backend's CPU s/GiB and peak RSS.
-fn boot(kind: &str, dir: &Path, images: &Path, vmcrypt: &Path, kit: &Kit, gbench: &[u8]) -> Row {
+fn boot(
+    kind: &str,
+    dir: &Path,
+    images: &Path,
+    vmcrypt: &Path,
+    kit: &Kit,
+    gbench: &[u8],
+    alt: &[String],
+) -> Row {
     let sock = dir.join(format!("{kind}.vhost"));
-    let mut b = backend(kind, images, vmcrypt, &sock);
+    let mut b = backend(kind, images, vmcrypt, &sock, alt);
     let log = dir.join(format!("{kind}.log"));
     let initrd = kit.initrd_with(dir, SCRIPT, &[("gbench", gbench)]);
     let mut q = kit.qemu(&initrd, &log, 512);

@@ -114,6 +114,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 128,
           value_parser = clap::value_parser!(u16).range(2..=1024))]
     pub queue_size: u16,
+    /// vhost-user: helper threads that move one half of each large request (256 KiB and
+    /// more) while the queue's worker moves the other, so one request in flight uses two
+    /// cores; 0 moves everything on the queue's workers (default: one per queue).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=64))]
+    pub io_threads: Option<u16>,
     /// vhost-user: the serial the guest reads (GET_ID, up to 20 bytes; default: the disk's
     /// file name).
     #[arg(long)]

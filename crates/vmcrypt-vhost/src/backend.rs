@@ -83,10 +83,12 @@ impl<'a> Piece<'a> {
     }
 }
 
-/// The helper threads of [`BlkBackend::direct`]: one per core, asleep unless a large
-/// request is being moved. Named so that `top -H` tells them apart.
-fn helpers() -> Option<rayon::ThreadPool> {
-    let n = std::thread::available_parallelism().map_or(1, usize::from);
+/// The `n` helper threads of [`BlkBackend::direct`], asleep unless a large request is being
+/// moved. Named so that `top -H` tells them apart.
+fn helpers(n: usize) -> Option<rayon::ThreadPool> {
+    if n == 0 {
+        return None;
+    }
     rayon::ThreadPoolBuilder::new()
         .num_threads(n)
         .thread_name(|i| format!("vhost-xts-{i}"))
@@ -128,7 +130,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl BlkBackend {
-    pub(crate) fn new(disk: Arc<EncryptedDisk>, geo: Geometry, serial: &str) -> BlkBackend {
+    /// A device over `disk`, with `io_threads` helpers for large requests (0: none).
+    pub(crate) fn new(
+        disk: Arc<EncryptedDisk>,
+        geo: Geometry,
+        serial: &str,
+        io_threads: usize,
+    ) -> BlkBackend {
         let mut id = [0u8; ID_LEN];
         let s = serial.as_bytes();
         id[..s.len().min(ID_LEN)].copy_from_slice(&s[..s.len().min(ID_LEN)]);
@@ -145,7 +153,7 @@ impl BlkBackend {
             })
             .collect();
         BlkBackend {
-            helpers: helpers(),
+            helpers: helpers(io_threads),
             disk,
             geo,
             serial: id,

@@ -73,7 +73,7 @@ impl HostQueue {
             queue_size: QUEUE,
             read_only: false,
         };
-        let backend = BlkBackend::new(disk, geo, "bench");
+        let backend = BlkBackend::new(disk, geo, "bench", 2);
         let size = DATA as usize + usize::from(depth) * request as usize;
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), size)]).expect("guest memory");
         let vring = ready_vring(&backend, &mem, QUEUE, [DESC, AVAIL, USED]);

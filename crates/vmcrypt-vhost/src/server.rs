@@ -31,6 +31,10 @@ pub struct VhostOptions {
     pub read_only: bool,
     /// The serial GET_ID returns (up to 20 bytes; default: the disk's file name).
     pub serial: Option<String>,
+    /// Helper threads that move the second half of large requests (`Some(0)`: none, each
+    /// queue's worker moves all of its requests; `None`: one per queue, as more never help:
+    /// a queue hands out one half at a time).
+    pub io_threads: Option<usize>,
 }
 
 impl Default for VhostOptions {
@@ -40,6 +44,7 @@ impl Default for VhostOptions {
             queue_size: 128,
             read_only: false,
             serial: None,
+            io_threads: None,
         }
     }
 }
@@ -118,7 +123,12 @@ impl VhostUserBlk {
                 .unwrap_or_default()
         });
         Ok(VhostUserBlk {
-            backend: Arc::new(BlkBackend::new(Arc::clone(&disk), geo, &serial)),
+            backend: Arc::new(BlkBackend::new(
+                Arc::clone(&disk),
+                geo,
+                &serial,
+                opts.io_threads.unwrap_or(usize::from(opts.queues)),
+            )),
             disk,
         })
     }

@@ -58,7 +58,7 @@ impl Rig {
             queue_size: QUEUE,
             read_only: false,
         };
-        let backend = BlkBackend::new(disk, geo, "serial-0123456789abcdef");
+        let backend = BlkBackend::new(disk, geo, "serial-0123456789abcdef", 2);
         let mem = GuestMemoryMmap::from_ranges(regions).expect("memory");
         let vring = crate::hostbench::ready_vring(&backend, &mem, QUEUE, [DESC, AVAIL, USED]);
         Rig {

@@ -49,6 +49,9 @@ pub fn run(cli: &Cli, a: &ServeArgs, out: &Out) -> Result<()> {
             if let Some(q) = a.queues {
                 opts.queues = q;
             }
+            if let Some(n) = a.io_threads {
+                opts.io_threads = Some(usize::from(n));
+            }
             let device = VhostUserBlk::new(Arc::clone(&disk), &opts)
                 .map_err(|e| Error::input(format!("--vhost-user: {e}")))?;
             Some((bind(at)?, device, opts))
