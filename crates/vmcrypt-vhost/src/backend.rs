@@ -404,10 +404,13 @@ impl BlkBackend {
     /// is also false, and the copying path reports it.
     fn read_direct(&self, mem: &GuestMemoryMmap, p: Piece<'_>, sealed: &mut Sealed) -> bool {
         let disk = &*self.disk;
-        disk.read_sealed(sealed, p.at, p.len).is_ok()
+        // Held until the piece is in guest memory (an online job's window waits for it), and
+        // dropped before any fallback, which takes its own.
+        let route = disk.route(p.at, p.len);
+        disk.read_sealed(&route, sealed, p.at, p.len).is_ok()
             && walk(p.span, p.skip, p.len, |addr, _, m| {
                 mem.get_slice(GuestAddress(addr), m)
-                    .is_ok_and(|vs| disk.open_into(sealed, &vs).is_ok())
+                    .is_ok_and(|vs| disk.open_into(&route, sealed, &vs).is_ok())
             })
             .is_ok()
     }
@@ -417,13 +420,14 @@ impl BlkBackend {
     /// mapping: the caller takes the copying path.
     fn write_direct(&self, mem: &GuestMemoryMmap, p: Piece<'_>, sealed: &mut Sealed) -> bool {
         let disk = &*self.disk;
+        let route = disk.route(p.at, p.len);
         disk.begin_seal(sealed, p.at);
         walk(p.span, p.skip, p.len, |addr, _, m| {
             mem.get_slice(GuestAddress(addr), m)
-                .is_ok_and(|vs| disk.seal_from(sealed, &vs).is_ok())
+                .is_ok_and(|vs| disk.seal_from(&route, sealed, &vs).is_ok())
         })
         .is_ok()
-            && disk.write_sealed(sealed).is_ok()
+            && disk.write_sealed(&route, sealed).is_ok()
     }
 
     /// The copying path of a read: decrypt into the queue's buffer, copy into guest memory.

@@ -27,8 +27,16 @@ use super::DiskState;
 use crate::keysafe::KeyRing;
 use crate::lock::DiskLock;
 use crate::provider::ProviderRegistry;
-use crate::secret::Schedule;
 use crate::{Error, Result, holes};
+
+mod route;
+pub use route::Route;
+
+#[cfg(test)]
+mod fixture;
+#[cfg(test)]
+mod online_tests;
+use route::Router;
 
 #[cfg(feature = "guest-memory")]
 mod guest;
@@ -84,7 +92,8 @@ pub struct EncryptedDisk {
     path: PathBuf,
     payload_path: PathBuf,
     file: File,
-    xts: Schedule,
+    /// The key of each unit (two during an online job), and the gate of the job's window.
+    keys: Router,
     unit: SectorSize,
     /// Where the payload starts in its file.
     base: u64,
@@ -128,7 +137,7 @@ impl EncryptedDisk {
             path: path.to_path_buf(),
             payload_path: disk.payload_path().to_path_buf(),
             file,
-            xts: key.secret.xts()?,
+            keys: Router::new(key.secret.xts()?),
             unit: meta.identity.sector_size,
             base: meta.identity.payload_offset,
             len: meta.identity.payload_size,
@@ -165,15 +174,16 @@ impl EncryptedDisk {
     /// is read); [`Error::Io`].
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         self.check(offset, buf.len())?;
+        let r = self.route(offset, buf.len());
         self.for_each_part(offset, buf.len(), |at, range, whole| {
             let part = &mut buf[range];
             if whole {
-                self.read_units(part, at)
+                self.read_units(&r, part, at)
             } else {
                 let (start, from) = self.unit_of(at);
                 let mut block = Zeroizing::new([0u8; MAX_UNIT]);
                 let block = &mut block[..self.unit.bytes()];
-                self.read_units(block, start)?;
+                self.read_units(&r, block, start)?;
                 part.copy_from_slice(&block[from..from + part.len()]);
                 Ok(())
             }
@@ -188,6 +198,7 @@ impl EncryptedDisk {
     /// is written); [`Error::Io`].
     pub fn write_at(&self, buf: &[u8], offset: u64, scratch: &mut Scratch) -> Result<()> {
         self.check(offset, buf.len())?;
+        let r = self.route(offset, buf.len());
         self.for_each_part(offset, buf.len(), |at, range, whole| {
             let part = &buf[range];
             if whole {
@@ -196,12 +207,14 @@ impl EncryptedDisk {
                     let sealed = &mut scratch.buf[..step.len()];
                     sealed.copy_from_slice(step);
                     let off = at + (i * size) as u64;
-                    self.xts.encrypt_sectors(sealed, off, self.unit)?;
+                    r.each_key(off, step.len(), |run, at, key| {
+                        Ok(key.encrypt_sectors(&mut sealed[run], at, self.unit)?)
+                    })?;
                     self.write_raw(sealed, off)?;
                 }
                 Ok(())
             } else {
-                self.patch_unit(at, scratch, |block, from| {
+                self.patch_unit(&r, at, scratch, |block, from| {
                     block[from..from + part.len()].copy_from_slice(part);
                 })
             }
@@ -222,6 +235,7 @@ impl EncryptedDisk {
         scratch: &mut Scratch,
     ) -> Result<()> {
         let len = self.check(offset, usize::try_from(len).unwrap_or(usize::MAX))?;
+        let r = self.route(offset, len);
         self.for_each_part(offset, len, |at, range, whole| {
             let n = (range.end - range.start) as u64;
             if whole {
@@ -230,7 +244,7 @@ impl EncryptedDisk {
                 }
                 Ok(())
             } else {
-                self.patch_unit(at, scratch, |block, from| {
+                self.patch_unit(&r, at, scratch, |block, from| {
                     block[from..from + n as usize].fill(0);
                 })
             }
@@ -244,6 +258,8 @@ impl EncryptedDisk {
     /// [`Error::InvalidInput`] for a range not in 512-byte blocks or past the end; [`Error::Io`].
     pub fn discard(&self, offset: u64, len: u64) -> Result<()> {
         let len = self.check(offset, usize::try_from(len).unwrap_or(usize::MAX))?;
+        // A hole is the same under any key, but the job's window must not change under it.
+        let _r = self.route(offset, len);
         self.for_each_part(offset, len, |at, range, whole| {
             if whole {
                 self.punch(at, (range.end - range.start) as u64)?;
@@ -297,18 +313,106 @@ impl EncryptedDisk {
         Ok(())
     }
 
-    /// Reads whole units at guest offset `at` and decrypts them; holes read as zeros.
-    fn read_units(&self, buf: &mut [u8], at: u64) -> Result<()> {
+    /// Starts an online rekey towards `new`: from now on the units below the job's boundary
+    /// (0 at first) are under `new`. Waits for the requests in flight. The caller records
+    /// the job durably before the first window (the online job, issue 18).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn begin_rekey(&self, new: crate::secret::Schedule) {
+        self.keys.begin(new);
+    }
+
+    /// Rewrites the next window of an online rekey, the `len` bytes at the boundary (whole
+    /// units), from the old key to the new one, while guests go on: requests that touch the
+    /// window wait for it, the others never do. Returns the lock on the window, to be
+    /// released with [`route::WindowLock::done`] once the caller has made the rewrite durable
+    /// (the boundary then moves past the window). Dropped instead, the boundary stays and the
+    /// window is rewritten again next time, which is harmless only if nothing was written;
+    /// callers journal the window first.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] outside a job or for a window not at the boundary or not whole
+    /// units inside the disk; I/O errors.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn rekey_window(&self, len: u64, buf: &mut [u8]) -> Result<route::WindowLock<'_>> {
+        let at = self
+            .keys
+            .boundary()
+            .ok_or_else(|| Error::input("no online rekey is under way"))?;
+        let n = len as usize;
+        if len == 0 || !self.whole_units(at, len) || buf.len() < n {
+            return Err(Error::input(format!(
+                "{}: a window of {len} bytes at {at} is not whole units inside the disk",
+                self.path.display()
+            )));
+        }
+        let lock = self.keys.lock_window(at, at + len);
+        let buf = &mut buf[..n];
         self.file
             .read_exact_at(buf, self.base + at)
             .map_err(Error::io("read", &self.payload_path))?;
-        holes::decrypt(&self.xts, buf, at, self.unit)
+        lock.with_keys(|old, new| {
+            holes::for_each_data_run(buf, self.unit, |run, o| {
+                let o = at + o as u64;
+                old.decrypt_sectors(run, o, self.unit)?;
+                new.encrypt_sectors(run, o, self.unit)?;
+                Ok(())
+            })
+        })
+        .ok_or_else(|| Error::input("no online rekey is under way"))??;
+        self.write_raw(buf, at)?;
+        Ok(lock)
+    }
+
+    /// Ends an online rekey whose boundary reached the end of the disk: every unit is under
+    /// the new key from now on.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when the boundary has not reached the end.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn finish_rekey(&self) -> Result<()> {
+        match self.keys.boundary() {
+            Some(b) if b == self.len => {
+                self.keys.finish();
+                Ok(())
+            }
+            _ => Err(Error::input(
+                "the online rekey has not reached the end of the disk",
+            )),
+        }
+    }
+
+    /// Whether `len` bytes at `offset` are whole data units inside the disk: what the
+    /// out-of-place calls and the windows of an online job take.
+    pub fn whole_units(&self, offset: u64, len: u64) -> bool {
+        let u = self.unit.bytes() as u64;
+        offset.is_multiple_of(u)
+            && len.is_multiple_of(u)
+            && offset.checked_add(len).is_some_and(|end| end <= self.len)
+    }
+
+    /// Lets an I/O of `len` bytes at guest `offset` through the gate of an online job (at
+    /// once unless it touches the window being rewritten) and gives the key of each of its
+    /// units. Every read and write of guest data holds one for as long as it touches the
+    /// disk; the out-of-place calls take it from the caller.
+    pub fn route(&self, offset: u64, len: usize) -> Route<'_> {
+        self.keys.enter(offset, offset.saturating_add(len as u64))
+    }
+
+    /// Reads whole units at guest offset `at` and decrypts them; holes read as zeros.
+    fn read_units(&self, r: &Route<'_>, buf: &mut [u8], at: u64) -> Result<()> {
+        self.file
+            .read_exact_at(buf, self.base + at)
+            .map_err(Error::io("read", &self.payload_path))?;
+        r.each_key(at, buf.len(), |run, at, key| {
+            holes::decrypt(key, &mut buf[run], at, self.unit)
+        })
     }
 
     /// Read-modify-writes the unit holding guest offset `at`, under its stripe's lock:
     /// `patch(plaintext unit, offset of at in it)`.
     fn patch_unit(
         &self,
+        r: &Route<'_>,
         at: u64,
         scratch: &mut Scratch,
         patch: impl FnOnce(&mut [u8], usize),
@@ -319,9 +423,11 @@ impl EncryptedDisk {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let block = &mut scratch.buf[..n as usize];
-        self.read_units(block, start)?;
+        self.read_units(r, block, start)?;
         patch(block, from);
-        self.xts.encrypt_sectors(block, start, self.unit)?;
+        r.key(start, start + n)
+            .0
+            .encrypt_sectors(block, start, self.unit)?;
         self.write_raw(block, start)
     }
 

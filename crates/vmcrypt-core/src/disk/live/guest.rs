@@ -19,7 +19,7 @@ use vm_memory::bitmap::BitmapSlice;
 use vm_memory::volatile_memory::VolatileSlice;
 use zeroize::Zeroizing;
 
-use super::EncryptedDisk;
+use super::{EncryptedDisk, Route};
 use crate::holes::is_zero;
 use crate::{Error, Result};
 
@@ -68,23 +68,22 @@ impl Sealed {
 }
 
 impl EncryptedDisk {
-    /// Whether `len` bytes at `offset` are whole data units inside the disk: what the
-    /// out-of-place calls take.
-    pub fn whole_units(&self, offset: u64, len: u64) -> bool {
-        let u = self.unit.bytes() as u64;
-        offset.is_multiple_of(u)
-            && len.is_multiple_of(u)
-            && offset.checked_add(len).is_some_and(|end| end <= self.len)
-    }
-
     /// Reads the ciphertext of `len` bytes at guest `offset` (whole units, at most the
-    /// buffer's capacity) into `sealed`, to be opened into guest memory in order.
+    /// buffer's capacity, inside the range of `route`) into `sealed`, to be opened into guest
+    /// memory in order under the same route.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] for a range that is not whole units inside the disk or larger
-    /// than the buffer; [`Error::Io`].
-    pub fn read_sealed(&self, sealed: &mut Sealed, offset: u64, len: usize) -> Result<()> {
+    /// [`Error::InvalidInput`] for a range that is not whole units inside the disk and the
+    /// route or larger than the buffer; [`Error::Io`].
+    pub fn read_sealed(
+        &self,
+        route: &Route<'_>,
+        sealed: &mut Sealed,
+        offset: u64,
+        len: usize,
+    ) -> Result<()> {
         self.check_step(sealed, offset, len)?;
+        self.check_route(route, offset, len)?;
         sealed.len = 0;
         sealed.pos = 0;
         self.file
@@ -102,6 +101,7 @@ impl EncryptedDisk {
     /// [`Error::InvalidInput`] when `dst` is not whole units or runs past what was read.
     pub fn open_into<B: BitmapSlice>(
         &self,
+        route: &Route<'_>,
         sealed: &mut Sealed,
         dst: &VolatileSlice<'_, B>,
     ) -> Result<()> {
@@ -115,6 +115,7 @@ impl EncryptedDisk {
             )));
         }
         let from = sealed.pos;
+        self.check_route(route, sealed.at + from as u64, n)?;
         let src = &sealed.buf[from..from + n];
         let mut i = 0;
         while i < n {
@@ -135,8 +136,15 @@ impl EncryptedDisk {
                 }
             } else {
                 let at = sealed.at + (from + i) as u64;
-                self.xts
-                    .decrypt_sectors_into(&src[i..j], &part, at, self.unit)?;
+                route.each_key(at, j - i, |run, at, key| {
+                    let dst = part.subslice(run.start, run.len()).map_err(guest_range)?;
+                    Ok(key.decrypt_sectors_into(
+                        &src[i + run.start..i + run.end],
+                        &dst,
+                        at,
+                        self.unit,
+                    )?)
+                })?;
             }
             i = j;
         }
@@ -159,14 +167,19 @@ impl EncryptedDisk {
     /// would overflow the buffer.
     pub fn seal_from<B: BitmapSlice>(
         &self,
+        route: &Route<'_>,
         sealed: &mut Sealed,
         src: &VolatileSlice<'_, B>,
     ) -> Result<()> {
         let n = src.len();
         let at = sealed.at + sealed.len as u64;
         self.check_step(sealed, sealed.at, sealed.len + n)?;
+        self.check_route(route, at, n)?;
         let dst = &mut sealed.buf[sealed.len..sealed.len + n];
-        self.xts.encrypt_sectors_from(src, dst, at, self.unit)?;
+        route.each_key(at, n, |run, at, key| {
+            let src = src.subslice(run.start, run.len()).map_err(guest_range)?;
+            Ok(key.encrypt_sectors_from(&src, &mut dst[run], at, self.unit)?)
+        })?;
         sealed.len += n;
         Ok(())
     }
@@ -176,9 +189,23 @@ impl EncryptedDisk {
     ///
     /// # Errors
     /// [`Error::Io`].
-    pub fn write_sealed(&self, sealed: &mut Sealed) -> Result<()> {
+    pub fn write_sealed(&self, route: &Route<'_>, sealed: &mut Sealed) -> Result<()> {
         let n = std::mem::take(&mut sealed.len);
+        self.check_route(route, sealed.at, n)?;
         self.write_raw(&sealed.buf[..n], sealed.at)
+    }
+
+    /// A step must stay inside the range its route was let through for: an online job's
+    /// window may be rewritten anywhere else.
+    fn check_route(&self, route: &Route<'_>, offset: u64, len: usize) -> Result<()> {
+        if route.covers(offset, len) {
+            Ok(())
+        } else {
+            Err(Error::input(format!(
+                "{}: a step of {len} bytes at {offset} is outside the range its route was let through for",
+                self.path.display()
+            )))
+        }
     }
 
     fn check_step(&self, sealed: &Sealed, offset: u64, len: usize) -> Result<()> {
@@ -201,33 +228,9 @@ fn guest_range(e: vm_memory::volatile_memory::Error) -> Error {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::sync::atomic::AtomicBool;
-
+    use super::super::fixture::disk_with;
     use super::*;
-    use crate::provider::KeyProvider;
-    use crate::provider::native::NativeProvider;
-    use crate::{DiskJob, NoProgress, Scratch};
-
-    fn disk_with(
-        dir: &std::path::Path,
-        plain: &[u8],
-        unit: vmcrypt_xts::SectorSize,
-    ) -> (EncryptedDisk, std::path::PathBuf) {
-        let ks = dir.join("native.keystore");
-        NativeProvider::create("native", &ks).expect("keystore");
-        let registry = move |name: &str| -> Result<Arc<dyn KeyProvider>> {
-            Ok(Arc::new(NativeProvider::open(name, &ks)?))
-        };
-        let img = dir.join("d.img");
-        std::fs::write(&img, plain).expect("write");
-        DiskJob::encrypt(&img)
-            .provider("native")
-            .sector_size(unit)
-            .run(&registry, &NoProgress, &AtomicBool::new(false))
-            .expect("encrypt");
-        (EncryptedDisk::open(&img, &registry).expect("open"), img)
-    }
+    use crate::Scratch;
 
     #[test]
     fn out_of_place_reads_and_writes_match_read_at_and_write_at() {
@@ -241,32 +244,36 @@ mod tests {
             let mut sealed = Sealed::new(64 * 1024);
             // A read of 40 KiB opened into three guest segments.
             let mut guest = vec![0u8; 40 * 1024];
-            disk.read_sealed(&mut sealed, 8192, guest.len())
-                .expect("read");
             {
+                let r = disk.route(8192, 44 * 1024);
+                disk.read_sealed(&r, &mut sealed, 8192, guest.len())
+                    .expect("read");
                 let (a, rest) = guest.split_at_mut(4096);
                 let (b, c) = rest.split_at_mut(20 * 1024);
                 for seg in [a, b, c] {
-                    disk.open_into(&mut sealed, &VolatileSlice::from(seg))
+                    disk.open_into(&r, &mut sealed, &VolatileSlice::from(seg))
                         .expect("open");
                 }
+                // Nothing more was read.
+                let mut more = [0u8; 4096];
+                assert!(
+                    disk.open_into(&r, &mut sealed, &VolatileSlice::from(&mut more[..]))
+                        .is_err()
+                );
             }
             assert_eq!(guest, plain[8192..8192 + 40 * 1024], "unit {unit:?}");
-            // Nothing more was read.
-            let mut more = [0u8; 4096];
-            assert!(
-                disk.open_into(&mut sealed, &VolatileSlice::from(&mut more[..]))
-                    .is_err()
-            );
             // A write of two guest segments; the guest's bytes are untouched.
             let mut w1 = vec![0x11u8; 8192];
             let mut w2 = vec![0x22u8; 4096];
-            disk.begin_seal(&mut sealed, 16384);
-            disk.seal_from(&mut sealed, &VolatileSlice::from(&mut w1[..]))
-                .expect("seal");
-            disk.seal_from(&mut sealed, &VolatileSlice::from(&mut w2[..]))
-                .expect("seal");
-            disk.write_sealed(&mut sealed).expect("write");
+            {
+                let r = disk.route(16384, 12288);
+                disk.begin_seal(&mut sealed, 16384);
+                disk.seal_from(&r, &mut sealed, &VolatileSlice::from(&mut w1[..]))
+                    .expect("seal");
+                disk.seal_from(&r, &mut sealed, &VolatileSlice::from(&mut w2[..]))
+                    .expect("seal");
+                disk.write_sealed(&r, &mut sealed).expect("write");
+            }
             assert!(w1.iter().all(|b| *b == 0x11) && w2.iter().all(|b| *b == 0x22));
             let mut back = vec![0u8; 12288];
             disk.read_at(&mut back, 16384).expect("read_at");
@@ -277,9 +284,13 @@ mod tests {
             disk.write_at(&[0x33u8; 8192], 65536, &mut scratch)
                 .expect("write_at");
             let mut g = vec![0u8; 8192];
-            disk.read_sealed(&mut sealed, 65536, 8192).expect("read");
-            disk.open_into(&mut sealed, &VolatileSlice::from(&mut g[..]))
-                .expect("open");
+            {
+                let r = disk.route(65536, 8192);
+                disk.read_sealed(&r, &mut sealed, 65536, 8192)
+                    .expect("read");
+                disk.open_into(&r, &mut sealed, &VolatileSlice::from(&mut g[..]))
+                    .expect("open");
+            }
             assert!(g.iter().all(|b| *b == 0x33));
         }
     }
@@ -292,36 +303,65 @@ mod tests {
         disk.discard(8192, 8192).expect("discard");
         let mut sealed = Sealed::new(32 * 1024);
         let mut g = vec![0xeeu8; 24 * 1024];
-        disk.read_sealed(&mut sealed, 4096, g.len()).expect("read");
-        disk.open_into(&mut sealed, &VolatileSlice::from(&mut g[..]))
-            .expect("open");
+        {
+            let r = disk.route(4096, g.len());
+            disk.read_sealed(&r, &mut sealed, 4096, g.len())
+                .expect("read");
+            disk.open_into(&r, &mut sealed, &VolatileSlice::from(&mut g[..]))
+                .expect("open");
+        }
         assert_eq!(&g[..4096], &plain[4096..8192]);
         assert!(g[4096..12288].iter().all(|b| *b == 0), "the hole");
         assert_eq!(&g[12288..], &plain[16384..28672]);
 
         let len = disk.len();
-        for (off, n) in [
-            (512u64, 4096usize),
-            (0, 1024),
-            (len - 4096, 8192),
-            (0, 64 * 1024),
-        ] {
-            assert!(disk.read_sealed(&mut sealed, off, n).is_err(), "{off} {n}");
+        {
+            let r = disk.route(0, len as usize);
+            for (off, n) in [
+                (512u64, 4096usize),
+                (0, 1024),
+                (len - 4096, 8192),
+                (0, 64 * 1024),
+            ] {
+                assert!(
+                    disk.read_sealed(&r, &mut sealed, off, n).is_err(),
+                    "{off} {n}"
+                );
+            }
+            disk.begin_seal(&mut sealed, len - 4096);
+            let mut two = vec![1u8; 8192];
+            assert!(
+                disk.seal_from(&r, &mut sealed, &VolatileSlice::from(&mut two[..]))
+                    .is_err()
+            );
+            let mut odd = vec![1u8; 512];
+            disk.begin_seal(&mut sealed, 0);
+            assert!(
+                disk.seal_from(&r, &mut sealed, &VolatileSlice::from(&mut odd[..]))
+                    .is_err()
+            );
+            // Nothing was sealed, so nothing is written.
+            disk.write_sealed(&r, &mut sealed).expect("empty write");
         }
-        disk.begin_seal(&mut sealed, len - 4096);
-        let mut two = vec![1u8; 8192];
-        assert!(
-            disk.seal_from(&mut sealed, &VolatileSlice::from(&mut two[..]))
-                .is_err()
-        );
-        let mut odd = vec![1u8; 512];
-        disk.begin_seal(&mut sealed, 0);
-        assert!(
-            disk.seal_from(&mut sealed, &VolatileSlice::from(&mut odd[..]))
-                .is_err()
-        );
-        // Nothing was sealed, so nothing is written.
-        disk.write_sealed(&mut sealed).expect("empty write");
+        // A step outside the range its route was let through for is refused, reading and
+        // writing, and nothing is written.
+        {
+            let r = disk.route(0, 8192);
+            assert!(disk.read_sealed(&r, &mut sealed, 8192, 4096).is_err());
+            assert!(disk.read_sealed(&r, &mut sealed, 4096, 8192).is_err());
+            let mut w = vec![9u8; 4096];
+            disk.begin_seal(&mut sealed, 8192);
+            assert!(
+                disk.seal_from(&r, &mut sealed, &VolatileSlice::from(&mut w[..]))
+                    .is_err()
+            );
+            disk.begin_seal(&mut sealed, 4096);
+            disk.seal_from(&r, &mut sealed, &VolatileSlice::from(&mut w[..]))
+                .expect("inside");
+            // Moved past the route by hand: the write is refused.
+            sealed.at = 8192;
+            assert!(disk.write_sealed(&r, &mut sealed).is_err());
+        }
         let mut back = vec![0u8; 4096];
         disk.read_at(&mut back, 0).expect("read");
         assert_eq!(back, plain[..4096]);

@@ -1,0 +1,30 @@
+//! Test fixture: a disk encrypted with a fresh native keystore, open for live I/O.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use super::EncryptedDisk;
+use crate::provider::KeyProvider;
+use crate::provider::native::NativeProvider;
+use crate::{DiskJob, NoProgress, Result};
+
+/// `plain` encrypted in `dir` with `unit`-byte data units, and opened for live I/O.
+pub(super) fn disk_with(
+    dir: &std::path::Path,
+    plain: &[u8],
+    unit: vmcrypt_xts::SectorSize,
+) -> (EncryptedDisk, std::path::PathBuf) {
+    let ks = dir.join("native.keystore");
+    NativeProvider::create("native", &ks).expect("keystore");
+    let registry = move |name: &str| -> Result<Arc<dyn KeyProvider>> {
+        Ok(Arc::new(NativeProvider::open(name, &ks)?))
+    };
+    let img = dir.join("d.img");
+    std::fs::write(&img, plain).expect("write");
+    DiskJob::encrypt(&img)
+        .provider("native")
+        .sector_size(unit)
+        .run(&registry, &NoProgress, &AtomicBool::new(false))
+        .expect("encrypt");
+    (EncryptedDisk::open(&img, &registry).expect("open"), img)
+}
