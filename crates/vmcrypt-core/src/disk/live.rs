@@ -321,19 +321,18 @@ impl EncryptedDisk {
         self.keys.begin(new);
     }
 
-    /// Rewrites the next window of an online rekey, the `len` bytes at the boundary (whole
-    /// units), from the old key to the new one, while guests go on: requests that touch the
-    /// window wait for it, the others never do. Returns the lock on the window, to be
-    /// released with [`route::WindowLock::done`] once the caller has made the rewrite durable
-    /// (the boundary then moves past the window). Dropped instead, the boundary stays and the
-    /// window is rewritten again next time, which is harmless only if nothing was written;
-    /// callers journal the window first.
+    /// Locks the next window of an online rekey, the `len` bytes at the boundary (whole
+    /// units), and puts them into `buf` under the new key, while guests go on: requests that
+    /// touch the window wait until it is unlocked, the others never do. Nothing is written:
+    /// the caller journals `buf`, then [`EncryptedDisk::write_window`], then marks the window
+    /// done durably and calls [`route::WindowLock::done`] (the boundary moves past the
+    /// window). Dropped before that, the lock leaves the boundary where it was.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] outside a job or for a window not at the boundary or not whole
-    /// units inside the disk; I/O errors.
+    /// [`Error::InvalidInput`] outside a job or for a window not whole units inside the disk
+    /// or larger than `buf`; I/O errors.
     #[cfg_attr(not(test), allow(dead_code))]
-    pub(crate) fn rekey_window(&self, len: u64, buf: &mut [u8]) -> Result<route::WindowLock<'_>> {
+    pub(crate) fn lock_window(&self, len: u64, buf: &mut [u8]) -> Result<route::WindowLock<'_>> {
         let at = self
             .keys
             .boundary()
@@ -359,8 +358,23 @@ impl EncryptedDisk {
             })
         })
         .ok_or_else(|| Error::input("no online rekey is under way"))??;
-        self.write_raw(buf, at)?;
         Ok(lock)
+    }
+
+    /// Writes a locked window's bytes under the new key (what [`EncryptedDisk::lock_window`]
+    /// put in `buf`) over the payload, durably (`fdatasync`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when `buf` is shorter than the window; I/O errors (the window
+    /// may then be written in part: the caller's journal restores it).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn write_window(&self, lock: &route::WindowLock<'_>, buf: &[u8]) -> Result<()> {
+        let (at, end) = lock.range();
+        let bytes = buf
+            .get(..(end - at) as usize)
+            .ok_or_else(|| Error::input("the window's bytes are shorter than the window"))?;
+        self.write_raw(bytes, at)?;
+        self.flush()
     }
 
     /// Ends an online rekey whose boundary reached the end of the disk: every unit is under

@@ -109,10 +109,11 @@ fn an_online_rekey_under_concurrent_guest_io_loses_nothing_and_ends_under_the_ne
             let mut windows = 0;
             while let Some(b) = disk.keys.boundary().filter(|b| *b < disk.len()) {
                 let lock = disk
-                    .rekey_window(window.min(disk.len() - b), &mut buf)
+                    .lock_window(window.min(disk.len() - b), &mut buf)
                     .expect("window");
                 // Requests that touch the window pile up meanwhile.
                 std::thread::yield_now();
+                disk.write_window(&lock, &buf).expect("write window");
                 lock.done();
                 windows += 1;
             }
@@ -159,24 +160,32 @@ fn only_requests_that_touch_the_window_wait_for_it() {
     let plain: Vec<u8> = (0..1u32 << 20).map(|i| (i % 241) as u8).collect();
     let (disk, _img) = disk_with(dir.path(), &plain, SectorSize::S4096);
     assert!(
-        disk.rekey_window(65536, &mut vec![0u8; 65536]).is_err(),
+        disk.lock_window(65536, &mut vec![0u8; 65536]).is_err(),
         "no window outside a job"
     );
     disk.begin_rekey(Dek::generate_xts().expect("dek").xts().expect("schedule"));
     let mut buf = vec![0u8; 65536];
     assert!(
-        disk.rekey_window(65536 + 512, &mut vec![0u8; 1 << 17])
+        disk.lock_window(65536 + 512, &mut vec![0u8; 1 << 17])
             .is_err(),
         "a window of part of a unit"
     );
     assert!(disk.finish_rekey().is_err(), "not at the end yet");
+    // A window locked and given up (as on an error before it was written) changes nothing:
+    // the boundary stays, and the next lock takes the same window.
+    drop(disk.lock_window(65536, &mut buf).expect("window"));
+    assert_eq!(disk.keys.boundary(), Some(0));
+    let mut b = vec![0u8; 65536];
+    disk.read_at(&mut b, 0).expect("read");
+    assert_eq!(b, plain[..65536]);
     // The window waits for a request in flight that touches it.
     let held = disk.route(60 * 1024, 8192);
     let lock = std::thread::scope(|s| {
         let (tx, rx) = mpsc::channel();
         let disk = &disk;
         let job = s.spawn(move || {
-            let lock = disk.rekey_window(65536, &mut buf).expect("window");
+            let lock = disk.lock_window(65536, &mut buf).expect("window");
+            disk.write_window(&lock, &buf).expect("write window");
             tx.send(()).expect("send");
             lock
         });

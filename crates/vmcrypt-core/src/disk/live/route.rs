@@ -138,7 +138,11 @@ impl Router {
         {
             w = self.moved.wait(w).unwrap_or_else(PoisonError::into_inner);
         }
-        WindowLock { router: self, end }
+        WindowLock {
+            router: self,
+            start,
+            end,
+        }
     }
 }
 
@@ -222,10 +226,16 @@ impl Drop for Route<'_> {
 /// was: the window is then rewritten again when the job goes on.
 pub(crate) struct WindowLock<'r> {
     router: &'r Router,
+    start: u64,
     end: u64,
 }
 
 impl WindowLock<'_> {
+    /// The guest bytes locked.
+    pub(crate) fn range(&self) -> (u64, u64) {
+        (self.start, self.end)
+    }
+
     /// Calls `f(old key, new key)` (the job's two keys; None outside a job).
     pub(crate) fn with_keys<T>(&self, f: impl FnOnce(&Schedule, &Schedule) -> T) -> Option<T> {
         let keys = self
