@@ -5,6 +5,11 @@
 /// Aborts here if the failpoint `name` is armed.
 #[inline]
 pub(crate) fn hit(name: &str) {
+    #[cfg(test)]
+    if CRASH_AT.with(|c| c.get() == Some(name)) {
+        // Unwinds without the panic hook's message; the in-process crash tests catch it.
+        std::panic::resume_unwind(Box::new(Crashed(name.to_string())));
+    }
     #[cfg(feature = "failpoints")]
     if std::env::var("VMCRYPT_FAILPOINT").is_ok_and(|v| v == name) {
         eprintln!("vmcrypt: failpoint {name} hit, aborting");
@@ -40,3 +45,17 @@ pub(crate) fn pause(name: &str) {
     #[cfg(not(feature = "failpoints"))]
     let _ = name;
 }
+
+#[cfg(test)]
+thread_local! {
+    /// The failpoint at which this thread "crashes" (unwinds with [`Crashed`]): the
+    /// in-process crash tests of the online job, which keep the files and drop the process
+    /// state, as kill -9 does.
+    pub(crate) static CRASH_AT: std::cell::Cell<Option<&'static str>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// The unwind payload of a crash at a failpoint (tests).
+#[cfg(test)]
+#[derive(Debug)]
+pub(crate) struct Crashed(pub(crate) String);

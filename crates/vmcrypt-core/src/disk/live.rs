@@ -24,6 +24,8 @@ use vmcrypt_xts::SectorSize;
 use zeroize::Zeroizing;
 
 use super::DiskState;
+use crate::engine::Storage;
+use crate::engine::online::OnlineJournal;
 use crate::keysafe::KeyRing;
 use crate::lock::DiskLock;
 use crate::provider::ProviderRegistry;
@@ -34,6 +36,8 @@ pub use route::Route;
 
 #[cfg(test)]
 mod fixture;
+#[cfg(test)]
+mod online_crash_tests;
 #[cfg(test)]
 mod online_tests;
 use route::Router;
@@ -375,6 +379,63 @@ impl EncryptedDisk {
             .ok_or_else(|| Error::input("the window's bytes are shorter than the window"))?;
         self.write_raw(bytes, at)?;
         self.flush()
+    }
+
+    /// One window of an online rekey, crash-safely: lock it, record its new bytes in the
+    /// journal, write them over the payload, mark the window done, unlock it (each step
+    /// durable before the next; see engine::online). Returns false, doing nothing, once the
+    /// boundary is at the end of the disk.
+    ///
+    /// # Errors
+    /// As [`EncryptedDisk::lock_window`]; journal and payload I/O errors (the window then
+    /// stays locked until the error is returned and is done again when the job goes on).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn rekey_step(
+        &self,
+        journal: &OnlineJournal,
+        store: &dyn Storage,
+        buf: &mut [u8],
+    ) -> Result<bool> {
+        let Some(at) = self.keys.boundary() else {
+            return Err(Error::input("no online rekey is under way"));
+        };
+        if at >= self.len {
+            return Ok(false);
+        }
+        let n = journal.window().min(self.len - at);
+        let lock = self.lock_window(n, buf)?;
+        crate::failpoint::hit("online-window-locked");
+        journal.record(store, at, &buf[..n as usize])?;
+        crate::failpoint::hit("online-slot-synced");
+        self.write_window(&lock, buf)?;
+        crate::failpoint::hit("online-window-synced");
+        journal.mark_done(store, at)?;
+        crate::failpoint::hit("online-done-synced");
+        lock.done();
+        Ok(true)
+    }
+
+    /// Takes up an online rekey after a restart, before the disk is served: the journal says
+    /// where it was; a window that was locked when the process died is written back from its
+    /// slot (durably); units below the boundary are under `new` from now on.
+    ///
+    /// # Errors
+    /// [`Error::Integrity`] for a journal that fails authentication or does not fit; I/O
+    /// errors. Nothing is written when a check fails.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn resume_rekey(
+        &self,
+        new: crate::secret::Schedule,
+        journal: &OnlineJournal,
+        store: &dyn Storage,
+    ) -> Result<()> {
+        let r = journal.recover(store)?;
+        if let Some((at, bytes)) = &r.replay {
+            self.write_raw(bytes, *at)?;
+            self.flush()?;
+        }
+        self.keys.resume(new, r.boundary);
+        Ok(())
     }
 
     /// Ends an online rekey whose boundary reached the end of the disk: every unit is under

@@ -17,6 +17,7 @@ pub mod copy;
 pub mod inplace;
 pub mod journal;
 pub mod journaled;
+pub mod online;
 pub mod pieces;
 pub mod shift;
 pub mod storage;

@@ -8,17 +8,24 @@ use crate::provider::KeyProvider;
 use crate::provider::native::NativeProvider;
 use crate::{DiskJob, NoProgress, Result};
 
+/// The registry of the native keystore in `dir` (made by [`disk_with`]).
+pub(super) fn registry(
+    dir: &std::path::Path,
+) -> impl Fn(&str) -> Result<Arc<dyn KeyProvider>> + use<> {
+    let ks = dir.join("native.keystore");
+    move |name: &str| -> Result<Arc<dyn KeyProvider>> {
+        Ok(Arc::new(NativeProvider::open(name, &ks)?))
+    }
+}
+
 /// `plain` encrypted in `dir` with `unit`-byte data units, and opened for live I/O.
 pub(super) fn disk_with(
     dir: &std::path::Path,
     plain: &[u8],
     unit: vmcrypt_xts::SectorSize,
 ) -> (EncryptedDisk, std::path::PathBuf) {
-    let ks = dir.join("native.keystore");
-    NativeProvider::create("native", &ks).expect("keystore");
-    let registry = move |name: &str| -> Result<Arc<dyn KeyProvider>> {
-        Ok(Arc::new(NativeProvider::open(name, &ks)?))
-    };
+    NativeProvider::create("native", &dir.join("native.keystore")).expect("keystore");
+    let registry = registry(dir);
     let img = dir.join("d.img");
     std::fs::write(&img, plain).expect("write");
     DiskJob::encrypt(&img)

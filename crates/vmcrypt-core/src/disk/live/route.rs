@@ -109,6 +109,14 @@ impl Router {
         }
     }
 
+    /// Resumes a job whose windows below `boundary` are done (after a restart, before any
+    /// request).
+    pub(crate) fn resume(&self, new: Schedule, boundary: u64) {
+        let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
+        self.boundary.store(boundary, Ordering::SeqCst);
+        keys.job = Some(Rekeying { new });
+    }
+
     /// Ends the job: the new key becomes the key of every unit. Call with no window locked,
     /// once the boundary has reached the end of the disk. Waits for the requests in flight.
     pub(crate) fn finish(&self) {
