@@ -79,7 +79,7 @@ mod wrap;
 
 #[cfg(feature = "guest-memory")]
 pub use disk::Sealed;
-pub use disk::{DiskJob, EncryptedDisk, Route, Scratch};
+pub use disk::{DiskJob, EncryptedDisk, JobKind, JobStatus, Route, Scratch};
 pub use engine::Tuning;
 pub use error::{Error, ErrorKind, Result, error_causes, error_line};
 pub use progress::{JobStats, NoProgress, Progress, worker_threads};

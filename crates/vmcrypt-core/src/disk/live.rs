@@ -31,13 +31,17 @@ use crate::lock::DiskLock;
 use crate::provider::ProviderRegistry;
 use crate::{Error, Result, holes};
 
+mod job;
 mod route;
+pub use job::{JobKind, JobStatus, ONLINE_WINDOW};
 pub use route::Route;
 
 #[cfg(test)]
 mod fixture;
 #[cfg(test)]
 mod online_crash_tests;
+#[cfg(test)]
+mod online_job_tests;
 #[cfg(test)]
 mod online_tests;
 use route::Router;
@@ -96,6 +100,8 @@ pub struct EncryptedDisk {
     path: PathBuf,
     payload_path: PathBuf,
     file: File,
+    /// The metadata and the online job, if any.
+    control: Mutex<job::Control>,
     /// The key of each unit (two during an online job), and the gate of the job's window.
     keys: Router,
     unit: SectorSize,
@@ -124,29 +130,46 @@ impl EncryptedDisk {
     /// [`Error::Integrity`] for a payload that does not match its metadata;
     /// [`Error::UnwrapFailed`]; provider and I/O errors.
     pub fn open(path: &Path, registry: &dyn ProviderRegistry) -> Result<EncryptedDisk> {
+        Self::open_with(path, &KeyRing::new(registry))
+    }
+
+    /// [`EncryptedDisk::open`] with the KEKs of a job that may have fetched them already.
+    pub(crate) fn open_with(path: &Path, ring: &KeyRing<'_>) -> Result<EncryptedDisk> {
         let (lock, disk) = super::open_for_job(path)?;
-        let meta = disk.require_encrypted()?;
-        if meta.state != DiskState::Encrypted {
-            return Err(Error::job_under_way(path, meta.state.as_str()));
-        }
-        let key = disk.open_key(&KeyRing::new(registry))?;
+        // A journal beside a disk with no job recorded is left by a start that crashed.
+        let disk = super::cleanup::clear_unrecorded_job(disk)?;
+        let meta = disk.require_encrypted()?.clone();
+        let (key, job) = match meta.state {
+            DiskState::Encrypted => (disk.open_key(ring)?.secret, None),
+            DiskState::RekeyingOnline => {
+                let (old, new, job) = job::recorded_job(&disk, ring)?;
+                (old, Some((new.xts()?, job)))
+            }
+            other => return Err(Error::job_under_way(path, other.as_str())),
+        };
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .open(disk.payload_path())
             .map_err(Error::io("open", disk.payload_path()))?;
         tracing::info!(disk = %path.display(), bytes = meta.identity.payload_size, "disk open for live I/O");
-        Ok(EncryptedDisk {
+        let mut opened = EncryptedDisk {
             _lock: lock,
             path: path.to_path_buf(),
             payload_path: disk.payload_path().to_path_buf(),
             file,
-            keys: Router::new(key.secret.xts()?),
+            control: Mutex::new(job::Control { disk, job: None }),
+            keys: Router::new(key.xts()?),
             unit: meta.identity.sector_size,
             base: meta.identity.payload_offset,
             len: meta.identity.payload_size,
             partial: std::array::from_fn(|_| Mutex::new(())),
-        })
+        };
+        if let Some((new, job)) = job {
+            opened.resume_job(new, job)?;
+            tracing::info!(disk = %path.display(), done = opened.keys.boundary(), "online deep rekey taken up");
+        }
+        Ok(opened)
     }
 
     /// The disk that was opened.
@@ -320,7 +343,6 @@ impl EncryptedDisk {
     /// Starts an online rekey towards `new`: from now on the units below the job's boundary
     /// (0 at first) are under `new`. Waits for the requests in flight. The caller records
     /// the job durably before the first window (the online job, issue 18).
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn begin_rekey(&self, new: crate::secret::Schedule) {
         self.keys.begin(new);
     }
@@ -335,7 +357,6 @@ impl EncryptedDisk {
     /// # Errors
     /// [`Error::InvalidInput`] outside a job or for a window not whole units inside the disk
     /// or larger than `buf`; I/O errors.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn lock_window(&self, len: u64, buf: &mut [u8]) -> Result<route::WindowLock<'_>> {
         let at = self
             .keys
@@ -371,7 +392,6 @@ impl EncryptedDisk {
     /// # Errors
     /// [`Error::InvalidInput`] when `buf` is shorter than the window; I/O errors (the window
     /// may then be written in part: the caller's journal restores it).
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn write_window(&self, lock: &route::WindowLock<'_>, buf: &[u8]) -> Result<()> {
         let (at, end) = lock.range();
         let bytes = buf
@@ -389,7 +409,6 @@ impl EncryptedDisk {
     /// # Errors
     /// As [`EncryptedDisk::lock_window`]; journal and payload I/O errors (the window then
     /// stays locked until the error is returned and is done again when the job goes on).
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn rekey_step(
         &self,
         journal: &OnlineJournal,
@@ -422,7 +441,6 @@ impl EncryptedDisk {
     /// # Errors
     /// [`Error::Integrity`] for a journal that fails authentication or does not fit; I/O
     /// errors. Nothing is written when a check fails.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn resume_rekey(
         &self,
         new: crate::secret::Schedule,
@@ -443,7 +461,6 @@ impl EncryptedDisk {
     ///
     /// # Errors
     /// [`Error::InvalidInput`] when the boundary has not reached the end.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn finish_rekey(&self) -> Result<()> {
         match self.keys.boundary() {
             Some(b) if b == self.len => {

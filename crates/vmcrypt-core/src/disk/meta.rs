@@ -46,6 +46,9 @@ pub enum DiskState {
     Decrypting,
     /// An in-place deep rekey was started and did not finish.
     Rekeying,
+    /// A deep rekey by the process serving the disk (online, issue 18) is under way: the
+    /// server carries it on when it starts, `resume` finishes it offline.
+    RekeyingOnline,
 }
 
 impl DiskState {
@@ -56,6 +59,7 @@ impl DiskState {
             DiskState::Encrypting => "encrypting",
             DiskState::Decrypting => "decrypting",
             DiskState::Rekeying => "rekeying",
+            DiskState::RekeyingOnline => "rekeying-online",
         }
     }
 
@@ -65,6 +69,7 @@ impl DiskState {
             "encrypting" => Some(DiskState::Encrypting),
             "decrypting" => Some(DiskState::Decrypting),
             "rekeying" => Some(DiskState::Rekeying),
+            "rekeying-online" => Some(DiskState::RekeyingOnline),
             _ => None,
         }
     }

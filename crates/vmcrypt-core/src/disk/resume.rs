@@ -51,6 +51,10 @@ pub(crate) fn resume_with(
     if meta.state == DiskState::Encrypted {
         return Ok(nothing(Some(meta.state)));
     }
+    if meta.state == DiskState::RekeyingOnline {
+        drop((_lock, disk));
+        return finish_online(path, ring, progress, cancel);
+    }
     let job_id = job_id_of(&meta, path)?;
     disk.check_payload()?;
     let (old, new): (Option<Dek>, Option<Dek>) = match meta.state {
@@ -95,6 +99,48 @@ pub(crate) fn resume_with(
     Ok(ResumeReport {
         was: Some(meta.state),
         bytes: stats.bytes.saturating_sub(from),
+        from,
+    })
+}
+
+/// Finishes offline an online deep rekey whose server stopped: the disk is opened as a server
+/// would (which takes the job up from its journal) and its windows are done here.
+fn finish_online(
+    path: &Path,
+    ring: &KeyRing<'_>,
+    progress: &dyn Progress,
+    cancel: &AtomicBool,
+) -> Result<ResumeReport> {
+    let disk = crate::EncryptedDisk::open_with(path, ring)?;
+    let from = disk.job().map_or(0, |j| j.done);
+    tracing::info!(disk = %path.display(), from, "finishing an online deep rekey offline");
+    progress.start(disk.len());
+    progress.advance(from);
+    let mut done = from;
+    let result = loop {
+        if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            break Err(Error::Cancelled {
+                done,
+                restored: false,
+            });
+        }
+        match disk.job_step() {
+            Ok(more) => {
+                let now = disk.job().map_or(disk.len(), |j| j.done);
+                progress.advance(now - done);
+                done = now;
+                if !more {
+                    break Ok(());
+                }
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    progress.finish();
+    result.map_err(|e| super::inplace::resumable(path, e))?;
+    Ok(ResumeReport {
+        was: Some(DiskState::RekeyingOnline),
+        bytes: done - from,
         from,
     })
 }

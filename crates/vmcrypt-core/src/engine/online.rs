@@ -23,9 +23,6 @@
 //! makes it whole. A slot torn by the crash fails its MAC; the one before it rules, and its
 //! done block is there (a slot is only written once the window before it is done).
 
-// The server's job driver (next) creates and begins journals; until then only the tests do.
-#![cfg_attr(not(test), allow(dead_code))]
-
 use zeroize::Zeroizing;
 
 use super::Storage;
@@ -36,6 +33,9 @@ const DONE_MAGIC: &[u8; 8] = b"VMCDONE1";
 
 /// The journal's kind: an online deep rekey.
 const KIND: u8 = 4;
+
+/// The largest window a journal may describe (a guest waits for at most one window).
+pub const MAX_WINDOW: u64 = 64 << 20;
 
 /// Where an online job stands after a crash.
 #[derive(Debug)]
@@ -63,7 +63,12 @@ impl OnlineJournal {
     /// length that is not whole units.
     pub fn new(keys: JournalKeys, unit: u32, len: u64, window: u64) -> Result<OnlineJournal> {
         let u = u64::from(unit);
-        if u == 0 || !len.is_multiple_of(u) || window == 0 || !window.is_multiple_of(4096) {
+        if u == 0
+            || !len.is_multiple_of(u)
+            || window == 0
+            || window > MAX_WINDOW
+            || !window.is_multiple_of(4096)
+        {
             return Err(crate::Error::input(
                 "online job: the window or the length is not whole units",
             ));
@@ -74,6 +79,30 @@ impl OnlineJournal {
             len,
             window,
         })
+    }
+
+    /// The journal of a job under way, as its header (authenticated) describes it: the
+    /// window is the one the job started with.
+    ///
+    /// # Errors
+    /// [`crate::Error::Integrity`] for a header that fails authentication or describes an
+    /// impossible window; I/O errors.
+    pub fn open(
+        keys: JournalKeys,
+        unit: u32,
+        len: u64,
+        journal: &dyn Storage,
+    ) -> Result<OnlineJournal> {
+        let bad = super::journal::refused;
+        let hb = super::journal::header_block(journal)?;
+        let header = Header::decode(&hb, &keys).ok_or_else(|| {
+            bad("the journal header fails authentication (altered, or another job's)")
+        })?;
+        if header.kind != KIND || header.chunk > MAX_WINDOW {
+            return Err(bad("the journal describes another job"));
+        }
+        OnlineJournal::new(keys, unit, len, header.chunk)
+            .map_err(|_| bad("the journal describes an impossible window"))
     }
 
     /// The window size.
