@@ -57,8 +57,23 @@ pub enum Command {
     /// Show a disk's encryption metadata (no key material).
     Inspect(InspectArgs),
     /// Rotate a disk's keys: --shallow re-wraps its DEK under a new KEK (metadata only);
-    /// --deep re-encrypts every sector under a new DEK, in place and crash-safely.
+    /// --deep re-encrypts every sector under a new DEK, in place and crash-safely. A disk
+    /// that `vmcrypt serve` holds is rekeyed --deep online, by the server, while guests run.
+    #[command(
+        after_help = "Examples:\n  vmcrypt rekey disk.img --shallow --provider kms-b\n  vmcrypt rekey disk.img --deep\n  vmcrypt rekey served.img --deep --rate 200     (online: the server does it, at most 200 MB/s)\n\nOnline, Ctrl-C stops following the job and leaves it running; `vmcrypt jobs DISK` shows it."
+    )]
     Rekey(RekeyArgs),
+    /// The online job on a served disk (a deep rekey the server is carrying out), if any.
+    #[command(
+        after_help = "Examples:\n  vmcrypt jobs disk.img\n  vmcrypt jobs disk.img --follow      (a progress bar until it is done)"
+    )]
+    Jobs {
+        /// Raw image or VMDK descriptor.
+        disk: PathBuf,
+        /// Follow the job until it is done (Ctrl-C stops following; the job goes on).
+        #[arg(long)]
+        follow: bool,
+    },
     /// Finish an in-place job (encrypt, decrypt, deep rekey; of a disk or, given a .vmx, of a
     /// VM) that a crash, kill or Ctrl-C interrupted. Harmless when nothing is under way.
     Resume {
@@ -374,6 +389,20 @@ pub struct RekeyArgs {
     /// Worker threads for --deep (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Online --deep only: at most this many MB/s (10^6 bytes). Default: the job holds the
+    /// disk at most half the time while guests do I/O, and goes full speed while they idle.
+    #[arg(long, value_name = "MB/s", value_parser = parse_rate)]
+    pub rate: Option<u64>,
+}
+
+/// `--rate MB/s` in bytes per second.
+fn parse_rate(s: &str) -> Result<u64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 && r <= 1e6 => Ok((r * 1e6) as u64),
+        _ => Err(format!(
+            "{s:?} is not a rate in MB/s (a number above 0, at most 1000000)"
+        )),
+    }
 }
 
 /// Shallow or deep: exactly one.

@@ -38,6 +38,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => cmd::inspect::run(a, &out),
         Command::Recover(r) => cmd::recover::run(&cli, r, &out),
         Command::Rekey(a) => cmd::disk::rekey(&cli, a, &out).map(|r| present::report(&out, &r)),
+        Command::Jobs { disk, follow } => cmd::online::jobs(disk, *follow, &out),
         Command::Resume { disk, threads } => {
             cmd::disk::resume(&cli, disk, *threads, &out).map(|r| present::report(&out, &r))
         }

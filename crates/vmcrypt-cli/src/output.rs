@@ -90,19 +90,7 @@ pub fn exit_code(e: &Error) -> u8 {
 }
 
 fn kind_name(k: ErrorKind) -> &'static str {
-    match k {
-        ErrorKind::Io => "io",
-        ErrorKind::InvalidInput => "invalid_input",
-        ErrorKind::InvalidSettings => "invalid_settings",
-        ErrorKind::UnwrapFailed => "unwrap_failed",
-        ErrorKind::Unsupported => "unsupported",
-        ErrorKind::KeyService => "key_service",
-        ErrorKind::KeyRefused => "key_refused",
-        ErrorKind::Cancelled => "cancelled",
-        ErrorKind::InUse => "in_use",
-        ErrorKind::System => "system",
-        _ => "other",
-    }
+    k.as_str()
 }
 
 fn hint(e: &Error) -> Option<&'static str> {

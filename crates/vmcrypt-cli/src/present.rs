@@ -44,6 +44,16 @@ fn text(r: &Report) -> String {
         );
     }
     match (r.operation, r.depth) {
+        ("rekey", Some("deep")) if r.detached == Some(true) => format!(
+            "{disk}: the online deep rekey goes on in the server (pid {}), {} done so far; `vmcrypt jobs {disk}` follows it",
+            r.server_pid.unwrap_or_default(),
+            human_bytes(r.bytes)
+        ),
+        ("rekey", Some("deep")) if r.server_pid.is_some() => format!(
+            "rekeyed {disk} (deep, online in the server, pid {}): new DEK, generation {generation}, {} re-encrypted in {secs:.2} s while it was served",
+            r.server_pid.unwrap_or_default(),
+            human_bytes(r.bytes)
+        ),
         ("rekey", Some("deep")) => format!(
             "rekeyed {disk} (deep): new DEK, generation {generation}, {} re-encrypted in {secs:.2} s",
             human_bytes(r.bytes)

@@ -3,6 +3,9 @@
 use std::path::PathBuf;
 
 /// What went wrong, coarsely: the CLI maps kinds to exit codes.
+///
+/// Each has a stable name ([`ErrorKind::as_str`]), which JSON output and the serving
+/// process's control socket carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ErrorKind {
@@ -186,6 +189,19 @@ pub enum Error {
     /// The sector cipher refused its input.
     #[error("sector cipher")]
     Xts(#[from] vmcrypt_xts::Error),
+    /// The process that serves the disk carried out the request and failed (its error, as
+    /// it reported it over the control socket).
+    #[error("the server of {} (pid {pid}): {message}", disk.display())]
+    Served {
+        /// The disk.
+        disk: PathBuf,
+        /// The serving process.
+        pid: u32,
+        /// The kind of its error.
+        kind: ErrorKind,
+        /// Its message.
+        message: String,
+    },
     /// The job was cancelled before it finished.
     #[error("cancelled{}", if *restored { "; the disk was put back as it was" } else { "" })]
     Cancelled {
@@ -201,6 +217,42 @@ impl From<vmcrypt_secmem::Error> for Error {
         Error::Unsupported {
             what: e.to_string(),
         }
+    }
+}
+
+impl ErrorKind {
+    const ALL: [ErrorKind; 10] = [
+        ErrorKind::Io,
+        ErrorKind::InvalidInput,
+        ErrorKind::InvalidSettings,
+        ErrorKind::UnwrapFailed,
+        ErrorKind::Unsupported,
+        ErrorKind::KeyService,
+        ErrorKind::KeyRefused,
+        ErrorKind::Cancelled,
+        ErrorKind::InUse,
+        ErrorKind::System,
+    ];
+
+    /// The kind's stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Io => "io",
+            ErrorKind::InvalidInput => "invalid_input",
+            ErrorKind::InvalidSettings => "invalid_settings",
+            ErrorKind::UnwrapFailed => "unwrap_failed",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::KeyService => "key_service",
+            ErrorKind::KeyRefused => "key_refused",
+            ErrorKind::Cancelled => "cancelled",
+            ErrorKind::InUse => "in_use",
+            ErrorKind::System => "system",
+        }
+    }
+
+    /// The kind named `name` ([`ErrorKind::as_str`]).
+    pub fn parse(name: &str) -> Option<ErrorKind> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
     }
 }
 
@@ -227,6 +279,7 @@ impl Error {
             Error::Cancelled { .. } => ErrorKind::Cancelled,
             Error::InUse { .. } => ErrorKind::InUse,
             Error::NoRandomness { .. } | Error::NoLockedMemory { .. } => ErrorKind::System,
+            Error::Served { kind, .. } => *kind,
         }
     }
 

@@ -62,6 +62,13 @@ pub struct Report {
     /// For `resume` of a disk: the payload byte the job continued from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub from: Option<u64>,
+    /// For a job run online by the process serving the disk: its pid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_pid: Option<u32>,
+    /// For an online job the command stopped following (Ctrl-C): true, and the job goes on
+    /// in the server; `bytes` is how far it had come.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detached: Option<bool>,
 }
 
 impl Report {

@@ -6,10 +6,14 @@
 //! [`nbd::NbdServer`] over a Unix socket or TCP ([`endpoint`]). Every request is decoded and
 //! checked against the export before anything touches the disk; a client that stalls is cut
 //! off; memory is bounded whatever the clients' queue depths. docs/live-io.md tells the story.
+//!
+//! The serving process also answers on a private control socket ([`control`]): the CLI
+//! starts and follows online jobs there, such as a deep rekey while guests run.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 mod buffers;
+pub mod control;
 mod deadline;
 pub mod endpoint;
 #[doc(hidden)]

@@ -51,6 +51,16 @@ pub fn rekey(cli: &Cli, a: &RekeyArgs, out: &Out) -> Result<Report> {
                     .into(),
             });
         }
+        // A served disk: its server does the job, online.
+        if let Some(report) = super::online::deep_rekey(&a.disk, a.rate, out)? {
+            return Ok(report);
+        }
+        if a.rate.is_some() {
+            return Err(vmcrypt_core::Error::input(format!(
+                "--rate is for an online rekey, and {} is not served (`vmcrypt serve`)",
+                a.disk.display()
+            )));
+        }
         let cfg = load_config(cli)?;
         let bar = Bar::new(out.quiet, out.json, "rekeying");
         let job = with_threads(DiskJob::rekey_deep(&a.disk).tuning(tuning()), a.threads);

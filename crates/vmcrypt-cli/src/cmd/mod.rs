@@ -4,6 +4,7 @@ pub mod agent;
 pub mod check;
 pub mod disk;
 pub mod inspect;
+pub mod online;
 pub mod provider;
 pub mod recover;
 pub mod serve;

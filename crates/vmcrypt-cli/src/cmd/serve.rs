@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use vmcrypt_core::{EncryptedDisk, Error, Result};
+use vmcrypt_serve::control::ControlServer;
 use vmcrypt_serve::{Endpoint, Listener, NbdServer, ServeStats};
 use vmcrypt_vhost::{VhostOptions, VhostStats, VhostUserBlk};
 
@@ -27,8 +28,24 @@ pub fn run(cli: &Cli, a: &ServeArgs, out: &Out) -> Result<()> {
     // meets the default action (death without draining).
     let stop = cancel_on_signal();
     let cfg = load_config(cli)?;
-    // The lock first, then the key: once open, a KMS outage changes nothing.
-    let disk = Arc::new(EncryptedDisk::open(&a.disk, &cfg.registry())?);
+    let registry = cfg.registry();
+    // The lock first, then the key: once open, a KMS outage changes nothing. An online job
+    // that a stopped server left is taken up here (its window written back) and goes on.
+    let disk = Arc::new(EncryptedDisk::open(&a.disk, &registry)?);
+    // The control socket: online jobs (`vmcrypt rekey --deep`) and `vmcrypt jobs`. Serving
+    // goes on without it (a path too long for a socket, a folder that refuses it).
+    let control_at = disk.control_path();
+    let control = match Listener::bind(&Endpoint::Unix(control_at.clone())) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::warn!(
+                "no control socket at {}: {e}; online jobs cannot be started on this disk while it is served",
+                control_at.display()
+            );
+            None
+        }
+    };
+    let controller = ControlServer::new(&disk, &registry, a.disk.clone());
     let bind = |at: &Endpoint| Listener::bind(at).map_err(Error::io("listen on", at.to_string()));
     let nbd = match &nbd_at {
         Some(at) => Some((
@@ -80,21 +97,46 @@ pub fn run(cli: &Cli, a: &ServeArgs, out: &Out) -> Result<()> {
             l.endpoint()
         ));
     }
+    if let Some(j) = disk.job() {
+        out.note(&format!(
+            "vmcrypt: the online {} of {} goes on from {} of {}",
+            j.kind.as_str(),
+            a.disk.display(),
+            human_bytes(j.done),
+            human_bytes(j.len)
+        ));
+    }
     // Each protocol on a thread of its own; when one fails, the other is stopped too.
     let (nbd_stats, vhost_stats) = std::thread::scope(|s| {
+        let c = control.as_ref().map(|l| {
+            let (controller, stop) = (&controller, &stop);
+            s.spawn(move || {
+                if let Err(e) = controller.serve(l, stop) {
+                    tracing::warn!("control socket: {e}");
+                }
+            })
+        });
         let n = nbd
             .as_ref()
             .map(|(l, srv)| s.spawn(|| stop_on_error(&stop, srv.serve(l, &stop))));
         let v = vhost
             .as_ref()
             .map(|(l, dev, _)| s.spawn(|| stop_on_error(&stop, dev.serve(l, &stop))));
-        (join(n), join(v))
+        let served = (join(n), join(v));
+        // The servers are done: stop the control socket and pause the job too.
+        stop.store(true, Ordering::Relaxed);
+        if let Some(c) = c {
+            let _ = c.join();
+        }
+        served
     });
     let nbd_stats: Option<ServeStats> = nbd_stats.map_err(Error::io("serve", &a.disk))?;
     let vhost_stats: Option<VhostStats> = vhost_stats.map_err(Error::io("serve", &a.disk))?;
     // Closing the listeners removes the sockets; the last holder of the disk releases its lock.
     drop(nbd);
     drop(vhost);
+    drop(control);
+    drop(controller);
     drop(disk);
     let mut lines = Vec::new();
     if let Some(st) = &nbd_stats {

@@ -33,7 +33,7 @@ use crate::{Error, Result, holes};
 
 mod job;
 mod route;
-pub use job::{JobKind, JobStatus, ONLINE_WINDOW};
+pub use job::{CONTROL_EXT, JobKind, JobStatus, ONLINE_WINDOW, control_path};
 pub use route::Route;
 
 #[cfg(test)]

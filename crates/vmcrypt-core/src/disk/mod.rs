@@ -40,7 +40,10 @@ pub use job::DiskJob;
 pub(crate) use job::{JobOptions, common_setters};
 #[cfg(feature = "guest-memory")]
 pub use live::Sealed;
-pub use live::{EncryptedDisk, JobKind, JobStatus, MIN_BLOCK, ONLINE_WINDOW, Route, Scratch};
+pub use live::{
+    CONTROL_EXT, EncryptedDisk, JobKind, JobStatus, MIN_BLOCK, ONLINE_WINDOW, Route, Scratch,
+    control_path,
+};
 pub use meta::{DiskFormat, DiskState, EncryptionMeta};
 pub(crate) use owner::{check_inside_folder, lock_files, open_for_job};
 pub use owner::{dangerous_allow_outside_folder, lock_for_job};

@@ -36,6 +36,18 @@ use crate::{Error, Result};
 /// that the job's fsyncs do not dominate.
 pub const ONLINE_WINDOW: u64 = 1 << 20;
 
+/// Suffix of the control socket of the process that serves a disk, beside its payload (as
+/// its journal is): `PAYLOAD.vmcrypt-control`.
+pub const CONTROL_EXT: &str = "vmcrypt-control";
+
+/// The control socket of the server of the disk whose payload file is `payload`.
+pub fn control_path(payload: &std::path::Path) -> PathBuf {
+    let mut s = payload.as_os_str().to_os_string();
+    s.push(".");
+    s.push(CONTROL_EXT);
+    PathBuf::from(s)
+}
+
 /// What an online job is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -63,6 +75,9 @@ pub struct JobStatus {
     pub done: u64,
     /// The disk's size.
     pub len: u64,
+    /// Guest requests let through since the job began (or was taken up): how busy guests
+    /// are, for the job's rate control.
+    pub requests: u64,
 }
 
 /// The disk's metadata and its online job: what only one caller at a time changes.
@@ -221,6 +236,11 @@ impl EncryptedDisk {
         Ok(())
     }
 
+    /// Where the server of this disk listens for control requests ([`control_path`]).
+    pub fn control_path(&self) -> PathBuf {
+        control_path(&self.payload_path)
+    }
+
     /// The online job under way, if any, and how far it has come.
     pub fn job(&self) -> Option<JobStatus> {
         let done = self.keys.boundary()?;
@@ -228,6 +248,7 @@ impl EncryptedDisk {
             kind: JobKind::DeepRekey,
             done,
             len: self.len,
+            requests: self.keys.requests(),
         })
     }
 

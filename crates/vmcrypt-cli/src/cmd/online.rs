@@ -1,0 +1,207 @@
+//! Online jobs: on a disk that `vmcrypt serve` holds, `rekey --deep` is carried out by the
+//! server, over its control socket (vmcrypt_serve::control); this command starts it, draws
+//! its progress and returns when it is done. Ctrl-C stops following and leaves the job
+//! running; `vmcrypt jobs DISK` shows it.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use vmcrypt_core::disk::{Disk, DiskState, control_path};
+use vmcrypt_core::{Error, ErrorKind, Progress, Report, Result};
+use vmcrypt_serve::control::{Client, JobView, Reply, Request};
+
+use crate::output::{Out, human_bytes};
+use crate::progress::{Bar, cancel_on_signal};
+
+/// How often a followed job is asked how far it has come.
+const POLL: Duration = Duration::from_millis(200);
+
+/// The server of `disk`, if one holds it and answers.
+fn server_of(disk: &Path) -> Result<Option<Client>> {
+    let Ok(d) = Disk::open(disk) else {
+        // Not a disk this command can read: the offline path says why.
+        return Ok(None);
+    };
+    Client::connect(&control_path(d.payload_path()))
+}
+
+/// How a followed job ended.
+enum Followed {
+    Done(JobView),
+    Detached(JobView),
+}
+
+/// Polls `reply`'s job until it is done, fails, or the user presses Ctrl-C.
+fn follow(c: &mut Client, mut reply: Reply, bar: &Bar) -> Result<(Followed, Reply)> {
+    let cancel = cancel_on_signal();
+    let mut shown = 0;
+    let mut started = false;
+    loop {
+        match reply.job.clone() {
+            Some(j) if j.state == "failed" => {
+                bar.finish();
+                return Err(Error::Served {
+                    disk: reply.disk.clone(),
+                    pid: reply.pid,
+                    kind: ErrorKind::Io,
+                    message: format!(
+                        "the online {} stopped at {} of {}: {}; it stays recorded: run the command again (or restart the server) to go on",
+                        j.kind,
+                        human_bytes(j.done),
+                        human_bytes(j.len),
+                        j.error.unwrap_or_default()
+                    ),
+                });
+            }
+            Some(j) => {
+                if !started {
+                    bar.start(j.len);
+                    started = true;
+                }
+                bar.advance(j.done.saturating_sub(shown));
+                shown = shown.max(j.done);
+                if cancel.load(Ordering::Relaxed) {
+                    bar.finish();
+                    return Ok((Followed::Detached(j), reply));
+                }
+            }
+            None => {
+                bar.finish();
+                let last = reply.last.clone().ok_or_else(|| Error::Served {
+                    disk: reply.disk.clone(),
+                    pid: reply.pid,
+                    kind: ErrorKind::Io,
+                    message:
+                        "the job is no longer under way, and the server has no record of it ending"
+                            .into(),
+                })?;
+                return Ok((Followed::Done(last), reply));
+            }
+        }
+        std::thread::sleep(POLL);
+        reply = c.request(&Request::Status)?;
+    }
+}
+
+/// `rekey --deep` of a served disk, by its server: `Ok(None)` when nobody serves it.
+pub fn deep_rekey(disk: &Path, rate: Option<u64>, out: &Out) -> Result<Option<Report>> {
+    let Some(mut c) = server_of(disk)? else {
+        return Ok(None);
+    };
+    let t = Instant::now();
+    let reply = c.request(&Request::DeepRekey { rate })?;
+    if !out.quiet && !out.json {
+        eprintln!(
+            "vmcrypt: {} is served by pid {}: the server rekeys it online{}",
+            disk.display(),
+            reply.pid,
+            rate.map_or(String::new(), |r| format!(
+                ", at most {} MB/s",
+                r / 1_000_000
+            ))
+        );
+    }
+    let bar = Bar::new(out.quiet, out.json, "rekeying online");
+    let (ended, reply) = follow(&mut c, reply, &bar)?;
+    let mut r = Report::default();
+    r.operation = "rekey";
+    r.depth = Some("deep");
+    r.disk = Some(disk.to_path_buf());
+    r.server_pid = Some(reply.pid);
+    r.elapsed = t.elapsed();
+    match ended {
+        Followed::Detached(j) => {
+            r.bytes = j.done;
+            r.detached = Some(true);
+        }
+        Followed::Done(j) => {
+            r.bytes = j.len;
+            // The metadata the server recorded (read without the lock, as `inspect` does).
+            if let Some(m) = Disk::open(disk).ok().and_then(|d| d.encryption().cloned()) {
+                r.generation = Some(m.generation);
+                if let Some((p, k)) = m.keys().into_iter().next() {
+                    r.provider = Some(p);
+                    r.key_id = Some(k);
+                }
+                r.sector_size = Some(m.identity.sector_size.bytes());
+            }
+        }
+    }
+    Ok(Some(r))
+}
+
+/// `vmcrypt jobs DISK [--follow]`.
+pub fn jobs(disk: &Path, follow_it: bool, out: &Out) -> Result<()> {
+    let Some(mut c) = server_of(disk)? else {
+        let stopped = Disk::open(disk)
+            .ok()
+            .and_then(|d| d.encryption().map(|m| m.state))
+            == Some(DiskState::RekeyingOnline);
+        let text = if stopped {
+            format!(
+                "{}: not served; an online deep rekey is recorded and stopped: `vmcrypt serve` takes it up, `vmcrypt resume` finishes it offline",
+                disk.display()
+            )
+        } else {
+            format!("{}: not served; no online job", disk.display())
+        };
+        out.result(
+            &text,
+            json!({"disk": disk, "served": false, "stopped_job": stopped}),
+        );
+        return Ok(());
+    };
+    let mut reply = c.request(&Request::Status)?;
+    if follow_it && reply.job.is_some() {
+        let bar = Bar::new(out.quiet, out.json, "online job");
+        reply = follow(&mut c, reply, &bar)?.1;
+    }
+    let line = |j: &JobView| {
+        format!(
+            "{} {}: {} of {} ({:.0} %), {:.1} s{}{}",
+            j.kind,
+            j.state,
+            human_bytes(j.done),
+            human_bytes(j.len),
+            if j.len > 0 {
+                j.done as f64 * 100.0 / j.len as f64
+            } else {
+                100.0
+            },
+            j.seconds,
+            j.rate.map_or(String::new(), |r| format!(
+                ", at most {} MB/s",
+                r / 1_000_000
+            )),
+            j.error
+                .as_deref()
+                .map_or(String::new(), |e| format!(": {e}"))
+        )
+    };
+    let text = match (&reply.job, &reply.last) {
+        (Some(j), _) => format!(
+            "{} (served by pid {}): {}",
+            disk.display(),
+            reply.pid,
+            line(j)
+        ),
+        (None, Some(l)) => format!(
+            "{} (served by pid {}): no job under way; the last: {}",
+            disk.display(),
+            reply.pid,
+            line(l)
+        ),
+        (None, None) => format!(
+            "{} (served by pid {}): no online job",
+            disk.display(),
+            reply.pid
+        ),
+    };
+    out.result(
+        &text,
+        json!({"disk": disk, "served": true, "pid": reply.pid, "job": reply.job, "last": reply.last}),
+    );
+    Ok(())
+}
