@@ -104,7 +104,7 @@ fn qemu_io_writes_through_online_deep_rekeys_and_a_kill_9_in_the_middle_loses_no
     }
 
     // 2. A second job, slow; kill -9 of the server part way, with flushed writes before.
-    let mut r = rekey(&e, "4");
+    let r = rekey(&e, "4");
     let until = Instant::now() + Duration::from_secs(30);
     loop {
         round(&uri, &mut rng, &mut model, n);
