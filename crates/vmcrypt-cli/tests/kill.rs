@@ -49,16 +49,6 @@ fn plaintext(e: &Env) -> Vec<u8> {
     data
 }
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 #[test]
 fn kill_nine_at_random_points_then_resume() {
     let e = Env::new();

@@ -26,17 +26,6 @@ fn job(e: &Env, disk: &str) -> serde_json::Value {
     json(&e.ok(&["--json", "jobs", disk]))
 }
 
-/// A small xorshift for repeatable offsets.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 /// One round of the client: a pattern written at a random 512-aligned place (a whole or part
 /// of a unit), flushed and read back; returns what it wrote.
 fn round(uri: &str, rng: &mut Rng, model: &mut [u8], n: u64) {

@@ -286,3 +286,15 @@ pub fn release(h: Held) -> Output {
     std::fs::remove_file(&h.file).expect("release");
     h.child.wait_with_output().expect("wait")
 }
+
+/// A small xorshift: random offsets and crash points, repeatable from the seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
