@@ -4,6 +4,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use super::EncryptedDisk;
+use std::os::unix::fs::FileExt;
+
 use crate::provider::KeyProvider;
 use crate::provider::native::NativeProvider;
 use crate::{DiskJob, NoProgress, Result};
@@ -34,4 +36,12 @@ pub(super) fn disk_with(
         .run(&registry, &NoProgress, &AtomicBool::new(false))
         .expect("encrypt");
     (EncryptedDisk::open(&img, &registry).expect("open"), img)
+}
+
+/// The payload as stored, deciphered with `key` (holes as zeros).
+pub(super) fn deciphered(disk: &EncryptedDisk, key: &crate::secret::Schedule) -> Vec<u8> {
+    let mut raw = vec![0u8; disk.len() as usize];
+    disk.file.read_exact_at(&mut raw, disk.base).expect("raw");
+    crate::holes::decrypt(key, &mut raw, 0, disk.unit).expect("decipher");
+    raw
 }

@@ -8,7 +8,7 @@ use std::panic::AssertUnwindSafe;
 
 use vmcrypt_xts::SectorSize;
 
-use super::fixture::{disk_with, registry};
+use super::fixture::{deciphered, disk_with, registry};
 use super::{EncryptedDisk, Scratch};
 use crate::engine::journal::JournalKeys;
 use crate::engine::online::OnlineJournal;
@@ -44,13 +44,6 @@ fn garbage(path: &std::path::Path, at: u64, len: usize) {
         .expect("open");
     let g: Vec<u8> = (0..len).map(|i| (i * 131 + 17) as u8).collect();
     f.write_all_at(&g, at).expect("tear");
-}
-
-fn deciphered(disk: &EncryptedDisk, key: &crate::secret::Schedule) -> Vec<u8> {
-    let mut raw = vec![0u8; disk.len() as usize];
-    disk.file.read_exact_at(&mut raw, disk.base).expect("raw");
-    crate::holes::decrypt(key, &mut raw, 0, disk.unit).expect("decipher");
-    raw
 }
 
 /// Two windows done, guest writes into the done window, into the next one and far ahead

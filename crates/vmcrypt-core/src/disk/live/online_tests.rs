@@ -1,13 +1,12 @@
 //! The two keys and the window gate of an online rekey, under concurrent I/O.
 
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use vmcrypt_xts::SectorSize;
 
-use super::fixture::disk_with;
+use super::fixture::{deciphered, disk_with};
 use super::{EncryptedDisk, Scratch};
 use crate::secret::Dek;
 
@@ -78,14 +77,6 @@ fn guest_io(
         ops += 1;
     }
     (model, ops)
-}
-
-/// The payload as stored, deciphered with `key` (holes as zeros).
-fn deciphered(disk: &EncryptedDisk, key: &crate::secret::Schedule) -> Vec<u8> {
-    let mut raw = vec![0u8; disk.len() as usize];
-    disk.file.read_exact_at(&mut raw, disk.base).expect("raw");
-    crate::holes::decrypt(key, &mut raw, 0, disk.unit).expect("decipher");
-    raw
 }
 
 #[test]
