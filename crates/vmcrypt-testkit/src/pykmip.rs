@@ -130,13 +130,14 @@ impl Cluster {
         let db = dir.join("kms.db");
         std::fs::create_dir_all(dir.join("logs")).expect("logs dir");
         let mut children = Vec::new();
-        let mut servers = Vec::new();
+        let mut port_files = Vec::new();
         for i in 0..count {
-            let port = free_port();
+            let port_file = dir.join(format!("port-{i}"));
             let log = dir.join("logs").join(format!("server-{i}.log"));
             let mut cmd = Command::new(&python);
             cmd.arg(LAUNCHER)
-                .args(["--port", &port.to_string()])
+                .arg("--port-file")
+                .arg(&port_file)
                 .arg("--cert")
                 .arg(&pki.server_cert)
                 .arg("--key")
@@ -165,21 +166,44 @@ impl Cluster {
                 cmd.env("PYTHONPATH", pp);
             }
             children.push(cmd.spawn().expect("start PyKMIP"));
-            servers.push(format!("127.0.0.1:{port}"));
+            port_files.push(port_file);
         }
         let mut c = Cluster {
-            servers,
+            servers: Vec::new(),
             pki,
             dir,
             children,
             _tmp: tmp,
         };
-        c.wait_ready(Duration::from_secs(90));
+        c.wait_ready(&port_files, Duration::from_secs(90));
         c
     }
 
-    fn wait_ready(&mut self, limit: Duration) {
+    /// Waits for each server to report the port it bound (the kernel picks it: a port chosen
+    /// here could be taken by another test process before the server binds it), then to
+    /// accept connections.
+    fn wait_ready(&mut self, port_files: &[PathBuf], limit: Duration) {
         let deadline = Instant::now() + limit;
+        for (i, file) in port_files.iter().enumerate() {
+            let port = loop {
+                if let Some(port) = std::fs::read_to_string(file)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u16>().ok())
+                {
+                    break port;
+                }
+                if let Ok(Some(status)) = self.children[i].try_wait() {
+                    panic!("PyKMIP server {i} exited ({status}): {}", self.log(i));
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "PyKMIP server {i} did not bind a port after {limit:?}: {}",
+                    self.log(i)
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            self.servers.push(format!("127.0.0.1:{port}"));
+        }
         for (i, s) in self.servers.clone().iter().enumerate() {
             loop {
                 if TcpStream::connect_timeout(&s.parse().expect("addr"), Duration::from_millis(200))
