@@ -85,8 +85,19 @@ pub(crate) fn punch(file: &File, off: u64, len: u64) -> io::Result<bool> {
 /// The ranges of `[start, end)` of `file` that hold data (everything outside them is a hole),
 /// from `SEEK_DATA`/`SEEK_HOLE`; a file system without them reports one range, all data.
 pub(crate) fn data_ranges(file: &File, start: u64, end: u64) -> io::Result<Vec<(u64, u64)>> {
+    Ok(data_extents(file, start, end)?.0)
+}
+
+/// [`data_ranges`], and the last data extent the file system reported, whole (it may reach
+/// past `end`): the caller may remember it (see `FileStorage`). None when none was reported.
+pub(crate) fn data_extents(
+    file: &File,
+    start: u64,
+    end: u64,
+) -> io::Result<(Vec<(u64, u64)>, Option<(u64, u64)>)> {
     use rustix::fs::{SeekFrom, seek};
     let mut out = Vec::new();
+    let mut last = None;
     let mut at = start;
     while at < end {
         let data = match seek(file, SeekFrom::Data(at)) {
@@ -103,14 +114,15 @@ pub(crate) fn data_ranges(file: &File, start: u64, end: u64) -> io::Result<Vec<(
             break;
         }
         let hole = match seek(file, SeekFrom::Hole(data)) {
-            Ok(h) => h.min(end),
+            Ok(h) => h,
             Err(rustix::io::Errno::NXIO) => end,
             Err(e) => return Err(e.into()),
         };
-        out.push((data, hole));
+        last = Some((data, hole));
+        out.push((data, hole.min(end)));
         at = hole;
     }
-    Ok(out)
+    Ok((out, last))
 }
 
 /// The parts of payload range `[off, off + len)` that hold data, for a payload that starts at
