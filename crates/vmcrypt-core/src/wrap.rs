@@ -93,7 +93,7 @@ impl WrapContext<'_> {
 /// [`Error::InvalidInput`] only if the message is too long for GCM.
 pub fn aead_seal(key: &[u8; 32], nonce: &[u8; 12], aad: &[u8], msg: &[u8]) -> Result<Vec<u8>> {
     Aes256Gcm::new(key.into())
-        .encrypt(Nonce::from_slice(nonce), Payload { msg, aad })
+        .encrypt(&Nonce::from(*nonce), Payload { msg, aad })
         .map_err(|_| Error::input("AEAD seal failed"))
 }
 
@@ -109,7 +109,7 @@ pub fn aead_open(
     sealed: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>> {
     Aes256Gcm::new(key.into())
-        .decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad })
+        .decrypt(&Nonce::from(*nonce), Payload { msg: sealed, aad })
         .map(Zeroizing::new)
         .map_err(|_| Error::UnwrapFailed)
 }

@@ -1,7 +1,7 @@
 //! The XTS-AES-256 engine: batched blocks, tweak chains, parallel sectors.
 
 use aes::Aes256;
-use aes::cipher::{BlockDecrypt, BlockEncrypt, KeyInit, generic_array::GenericArray};
+use aes::cipher::{Array, BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
 use rayon::prelude::*;
 use zeroize::Zeroize;
 
@@ -13,7 +13,7 @@ const BATCH_BLOCKS: usize = 512;
 /// Bytes per parallel task; a multiple of every data unit size.
 const PAR_CHUNK: usize = 256 * 1024;
 
-type Block = GenericArray<u8, aes::cipher::consts::U16>;
+type Block = Array<u8, aes::cipher::consts::U16>;
 
 /// Whether to encrypt or decrypt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,8 +105,8 @@ impl Xts {
         #[cfg(not(target_arch = "x86_64"))]
         let _ = backend;
         Ok(Xts {
-            data: Aes256::new(GenericArray::from_slice(k1)),
-            tweak: Aes256::new(GenericArray::from_slice(k2)),
+            data: aes_of(k1),
+            tweak: aes_of(k2),
             #[cfg(target_arch = "x86_64")]
             fast,
         })
@@ -352,6 +352,13 @@ pub(crate) fn check_sectors(len: usize, byte_offset: u64, unit: SectorSize) -> R
 }
 
 /// Constant-time equality of the two key halves.
+/// The AES-256 schedule of a 32-byte half of the XTS key (the copy is wiped).
+fn aes_of(half: &[u8]) -> Aes256 {
+    let mut k = zeroize::Zeroizing::new([0u8; 32]);
+    k.copy_from_slice(half);
+    Aes256::new((&*k).into())
+}
+
 fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -1,8 +1,8 @@
 //! The batched engine against the xts-mode crate's block-at-a-time reference, over random keys,
 //! sector numbers, lengths and thread counts.
 
-use aes::Aes256;
-use aes::cipher::KeyInit;
+use aes08::Aes256;
+use aes08::cipher::KeyInit;
 use proptest::prelude::*;
 use vmcrypt_xts::{Direction, SectorSize, Xts};
 use xts_mode::{Xts128, get_tweak_default};

@@ -60,6 +60,10 @@ const STRIPES: usize = 64;
 /// The largest data unit.
 const MAX_UNIT: usize = 4096;
 
+/// An online job's window is reciphered in pieces of this size in parallel (whole units of
+/// every size).
+const RECIPHER_PIECE: usize = 128 << 10;
+
 /// A worker's buffer for writes: plaintext is copied into it and encrypted there, so a
 /// caller's buffer (a client's data, guest memory) is never modified and never holds
 /// ciphertext. Its size bounds one step of a write, not the write. Zeroized on drop.
@@ -375,12 +379,19 @@ impl EncryptedDisk {
             .read_exact_at(buf, self.base + at)
             .map_err(Error::io("read", &self.payload_path))?;
         lock.with_keys(|old, new| {
-            holes::for_each_data_run(buf, self.unit, |run, o| {
-                let o = at + o as u64;
-                old.decrypt_sectors(run, o, self.unit)?;
-                new.encrypt_sectors(run, o, self.unit)?;
-                Ok(())
-            })
+            use rayon::prelude::*;
+            // In pieces on every core: guests that touch the window wait for all of this.
+            buf.par_chunks_mut(RECIPHER_PIECE)
+                .enumerate()
+                .try_for_each(|(i, piece)| {
+                    let base = at + (i * RECIPHER_PIECE) as u64;
+                    holes::for_each_data_run(piece, self.unit, |run, o| {
+                        let o = base + o as u64;
+                        old.decrypt_sectors(run, o, self.unit)?;
+                        new.encrypt_sectors(run, o, self.unit)?;
+                        Ok(())
+                    })
+                })
         })
         .ok_or_else(|| Error::input("no online rekey is under way"))??;
         Ok(lock)

@@ -16,7 +16,8 @@
 //! the HMACs cover the job id: both keys come from the job's DEKs, so a journal cannot be forged
 //! or moved to another job without them, and a changed byte is detected.
 
-use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::aead::inout::InOutBuf;
+use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -101,22 +102,34 @@ impl JournalKeys {
     /// the current rayon pool, nonces = a random base with the piece index), then a GMAC of
     /// those tags.
     pub fn fingerprint(&self, data: &[u8]) -> Result<Fingerprint> {
-        let mut fp = Fingerprint::default();
-        random_fill(&mut fp.nonce)?;
-        fp.tag = self.combined(&fp.nonce, data)?;
-        Ok(fp)
+        self.fingerprint_in(data, PIECE)
     }
 
     /// Whether `data` has fingerprint `fp`.
     pub fn matches(&self, fp: &Fingerprint, data: &[u8]) -> bool {
-        self.combined(&fp.nonce, data)
+        self.matches_in(fp, data, PIECE)
+    }
+
+    /// [`JournalKeys::fingerprint`] over pieces of `piece` bytes: a smaller piece spreads a
+    /// small buffer (an online job's window) over more cores. A fingerprint only matches
+    /// with the piece size it was taken with.
+    pub fn fingerprint_in(&self, data: &[u8], piece: usize) -> Result<Fingerprint> {
+        let mut fp = Fingerprint::default();
+        random_fill(&mut fp.nonce)?;
+        fp.tag = self.combined(&fp.nonce, data, piece)?;
+        Ok(fp)
+    }
+
+    /// [`JournalKeys::matches`] for a fingerprint taken over pieces of `piece` bytes.
+    pub fn matches_in(&self, fp: &Fingerprint, data: &[u8], piece: usize) -> bool {
+        self.combined(&fp.nonce, data, piece)
             .is_ok_and(|t| subtle::ConstantTimeEq::ct_eq(&t[..], &fp.tag[..]).into())
     }
 
-    fn combined(&self, base: &[u8; 12], data: &[u8]) -> Result<[u8; 16]> {
+    fn combined(&self, base: &[u8; 12], data: &[u8], piece: usize) -> Result<[u8; 16]> {
         use rayon::prelude::*;
         let pieces: Vec<[u8; 16]> = data
-            .par_chunks(PIECE)
+            .par_chunks(piece.max(1))
             .enumerate()
             .map(|(i, piece)| self.piece_tag(base, i, piece))
             .collect::<Result<_>>()?;
@@ -159,7 +172,7 @@ impl JournalKeys {
         let n = nonce_for(base, i as u32);
         let tag = self
             .gmac
-            .encrypt_in_place_detached(Nonce::from_slice(&n), piece, &mut [])
+            .encrypt_inout_detached(&Nonce::from(n), piece, InOutBuf::from(&mut [][..]))
             .map_err(|_| Error::input("fingerprint"))?;
         Ok(tag.into())
     }
@@ -169,7 +182,7 @@ impl JournalKeys {
         let n = nonce_for(base, u32::MAX);
         let tag = self
             .gmac
-            .encrypt_in_place_detached(Nonce::from_slice(&n), &all, &mut [])
+            .encrypt_inout_detached(&Nonce::from(n), &all, InOutBuf::from(&mut [][..]))
             .map_err(|_| Error::input("fingerprint"))?;
         Ok(tag.into())
     }
