@@ -88,13 +88,16 @@ pub(crate) fn data_ranges(file: &File, start: u64, end: u64) -> io::Result<Vec<(
     Ok(data_extents(file, start, end)?.0)
 }
 
+/// A range of file offsets, `(start, end)`.
+pub(crate) type Extent = (u64, u64);
+
 /// [`data_ranges`], and the last data extent the file system reported, whole (it may reach
 /// past `end`): the caller may remember it (see `FileStorage`). None when none was reported.
 pub(crate) fn data_extents(
     file: &File,
     start: u64,
     end: u64,
-) -> io::Result<(Vec<(u64, u64)>, Option<(u64, u64)>)> {
+) -> io::Result<(Vec<Extent>, Option<Extent>)> {
     use rustix::fs::{SeekFrom, seek};
     let mut out = Vec::new();
     let mut last = None;

@@ -60,9 +60,9 @@ const STRIPES: usize = 64;
 /// The largest data unit.
 const MAX_UNIT: usize = 4096;
 
-/// An online job's window is reciphered in pieces of this size in parallel (whole units of
-/// every size).
-const RECIPHER_PIECE: usize = 128 << 10;
+/// An online job reads, reciphers and writes its window in pieces of this size, in parallel
+/// (whole units of every size).
+const WINDOW_PIECE: usize = 128 << 10;
 
 /// A worker's buffer for writes: plaintext is copied into it and encrypted there, so a
 /// caller's buffer (a client's data, guest memory) is never modified and never holds
@@ -375,16 +375,17 @@ impl EncryptedDisk {
         }
         let lock = self.keys.lock_window(at, at + len);
         let buf = &mut buf[..n];
-        self.file
-            .read_exact_at(buf, self.base + at)
-            .map_err(Error::io("read", &self.payload_path))?;
         lock.with_keys(|old, new| {
             use rayon::prelude::*;
-            // In pieces on every core: guests that touch the window wait for all of this.
-            buf.par_chunks_mut(RECIPHER_PIECE)
+            // In pieces on every core, each read and reciphered in cache: guests that touch
+            // the window wait for all of this.
+            buf.par_chunks_mut(WINDOW_PIECE)
                 .enumerate()
                 .try_for_each(|(i, piece)| {
-                    let base = at + (i * RECIPHER_PIECE) as u64;
+                    let base = at + (i * WINDOW_PIECE) as u64;
+                    self.file
+                        .read_exact_at(piece, self.base + base)
+                        .map_err(Error::io("read", &self.payload_path))?;
                     holes::for_each_data_run(piece, self.unit, |run, o| {
                         let o = base + o as u64;
                         old.decrypt_sectors(run, o, self.unit)?;
@@ -408,7 +409,11 @@ impl EncryptedDisk {
         let bytes = buf
             .get(..(end - at) as usize)
             .ok_or_else(|| Error::input("the window's bytes are shorter than the window"))?;
-        self.write_raw(bytes, at)?;
+        use rayon::prelude::*;
+        bytes
+            .par_chunks(WINDOW_PIECE)
+            .enumerate()
+            .try_for_each(|(i, piece)| self.write_raw(piece, at + (i * WINDOW_PIECE) as u64))?;
         self.flush()
     }
 

@@ -114,9 +114,33 @@ impl JournalKeys {
     /// small buffer (an online job's window) over more cores. A fingerprint only matches
     /// with the piece size it was taken with.
     pub fn fingerprint_in(&self, data: &[u8], piece: usize) -> Result<Fingerprint> {
+        self.fingerprint_visiting(data, piece, |_, _| Ok(()))
+    }
+
+    /// [`JournalKeys::fingerprint_in`] that also calls `visit(piece, its offset in data)` on
+    /// each piece once it is fingerprinted, on the same thread while the piece is in cache
+    /// (to write it out, say).
+    pub fn fingerprint_visiting(
+        &self,
+        data: &[u8],
+        piece: usize,
+        visit: impl Fn(&[u8], u64) -> Result<()> + Sync,
+    ) -> Result<Fingerprint> {
+        use rayon::prelude::*;
         let mut fp = Fingerprint::default();
         random_fill(&mut fp.nonce)?;
-        fp.tag = self.combined(&fp.nonce, data, piece)?;
+        let base = fp.nonce;
+        let piece = piece.max(1);
+        let tags: Vec<[u8; 16]> = data
+            .par_chunks(piece)
+            .enumerate()
+            .map(|(i, p)| {
+                let t = self.piece_tag(&base, i, p)?;
+                visit(p, (i * piece) as u64)?;
+                Ok(t)
+            })
+            .collect::<Result<_>>()?;
+        fp.tag = self.finish(&base, &tags)?;
         Ok(fp)
     }
 

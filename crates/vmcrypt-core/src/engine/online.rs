@@ -167,17 +167,23 @@ impl OnlineJournal {
             ));
         }
         let seq = offset / self.window + 1;
+        let pos = self.slot_pos(seq);
+        // The data first, piece by piece as each is fingerprinted (on every core), then the
+        // header that authenticates it; the sync makes both durable, and a crash before it
+        // leaves a slot that fails its MAC, whatever part of it was written.
+        let data_at = pos + 2 * BLOCK as u64;
+        let fingerprint = self.keys.fingerprint_visiting(data, PIECE, |piece, off| {
+            journal.write_at(piece, data_at + off)
+        })?;
         let slot = Slot {
             seq,
             offset,
             len: data.len() as u64,
             holds: Holds::Final,
-            data: self.keys.fingerprint_in(data, PIECE)?,
+            data: fingerprint,
             next: None,
         };
-        let pos = self.slot_pos(seq);
         journal.write_at(&slot.encode(&self.keys), pos)?;
-        journal.write_at(data, pos + 2 * BLOCK as u64)?;
         journal.sync()
     }
 

@@ -160,7 +160,9 @@ impl<'d> Runner<'d> {
             }
             let before = self.disk.job();
             let t = Instant::now();
-            match self.disk.job_step() {
+            // On a worker of the pool, so the window's parallel pieces start there without a hand-off
+            // per step.
+            match rayon::scope(|_| self.disk.job_step()) {
                 Ok(true) => {}
                 Ok(false) => {
                     let mut s = self.state();
