@@ -50,6 +50,11 @@ topologies:
 serve-compare:
     bash benches/serve-compare.sh
 
+# An online deep rekey of a served 1 GiB disk under qemu-img bench: the client's MiB/s before,
+# during and after, the rekey's GB/s with no client, the worst request latency.
+online-rekey DIR="/dev/shm":
+    bash benches/online-rekey.sh {{DIR}}
+
 # vhost-user-blk: a QEMU guest on vmcrypt vs qemu-storage-daemon raw and LUKS (TCG; ratios)
 guest-compare:
     bash benches/guest-compare.sh
