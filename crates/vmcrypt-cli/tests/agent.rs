@@ -651,3 +651,84 @@ fn a_disk_served_through_the_agent_keeps_serving_with_the_kms_and_the_agent_gone
         "a failed decrypt changed files"
     );
 }
+
+/// Issue 18's keys: an online deep rekey fetches the disk's KEK afresh before its first
+/// window, so with the KMS down and no agent it fails to start (exit 3) and leaves the disk as
+/// it was; with the agent holding the key, a job started, killed with kill -9 and taken up
+/// again while the KMS is down the whole time ends well.
+#[test]
+fn an_online_rekey_needs_its_key_at_start_and_an_agent_held_key_outlives_a_kms_outage() {
+    const LEN: u64 = 8 * MIB;
+    let mut c = Cluster::start(1);
+    let e = Env::new();
+    add_kmip(&e, &c, "kms", &[&c.servers[0]], &["--timeout", "3"]);
+    let agent = AgentProc::start(&e);
+    let via = ["--agent", agent.sock()];
+    let plain = e.raw_image("d.img", LEN);
+    let mut model = std::fs::read(&plain).expect("plain");
+    // Encrypted through the agent: it holds the KEK from here on.
+    e.ok(&[
+        &via[..],
+        &["encrypt", "d.img", "--output", "e.img", "--provider", "kms"],
+    ]
+    .concat());
+
+    // 1. Served without the agent (the KMS is up while the server opens the disk), then the
+    // KMS goes away: the rekey cannot fetch the key afresh.
+    let server = Served::start(&e, "e.img", &[]);
+    c.stop_server(0);
+    let inspect_before = e.ok(&["--json", "inspect", "e.img"]);
+    let o = e.run(&["rekey", "e.img", "--deep"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("kms"), "names the provider: {err}");
+    assert_eq!(e.ok(&["--json", "inspect", "e.img"]), inspect_before);
+    assert!(!e.path("e.img.vmcrypt-journal").exists(), "no journal");
+    // The disk is served on.
+    qemu_io(
+        &server.uri(),
+        &["write -P 7 4096 8192".into(), "read -P 7 4096 8192".into()],
+    );
+    model[4096..12288].fill(7);
+    server.stop();
+
+    // 2. Served through the agent while the KMS is down: the agent holds the key, so the job
+    // starts, survives kill -9 of its server and is finished by the next one.
+    let server = Served::start(&e, "e.img", &via);
+    let r = e
+        .command(&["--json", "rekey", "e.img", "--deep", "--rate", "4"], &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn rekey");
+    let until = Instant::now() + Duration::from_secs(30);
+    while json(&e.ok(&["--json", "jobs", "e.img"]))["job"]["done"]
+        .as_u64()
+        .unwrap_or(0)
+        < 2 * MIB
+    {
+        assert!(Instant::now() < until, "the job never got going");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.signal("-KILL");
+    let mut child = server.child;
+    child.wait().expect("wait");
+    let out = r.wait_with_output().expect("rekey");
+    assert_ne!(out.status.code(), Some(0), "its server died");
+    std::fs::remove_file(e.path("e.img.sock")).expect("stale socket");
+    // Without the agent the disk cannot even be opened now.
+    let o = e.run(&["serve", "e.img", "--nbd", "x.sock"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let server = Served::start(&e, "e.img", &via);
+    let follow = e.run(&["jobs", "e.img", "--follow"]);
+    assert_eq!(follow.status.code(), Some(0), "{}", stderr(&follow));
+    server.stop();
+    let meta = json(&e.ok(&["--json", "inspect", "e.img"]));
+    assert_eq!(meta["key_generation"], 2, "{meta}");
+    assert_eq!(meta["state"], "encrypted", "{meta}");
+    e.ok(&[&via[..], &["decrypt", "e.img", "--output", "back.img"]].concat());
+    assert!(
+        std::fs::read(e.path("back.img")).expect("back") == model,
+        "the disk decrypts to what was written"
+    );
+}
