@@ -331,9 +331,17 @@ impl Config {
 
     /// The registry of this configuration: each provider opened on first use and kept for
     /// the command (one KMIP connection pool, one memory of failed servers, for every disk).
+    /// A provider this configuration does not name is looked for again in its file, which a
+    /// long-running process (`vmcrypt serve`) may have seen gain it since it started.
     pub fn registry(&self) -> vmcrypt_core::provider::Registry {
         let cfg = self.clone();
         vmcrypt_core::provider::Registry::new(move |name: &str| {
+            if cfg.agent.is_none()
+                && cfg.get(name).is_none()
+                && let Ok(fresh) = Config::load(&cfg.path)
+            {
+                return fresh.open(name).map(std::sync::Arc::from);
+            }
             cfg.open(name).map(std::sync::Arc::from)
         })
     }

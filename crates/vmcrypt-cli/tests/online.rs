@@ -164,3 +164,77 @@ fn qemu_io_writes_through_online_deep_rekeys_and_a_kill_9_in_the_middle_loses_no
         "the decrypted disk is what the client wrote ({n} rounds)"
     );
 }
+
+/// `rekey --shallow` of a served disk is done by its server: metadata only, with qemu-io
+/// writing and verifying before, between and after. A provider added to the configuration
+/// after the server started is found; during a deep job it is refused and changes nothing.
+#[test]
+fn a_served_disk_is_rekeyed_shallowly_by_its_server_while_qemu_io_writes() {
+    let e = Env::new();
+    let plain = e.raw_image("d.img", LEN);
+    e.ok(&["encrypt", "d.img", "--output", "e.img"]);
+    let mut model = std::fs::read(&plain).expect("plain");
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let server = Served::start(&e, "e.img", &[]);
+    let uri = server.uri();
+    let mut n = 0;
+    for _ in 0..3 {
+        round(&uri, &mut rng, &mut model, n);
+        n += 1;
+    }
+    // A new native provider, configured while the disk is served.
+    e.ok(&["provider", "add-native", "second"]);
+    let before = json(&e.ok(&["--json", "inspect", "e.img"]));
+    let r = json(&e.ok(&[
+        "--json",
+        "rekey",
+        "e.img",
+        "--shallow",
+        "--provider",
+        "second",
+    ]));
+    assert_eq!(r["depth"], "shallow");
+    assert_eq!(r["server_pid"], server.child.id());
+    assert_eq!(r["provider"], "second", "{r}");
+    assert_eq!(r["generation"], 2);
+    for _ in 0..3 {
+        round(&uri, &mut rng, &mut model, n);
+        n += 1;
+    }
+    let after = json(&e.ok(&["--json", "inspect", "e.img"]));
+    assert_eq!(after["key_generation"], 2, "{after}");
+    assert_eq!(after["keys"][0]["provider"], "second", "{after}");
+    assert_ne!(after["keys"][0]["key_id"], before["keys"][0]["key_id"]);
+    assert_eq!(after["keys"].as_array().map(Vec::len), Some(1));
+
+    // Unknown provider: refused, nothing changed.
+    let o = e.run(&["rekey", "e.img", "--shallow", "--provider", "nope"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("nope"), "{}", stderr(&o));
+    assert_eq!(json(&e.ok(&["--json", "inspect", "e.img"])), after);
+
+    // During a deep job: refused, and the job goes on while the client writes.
+    let mut deep = rekey(&e, "4");
+    let until = Instant::now() + Duration::from_secs(30);
+    while job(&e, "e.img")["job"].is_null() {
+        assert!(Instant::now() < until, "the deep job never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let o = e.run(&["rekey", "e.img", "--shallow"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("under way"), "{}", stderr(&o));
+    while deep.try_wait().expect("wait").is_none() {
+        round(&uri, &mut rng, &mut model, n);
+        n += 1;
+    }
+    let out = deep.wait_with_output().expect("deep");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    server.stop();
+    let meta = json(&e.ok(&["--json", "inspect", "e.img"]));
+    assert_eq!(meta["key_generation"], 3, "{meta}");
+    assert_eq!(meta["keys"][0]["provider"], "second", "{meta}");
+    assert!(
+        decrypted(&e, "e.img") == model,
+        "the decrypted disk is what the client wrote ({n} rounds)"
+    );
+}

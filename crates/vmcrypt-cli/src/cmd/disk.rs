@@ -66,8 +66,17 @@ pub fn rekey(cli: &Cli, a: &RekeyArgs, out: &Out) -> Result<Report> {
         let job = with_threads(DiskJob::rekey_deep(&a.disk).tuning(tuning()), a.threads);
         return job.run(&cfg.registry(), &bar, &cancel_on_signal());
     }
+    if a.rate.is_some() {
+        return Err(vmcrypt_core::Error::input(
+            "--rate is for an online rekey --deep; a shallow rekey is metadata only",
+        ));
+    }
     let mut cfg = load_config(cli)?;
     let provider = provider_for_new_key(&mut cfg, a.provider.as_deref(), out)?;
+    // A served disk: its server re-wraps the key (it holds the lock).
+    if let Some(report) = super::online::shallow_rekey(&a.disk, &provider, out)? {
+        return Ok(report);
+    }
     DiskJob::rekey_shallow(&a.disk).provider(provider).run(
         &cfg.registry(),
         &vmcrypt_core::NoProgress,

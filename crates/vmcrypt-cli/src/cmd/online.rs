@@ -1,6 +1,6 @@
 //! Online jobs: on a disk that `vmcrypt serve` holds, `rekey --deep` is carried out by the
 //! server, over its control socket (vmcrypt_serve::control); this command starts it, draws
-//! its progress and returns when it is done. Ctrl-C stops following and leaves the job
+//! its progress and returns when it is done. `rekey --shallow` is done by the server too. Ctrl-C stops following and leaves the job
 //! running; `vmcrypt jobs DISK` shows it.
 
 use std::path::Path;
@@ -118,18 +118,50 @@ pub fn deep_rekey(disk: &Path, rate: Option<u64>, out: &Out) -> Result<Option<Re
         }
         Followed::Done(j) => {
             r.bytes = j.len;
-            // The metadata the server recorded (read without the lock, as `inspect` does).
-            if let Some(m) = Disk::open(disk).ok().and_then(|d| d.encryption().cloned()) {
-                r.generation = Some(m.generation);
-                if let Some((p, k)) = m.keys().into_iter().next() {
-                    r.provider = Some(p);
-                    r.key_id = Some(k);
-                }
-                r.sector_size = Some(m.identity.sector_size.bytes());
-            }
+            recorded(disk, &mut r);
         }
     }
     Ok(Some(r))
+}
+
+/// `rekey --shallow` of a served disk, by its server (metadata only: its guests go on
+/// undisturbed): `Ok(None)` when nobody serves it.
+pub fn shallow_rekey(disk: &Path, provider: &str, out: &Out) -> Result<Option<Report>> {
+    let Some(mut c) = server_of(disk)? else {
+        return Ok(None);
+    };
+    let t = Instant::now();
+    let reply = c.request(&Request::ShallowRekey {
+        provider: provider.to_string(),
+    })?;
+    if !out.quiet && !out.json {
+        eprintln!(
+            "vmcrypt: {} is served by pid {}: the server re-wrapped its key",
+            disk.display(),
+            reply.pid
+        );
+    }
+    let mut r = Report::default();
+    r.operation = "rekey";
+    r.depth = Some("shallow");
+    r.disk = Some(disk.to_path_buf());
+    r.server_pid = Some(reply.pid);
+    r.elapsed = t.elapsed();
+    recorded(disk, &mut r);
+    Ok(Some(r))
+}
+
+/// What the server recorded in the disk's metadata (read without the lock, as `inspect`
+/// does): generation, provider and key id of its KEK, data unit.
+fn recorded(disk: &Path, r: &mut Report) {
+    if let Some(m) = Disk::open(disk).ok().and_then(|d| d.encryption().cloned()) {
+        r.generation = Some(m.generation);
+        if let Some((p, k)) = m.keys().into_iter().next() {
+            r.provider = Some(p);
+            r.key_id = Some(k);
+        }
+        r.sector_size = Some(m.identity.sector_size.bytes());
+    }
 }
 
 /// `vmcrypt jobs DISK [--follow]`.

@@ -33,6 +33,7 @@ use crate::{Error, Result, holes};
 
 mod job;
 mod route;
+mod shallow;
 pub use job::{CONTROL_EXT, JobKind, JobStatus, ONLINE_WINDOW, control_path};
 pub use route::Route;
 

@@ -86,14 +86,25 @@ pub(crate) fn rekey_shallow(
     provider: &dyn KeyProvider,
     ring: &KeyRing<'_>,
 ) -> Result<RekeyReport> {
-    let started = Instant::now();
     let (_lock, mut disk) = super::open_for_job(path)?;
+    rewrap(&mut disk, provider, ring)
+}
+
+/// The shallow rekey of `disk`, whose lock the caller holds: offline ([`rekey_shallow`]) or
+/// by the process that serves it (the DEK does not change, so its I/O goes on undisturbed).
+pub(crate) fn rewrap(
+    disk: &mut Disk,
+    provider: &dyn KeyProvider,
+    ring: &KeyRing<'_>,
+) -> Result<RekeyReport> {
+    let started = Instant::now();
+    let path = disk.path().to_path_buf();
     disk.check_meta_room()?;
     let meta = disk.require_encrypted()?.clone();
     disk.require_settled()?;
     if meta.vm_uuid.is_some() {
         return Err(Error::BelongsToVm {
-            path: path.to_path_buf(),
+            path,
             advice: "rekey the VM (`vmcrypt vm rekey VMX --shallow`) so its disks keep one KEK"
                 .into(),
         });
@@ -105,8 +116,8 @@ pub(crate) fn rekey_shallow(
         _ => ring.create_verified(provider, &KeyPurpose::Disk(meta.identity.uuid.clone()))?,
     };
     let target = meta.rekey_generation.unwrap_or(meta.generation + 1);
-    stage(&mut disk, &dek, &new.as_ref(), target)?;
-    commit(&mut disk, &new.as_ref(), &dek)?;
+    stage(disk, &dek, &new.as_ref(), target)?;
+    commit(disk, &new.as_ref(), &dek)?;
     let generation = disk.encryption().map(|m| m.generation).unwrap_or_default();
     tracing::info!(disk = %path.display(), provider = %new.provider, key_id = %new.key_id, generation, "disk rekeyed (shallow)");
     Ok(RekeyReport {

@@ -1,6 +1,6 @@
 //! The control socket of a serving process: how `vmcrypt rekey --deep`, `vmcrypt jobs` and
 //! `vmcrypt serve --status` reach the process that holds a disk, to run an online job there
-//! (issue 18) and follow it.
+//! (issue 18) and follow it, or to rekey it shallowly.
 //!
 //! The socket is `PAYLOAD.vmcrypt-control` beside the disk's payload
 //! ([`vmcrypt_core::disk::control_path`]), so a client finds it from the disk alone. It is
@@ -38,6 +38,12 @@ pub enum Request {
         /// Bytes per second at most; none: the default (see [`Rate`]).
         #[serde(default)]
         rate: Option<u64>,
+    },
+    /// A shallow rekey: the DEK re-wrapped under a new KEK from this provider (by its name in
+    /// the server's configuration). Metadata only; the reply comes once it is done.
+    ShallowRekey {
+        /// The provider of the new KEK.
+        provider: String,
     },
 }
 

@@ -204,6 +204,18 @@ impl<'a> ControlServer<'a> {
                     }
                 }
             }
+            Request::ShallowRekey { provider } => {
+                match self.disk.rekey_shallow(self.registry, provider) {
+                    Ok(r) => {
+                        tracing::info!(disk = %self.name.display(), provider = %r.provider, generation = r.generation, "shallow rekey done");
+                        self.reply()
+                    }
+                    Err(e) => {
+                        tracing::warn!(disk = %self.name.display(), "shallow rekey failed: {}", vmcrypt_core::error_line(&e));
+                        self.failed(&e)
+                    }
+                }
+            }
         }
     }
 }

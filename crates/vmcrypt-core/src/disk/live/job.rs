@@ -290,7 +290,7 @@ impl EncryptedDisk {
         Ok(())
     }
 
-    fn control(&self) -> std::sync::MutexGuard<'_, Control> {
+    pub(super) fn control(&self) -> std::sync::MutexGuard<'_, Control> {
         self.control
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

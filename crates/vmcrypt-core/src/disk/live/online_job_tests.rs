@@ -177,3 +177,63 @@ fn a_provider_that_fails_before_the_new_key_is_held_fails_the_start_and_changes_
     disk.read_at(&mut got, 0).expect("read");
     assert!(got == plain, "and the disk serves as before");
 }
+
+/// A shallow rekey of a served disk: the server re-wraps the DEK (metadata only) while a guest
+/// writes and reads back; during a deep job it is refused and changes nothing.
+#[test]
+fn a_shallow_rekey_of_a_served_disk_rewraps_its_key_while_a_guest_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plain: Vec<u8> = (0..LEN).map(|i| (i % 241) as u8).collect();
+    let (disk, img) = disk_with(dir.path(), &plain, SectorSize::S4096);
+    let disk = Arc::new(disk);
+    let reg = registry(dir.path());
+    let stop = Arc::new(AtomicBool::new(false));
+    let rounds = Arc::new(AtomicUsize::new(0));
+    let guest = {
+        let (disk, stop, rounds) = (disk.clone(), stop.clone(), rounds.clone());
+        std::thread::spawn(move || {
+            let mut scratch = Scratch::default();
+            let mut model = plain;
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) || i < 64 {
+                let at = (i * 7919 * 512) % (LEN - 4096);
+                let data = [(i % 253) as u8 + 1; 1536];
+                disk.write_at(&data, at as u64, &mut scratch)
+                    .expect("write");
+                let mut back = [0u8; 1536];
+                disk.read_at(&mut back, at as u64).expect("read");
+                assert_eq!(back, data, "round {i} reads back");
+                model[at..at + 1536].copy_from_slice(&data);
+                i += 1;
+                rounds.store(i, Ordering::Relaxed);
+            }
+            model
+        })
+    };
+    let mut kek_ids = std::collections::BTreeSet::new();
+    for g in 2..=4 {
+        let r = disk.rekey_shallow(&reg, "native").expect("shallow rekey");
+        assert_eq!(r.generation, g);
+        assert!(!r.resumed);
+        kek_ids.insert(r.key_id);
+        assert_eq!(state(&img), (DiskState::Encrypted, g, 1));
+    }
+    assert_eq!(kek_ids.len(), 3, "a new KEK each time");
+
+    disk.start_deep_rekey_in(&reg, WINDOW).expect("deep");
+    let err = disk
+        .rekey_shallow(&reg, "native")
+        .expect_err("refused during a job");
+    assert!(err.to_string().contains("under way"), "{err}");
+    assert_eq!(state(&img), (DiskState::RekeyingOnline, 4, 2));
+    while disk.job_step().expect("step") {}
+    assert_eq!(state(&img), (DiskState::Encrypted, 5, 1));
+    stop.store(true, Ordering::Relaxed);
+    let model = guest.join().expect("guest");
+    assert!(rounds.load(Ordering::Relaxed) >= 64);
+    drop(disk);
+    assert!(
+        decrypted(dir.path(), &img) == model,
+        "the disk decrypts to what the guest wrote"
+    );
+}
