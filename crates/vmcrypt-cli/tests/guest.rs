@@ -1,7 +1,8 @@
 //! `vmcrypt serve --vhost-user` with real QEMU guests (the kit from Debian packages, under
 //! TCG): the guest reads the whole disk and finds the host's plaintext, writes with O_DIRECT,
-//! discards, and the host finds exactly that after an offline decrypt. Boots are few and each
-//! does a lot (6-8 s each).
+//! discards, writes and verifies in a loop through a whole online deep rekey, and the host
+//! finds exactly that after an offline decrypt. Boots are few and each does a lot (6-8 s
+//! each).
 
 mod common;
 
@@ -72,8 +73,11 @@ fn a_guest_reads_writes_and_discards_an_encrypted_disk_over_vhost_user() {
 
     // In the guest: the whole disk's checksum; a 1 MiB pattern at 3 MiB and 12 KiB at 7 x 4 KiB
     // with O_DIRECT; both queues reading at once; a discard of 8 MiB at 16 MiB, read back.
-    // Then the read-only vdb: read, and writes refused, even after `blockdev --setrw`. Last,
-    // the write cache turned off: four writes, each durable before it completes.
+    // Then the read-only vdb: read, and writes refused, even after `blockdev --setrw`. Then
+    // the write cache turned off: four writes, each durable before it completes. Last, a loop
+    // through a whole online deep rekey (issue 18) that the host starts when the loop does:
+    // 64 KiB patterns written at places in 48-64 MiB, each read back and checked, until the
+    // host says the job is done (DONE in vdc, a plain file QEMU reads).
     let script = r#"
 set -e
 echo "SIZE=$(blockdev --getsize64 /dev/vda)"
@@ -101,13 +105,56 @@ echo "CACHE_WAS=$(cat /sys/block/vda/cache_type)"
 echo "write through" > /sys/block/vda/cache_type
 echo "CACHE=$(cat /sys/block/vda/cache_type)"
 for i in 1 2 3 4; do dd if=/tmp/a of=/dev/vda bs=64k seek=$((640 + i)) count=1 oflag=direct conv=notrunc 2>/dev/null; done
+for k in 0 1 2 3; do yes "round$k" | head -c 65536 > /tmp/p$k; done
+echo LOOP_START
+i=0; bad=0
+while :; do
+  i=$((i + 1)); k=$((i % 4)); at=$((768 + (i * 7919) % 256))
+  dd if=/tmp/p$k of=/dev/vda bs=64k seek=$at count=1 oflag=direct conv=notrunc 2>/dev/null
+  got=$(dd if=/dev/vda bs=64k skip=$at count=1 iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1)
+  [ "$got" = "$(sha256sum < /tmp/p$k | cut -d' ' -f1)" ] || bad=$((bad + 1))
+  [ "$(dd if=/dev/vdc bs=512 count=1 iflag=direct 2>/dev/null | head -c 4)" = DONE ] && break
+  [ $i -lt 3000 ] || break
+done
+echo "LOOP_ROUNDS=$i"
+echo "LOOP_BAD=$bad"
+sync
+echo "FINAL=$(sha256sum /dev/vda | cut -d' ' -f1)"
 "#;
     let initrd = kit.initrd(e.dir.path(), script);
     let log = e.path("console.log");
     let mut qemu = kit.qemu(&initrd, &log, 512);
     attach(&mut qemu, &sock, 2, 0);
     attach(&mut qemu, &ro_sock, 1, 1);
-    let console = run_guest(qemu, &log, Duration::from_secs(300));
+    let flag = e.path("flag.img");
+    std::fs::write(&flag, vec![0u8; 4096]).expect("flag disk");
+    qemu.args([
+        "-drive",
+        &format!("file={},format=raw,if=virtio", flag.display()),
+    ]);
+    // The host's side of the loop: once the guest's loop runs, a whole online deep rekey at
+    // the default rate, then DONE for the guest.
+    let (console, rekeyed) = std::thread::scope(|sc| {
+        let host = sc.spawn(|| {
+            let until = std::time::Instant::now() + Duration::from_secs(300);
+            while !std::fs::read_to_string(&log).is_ok_and(|c| c.contains("LOOP_START")) {
+                if std::time::Instant::now() > until {
+                    return None;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let out = e.run(&["--json", "rekey", "e.img", "--deep"]);
+            std::fs::write(&flag, b"DONE").expect("flag");
+            Some(out)
+        });
+        let console = run_guest(qemu, &log, Duration::from_secs(300));
+        (console, host.join().expect("rekey thread"))
+    });
+    let rekeyed = rekeyed.unwrap_or_else(|| panic!("the guest loop never started: {console}"));
+    assert_eq!(rekeyed.status.code(), Some(0), "{}", stderr(&rekeyed));
+    let report = json(&String::from_utf8_lossy(&rekeyed.stdout));
+    assert_eq!(report["server_pid"], server.child.id(), "{report}");
+    assert_eq!(report["generation"], 2, "{report}");
     assert_eq!(value(&console, "SIZE"), Some("67108864"), "{console}");
     assert_eq!(
         value(&console, "LBS"),
@@ -133,6 +180,26 @@ for i in 1 2 3 4; do dd if=/tmp/a of=/dev/vda bs=64k seek=$((640 + i)) count=1 o
         let at = (640 + i) * 65536;
         model[at..at + 65536].copy_from_slice(&a[..65536]);
     }
+    let rounds: usize = value(&console, "LOOP_ROUNDS")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no loop: {console}"));
+    assert_eq!(value(&console, "LOOP_BAD"), Some("0"), "{console}");
+    eprintln!("guest loop: {rounds} rounds through the online rekey");
+    assert!(
+        (2..3000).contains(&rounds),
+        "the loop ran through the job and ended on DONE: {rounds} rounds"
+    );
+    for i in 1..=rounds {
+        let k = i % 4;
+        let at = (768 + (i * 7919) % 256) * 65536;
+        let p: Vec<u8> = format!("round{k}\n").bytes().cycle().take(65536).collect();
+        model[at..at + 65536].copy_from_slice(&p);
+    }
+    assert_eq!(
+        value(&console, "FINAL"),
+        Some(sha256(&model).as_str()),
+        "the guest reads back every write it made through the job"
+    );
     assert_eq!(value(&console, "BACK"), Some(sha256(&a).as_str()));
     assert_eq!(value(&console, "RO"), Some("1"), "vdb is read-only");
     assert_eq!(value(&console, "RO_SUM"), Some(sha256(&ro_model).as_str()));

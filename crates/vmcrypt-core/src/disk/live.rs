@@ -400,7 +400,7 @@ impl EncryptedDisk {
     }
 
     /// Writes a locked window's bytes under the new key (what [`EncryptedDisk::lock_window`]
-    /// put in `buf`) over the payload, durably (`fdatasync`).
+    /// put in `buf`) over the payload, durably (`fdatasync`), keeping its holes.
     ///
     /// # Errors
     /// [`Error::InvalidInput`] when `buf` is shorter than the window; I/O errors (the window
@@ -411,10 +411,18 @@ impl EncryptedDisk {
             .get(..(end - at) as usize)
             .ok_or_else(|| Error::input("the window's bytes are shorter than the window"))?;
         use rayon::prelude::*;
+        // All-zero units are skipped: they read as zeros on the payload already (a hole, or
+        // zeros written), since the window was read while locked, and writing them would fill
+        // the disk's holes.
         bytes
             .par_chunks(WINDOW_PIECE)
             .enumerate()
-            .try_for_each(|(i, piece)| self.write_raw(piece, at + (i * WINDOW_PIECE) as u64))?;
+            .try_for_each(|(i, piece)| {
+                let base = at + (i * WINDOW_PIECE) as u64;
+                holes::runs(piece, self.unit)
+                    .filter(|&(_, _, zero)| !zero)
+                    .try_for_each(|(a, b, _)| self.write_raw(&piece[a..b], base + a as u64))
+            })?;
         self.flush()
     }
 
