@@ -32,6 +32,10 @@ speed:
 crash-slow:
     cargo test --release -p vmcrypt-core --test reencrypt_powerloss --test shift_powerloss -- --ignored --nocapture --test-threads 1
 
+# kill -9 of a serving process at 100 random moments of online deep rekeys (issue 18).
+online-kill:
+    cargo test -p vmcrypt-cli --test online -- --ignored --nocapture
+
 # Crash-safe in-place encryption next to cryptsetup reencrypt (checksum and none) on 1 GiB.
 compare-reencrypt:
     bash benches/reencrypt-compare.sh

@@ -238,3 +238,87 @@ fn a_served_disk_is_rekeyed_shallowly_by_its_server_while_qemu_io_writes() {
         "the decrypted disk is what the client wrote ({n} rounds)"
     );
 }
+
+/// The disk as its server exports it, read over NBD by `qemu-img convert`.
+fn exported(e: &Env, uri: &str) -> Vec<u8> {
+    let out = e.path("exported.raw");
+    let _ = std::fs::remove_file(&out);
+    let o = qemu_img(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "raw",
+        uri,
+        out.to_str().expect("utf8"),
+    ]);
+    assert!(o.status.success(), "qemu-img convert: {}", stderr(&o));
+    std::fs::read(out).expect("exported")
+}
+
+/// The slow suite for issue 18: kill -9 of the server at 100 random moments of online deep
+/// rekeys that qemu-io writes through; after each, the server restarts, takes the job up, and
+/// the disk it exports is exactly what the client wrote. A kill lands in a window, between
+/// windows, at the start or the end of a job, or between jobs.
+#[test]
+#[ignore = "slow suite (about two minutes): run with `just online-kill`"]
+fn kill_9_of_the_server_at_100_random_moments_of_online_rekeys_loses_nothing() {
+    const KILLS: usize = 100;
+    let e = Env::new();
+    let plain = e.raw_image("d.img", LEN);
+    e.ok(&["encrypt", "d.img", "--output", "e.img"]);
+    let mut model = std::fs::read(&plain).expect("plain");
+    let seed = std::env::var("VMCRYPT_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x0dd_ba11_5eed_u64);
+    eprintln!("seed {seed} (VMCRYPT_KILL_SEED)");
+    let mut rng = Rng(seed);
+    let mut server = Served::start(&e, "e.img", &[]);
+    let (mut n, mut in_job, mut jobs) = (0u64, 0usize, 0usize);
+    for k in 0..KILLS {
+        let uri = server.uri();
+        // A job under way (taken up at start), or a new one at 24 or 96 MB/s (1 s or 0.25 s).
+        let mut started = None;
+        if job(&e, "e.img")["job"].is_null() {
+            let rate = if rng.next() % 2 == 0 { "24" } else { "96" };
+            started = Some(rekey(&e, rate));
+            jobs += 1;
+        }
+        let until = Instant::now() + Duration::from_millis(rng.next() % 700);
+        loop {
+            round(&uri, &mut rng, &mut model, n);
+            n += 1;
+            if Instant::now() >= until {
+                break;
+            }
+        }
+        if !job(&e, "e.img")["job"].is_null() {
+            in_job += 1;
+        }
+        server.signal("-KILL");
+        let mut child = server.child;
+        child.wait().expect("wait");
+        if let Some(r) = started {
+            let _ = r.wait_with_output();
+        }
+        let _ = std::fs::remove_file(e.path("e.img.sock"));
+        server = Served::start(&e, "e.img", &[]);
+        assert!(
+            exported(&e, &server.uri()) == model,
+            "kill {k}: the restarted server exports what the client wrote ({n} rounds)"
+        );
+    }
+    let follow = e.run(&["jobs", "e.img", "--follow"]);
+    assert_eq!(follow.status.code(), Some(0), "{}", stderr(&follow));
+    server.stop();
+    eprintln!("{KILLS} kills, {in_job} during a job, {jobs} jobs started, {n} client rounds");
+    assert!(in_job >= KILLS / 3, "most kills land in a job: {in_job}");
+    let meta = json(&e.ok(&["--json", "inspect", "e.img"]));
+    assert_eq!(meta["state"], "encrypted", "{meta}");
+    assert_eq!(meta["keys"].as_array().map(Vec::len), Some(1), "{meta}");
+    assert!(
+        decrypted(&e, "e.img") == model,
+        "the decrypted disk is what the client wrote"
+    );
+}
