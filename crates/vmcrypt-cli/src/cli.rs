@@ -110,7 +110,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("protocol").required(true).multiple(true).args(["nbd", "vhost_user"])))]
 pub struct ServeArgs {
-    /// Encrypted disk: raw image or VMDK descriptor.
+    /// Encrypted disk (or, with --plaintext, a plaintext one): raw image or VMDK descriptor.
     pub disk: PathBuf,
     /// Where to serve NBD: a Unix socket path (created mode 0600), PORT (TCP on 127.0.0.1),
     /// or HOST:PORT. TCP has no TLS: see below.
@@ -142,6 +142,10 @@ pub struct ServeArgs {
     /// export ("") get it too.
     #[arg(long)]
     pub name: Option<String>,
+    /// Serve a plaintext disk (one vmcrypt has not encrypted) as it is, under the same lock:
+    /// no key is needed, and no other program may write it meanwhile.
+    #[arg(long)]
+    pub plaintext: bool,
     /// Refuse writes, trims and zeroing.
     #[arg(long)]
     pub read_only: bool,

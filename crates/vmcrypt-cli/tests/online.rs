@@ -281,7 +281,11 @@ fn kill_9_of_the_server_at_100_random_moments_of_online_rekeys_loses_nothing() {
         // A job under way (taken up at start), or a new one at 24 or 96 MB/s (1 s or 0.25 s).
         let mut started = None;
         if job(&e, "e.img")["job"].is_null() {
-            let rate = if rng.next().is_multiple_of(2) { "24" } else { "96" };
+            let rate = if rng.next().is_multiple_of(2) {
+                "24"
+            } else {
+                "96"
+            };
             started = Some(rekey(&e, rate));
             jobs += 1;
         }

@@ -404,3 +404,50 @@ fn a_sparse_disk_stays_sparse_through_encrypt_deep_rekey_and_decrypt() {
     thin(&original);
     assert_identical(&original, &out);
 }
+
+/// `serve --plaintext`: a disk vmcrypt has not encrypted, served as it is under the same lock
+/// (the start of an online encrypt, issue 18). qemu-io writes and reads it over NBD, QEMU
+/// cannot open the file meanwhile, and the file holds exactly what was written. Without
+/// --plaintext the server says how to serve it; with it, an encrypted disk is refused.
+#[test]
+fn a_plaintext_disk_is_served_as_it_is_under_the_lock() {
+    let e = Env::new();
+    let plain = e.raw_image("p.img", 4 * MIB);
+    let mut model = std::fs::read(&plain).expect("plain");
+    let o = e.run(&["serve", "p.img", "--nbd", "x.sock"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("--plaintext"), "{}", stderr(&o));
+
+    let server = Served::start(&e, "p.img", &["--plaintext"]);
+    let uri = server.uri();
+    qemu_io(
+        &uri,
+        &[
+            "write -P 5 4096 8192".into(),
+            "write -P 6 1536 512".into(),
+            "flush".into(),
+            "read -P 5 4096 8192".into(),
+            "read -P 6 1536 512".into(),
+        ],
+    );
+    model[4096..12288].fill(5);
+    model[1536..2048].fill(6);
+    let o = qemu_io_raw(
+        plain.to_str().expect("utf8"),
+        &["read 0 512".into()],
+        &["-r"],
+    );
+    assert!(!o.status.success(), "QEMU cannot open the served file");
+    let j = json(&e.ok(&["--json", "jobs", "p.img"]));
+    assert_eq!(j["served"], true, "{j}");
+    server.stop();
+    assert!(
+        std::fs::read(&plain).expect("file") == model,
+        "the file holds what the client wrote"
+    );
+
+    e.ok(&["encrypt", "p.img", "--output", "e.img"]);
+    let o = e.run(&["serve", "e.img", "--nbd", "y.sock", "--plaintext"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("encrypted"), "{}", stderr(&o));
+}

@@ -31,7 +31,17 @@ pub fn run(cli: &Cli, a: &ServeArgs, out: &Out) -> Result<()> {
     let registry = cfg.registry();
     // The lock first, then the key: once open, a KMS outage changes nothing. An online job
     // that a stopped server left is taken up here (its window written back) and goes on.
-    let disk = Arc::new(EncryptedDisk::open(&a.disk, &registry)?);
+    let disk = Arc::new(if a.plaintext {
+        EncryptedDisk::open_plaintext(&a.disk)?
+    } else {
+        EncryptedDisk::open(&a.disk, &registry).map_err(|e| match e {
+            Error::NotEncrypted { path } => Error::input(format!(
+                "{} is not encrypted: serve it as it is with --plaintext",
+                path.display()
+            )),
+            e => e,
+        })?
+    });
     // The control socket: online jobs (`vmcrypt rekey --deep`) and `vmcrypt jobs`. Serving
     // goes on without it (a path too long for a socket, a folder that refuses it).
     let control_at = disk.control_path();

@@ -31,6 +31,7 @@ use crate::lock::DiskLock;
 use crate::provider::ProviderRegistry;
 use crate::{Error, Result, holes};
 
+mod cipher;
 mod job;
 mod route;
 mod shallow;
@@ -45,6 +46,8 @@ mod online_crash_tests;
 mod online_job_tests;
 #[cfg(test)]
 mod online_tests;
+#[cfg(test)]
+mod plaintext_tests;
 use route::Router;
 
 #[cfg(feature = "guest-memory")]
@@ -164,7 +167,7 @@ impl EncryptedDisk {
             payload_path: disk.payload_path().to_path_buf(),
             file,
             control: Mutex::new(job::Control { disk, job: None }),
-            keys: Router::new(key.xts()?),
+            keys: Router::new(cipher::UnitCipher::Xts(key.xts()?)),
             unit: meta.identity.sector_size,
             base: meta.identity.payload_offset,
             len: meta.identity.payload_size,
@@ -175,6 +178,57 @@ impl EncryptedDisk {
             tracing::info!(disk = %path.display(), done = opened.keys.boundary(), "online deep rekey taken up");
         }
         Ok(opened)
+    }
+
+    /// Opens a plaintext disk (one vmcrypt has not encrypted: no metadata) under its lock for
+    /// live I/O, as `vmcrypt serve --plaintext` serves it: bytes are stored as the guest
+    /// sees them, in 512-byte blocks, and the lock keeps every other writer away as it does
+    /// for an encrypted disk.
+    ///
+    /// # Errors
+    /// [`Error::InUse`] when a job or program holds the disk; [`Error::InvalidInput`] for an
+    /// encrypted disk (serve it with its key) or a payload that is empty or not whole
+    /// 512-byte blocks; [`Error::Io`].
+    pub fn open_plaintext(path: &Path) -> Result<EncryptedDisk> {
+        let (lock, disk) = super::open_for_job(path)?;
+        let disk = super::cleanup::clear_unrecorded_job(disk)?;
+        if let Some(meta) = disk.encryption() {
+            return Err(Error::input(format!(
+                "{} is encrypted ({}): serve it without --plaintext",
+                path.display(),
+                meta.state.as_str()
+            )));
+        }
+        let len = disk.payload_len();
+        if len == 0 || !len.is_multiple_of(MIN_BLOCK) {
+            return Err(Error::input(format!(
+                "{}: {len} bytes is not a whole number of 512-byte blocks",
+                path.display()
+            )));
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(disk.payload_path())
+            .map_err(Error::io("open", disk.payload_path()))?;
+        tracing::info!(disk = %path.display(), bytes = len, "plaintext disk open for live I/O");
+        Ok(EncryptedDisk {
+            _lock: lock,
+            path: path.to_path_buf(),
+            payload_path: disk.payload_path().to_path_buf(),
+            file,
+            base: disk.payload_offset(),
+            control: Mutex::new(job::Control { disk, job: None }),
+            keys: Router::new(cipher::UnitCipher::Plain),
+            unit: SectorSize::S512,
+            len,
+            partial: std::array::from_fn(|_| Mutex::new(())),
+        })
+    }
+
+    /// Whether the disk is served as plaintext ([`EncryptedDisk::open_plaintext`]).
+    pub fn is_plaintext(&self) -> bool {
+        self.control().disk.encryption().is_none()
     }
 
     /// The disk that was opened.
@@ -240,7 +294,7 @@ impl EncryptedDisk {
                     sealed.copy_from_slice(step);
                     let off = at + (i * size) as u64;
                     r.each_key(off, step.len(), |run, at, key| {
-                        Ok(key.encrypt_sectors(&mut sealed[run], at, self.unit)?)
+                        key.encrypt_sectors(&mut sealed[run], at, self.unit)
                     })?;
                     self.write_raw(sealed, off)?;
                 }
@@ -349,7 +403,7 @@ impl EncryptedDisk {
     /// (0 at first) are under `new`. Waits for the requests in flight. The caller records
     /// the job durably before the first window (the online job, issue 18).
     pub(crate) fn begin_rekey(&self, new: crate::secret::Schedule) {
-        self.keys.begin(new);
+        self.keys.begin(cipher::UnitCipher::Xts(new));
     }
 
     /// Locks the next window of an online rekey, the `len` bytes at the boundary (whole
@@ -477,7 +531,7 @@ impl EncryptedDisk {
             self.write_raw(bytes, *at)?;
             self.flush()?;
         }
-        self.keys.resume(new, r.boundary);
+        self.keys.resume(cipher::UnitCipher::Xts(new), r.boundary);
         Ok(())
     }
 
@@ -521,7 +575,7 @@ impl EncryptedDisk {
             .read_exact_at(buf, self.base + at)
             .map_err(Error::io("read", &self.payload_path))?;
         r.each_key(at, buf.len(), |run, at, key| {
-            holes::decrypt(key, &mut buf[run], at, self.unit)
+            key.open_units(&mut buf[run], at, self.unit)
         })
     }
 

@@ -138,12 +138,7 @@ impl EncryptedDisk {
                 let at = sealed.at + (from + i) as u64;
                 route.each_key(at, j - i, |run, at, key| {
                     let dst = part.subslice(run.start, run.len()).map_err(guest_range)?;
-                    Ok(key.decrypt_sectors_into(
-                        &src[i + run.start..i + run.end],
-                        &dst,
-                        at,
-                        self.unit,
-                    )?)
+                    key.decrypt_sectors_into(&src[i + run.start..i + run.end], &dst, at, self.unit)
                 })?;
             }
             i = j;
@@ -178,7 +173,7 @@ impl EncryptedDisk {
         let dst = &mut sealed.buf[sealed.len..sealed.len + n];
         route.each_key(at, n, |run, at, key| {
             let src = src.subslice(run.start, run.len()).map_err(guest_range)?;
-            Ok(key.encrypt_sectors_from(&src, &mut dst[run], at, self.unit)?)
+            key.encrypt_sectors_from(&src, &mut dst[run], at, self.unit)
         })?;
         sealed.len += n;
         Ok(())
@@ -234,13 +229,22 @@ mod tests {
 
     #[test]
     fn out_of_place_reads_and_writes_match_read_at_and_write_at() {
+        // Encrypted with both units, and a plaintext disk (`serve --plaintext`).
         for unit in [
-            vmcrypt_xts::SectorSize::S512,
-            vmcrypt_xts::SectorSize::S4096,
+            Some(vmcrypt_xts::SectorSize::S512),
+            Some(vmcrypt_xts::SectorSize::S4096),
+            None,
         ] {
             let dir = tempfile::tempdir().expect("tempdir");
             let plain: Vec<u8> = (0..256 * 1024u32).map(|i| (i % 251) as u8 + 1).collect();
-            let (disk, _img) = disk_with(dir.path(), &plain, unit);
+            let disk = match unit {
+                Some(unit) => disk_with(dir.path(), &plain, unit).0,
+                None => {
+                    let img = dir.path().join("p.img");
+                    std::fs::write(&img, &plain).expect("write");
+                    EncryptedDisk::open_plaintext(&img).expect("open")
+                }
+            };
             let mut sealed = Sealed::new(64 * 1024);
             // A read of 40 KiB opened into three guest segments.
             let mut guest = vec![0u8; 40 * 1024];
@@ -292,6 +296,12 @@ mod tests {
                     .expect("open");
             }
             assert!(g.iter().all(|b| *b == 0x33));
+            if unit.is_none() {
+                disk.flush().expect("flush");
+                let f = std::fs::read(dir.path().join("p.img")).expect("file");
+                assert_eq!(&f[16384..16384 + 8192], &w1[..], "stored as written");
+                assert!(f[65536..65536 + 8192].iter().all(|b| *b == 0x33));
+            }
         }
     }
 

@@ -16,18 +16,18 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
 
-use crate::secret::Schedule;
+use super::cipher::UnitCipher;
 
 /// The keys of a served disk.
 pub(crate) struct Keys {
     /// The key of every unit outside a job; during one, of the units at or above the boundary.
-    current: Schedule,
+    current: UnitCipher,
     job: Option<Rekeying>,
 }
 
 /// A job under way: its new key (how far it has come is [`Router::boundary`]).
 struct Rekeying {
-    new: Schedule,
+    new: UnitCipher,
 }
 
 /// The requests in flight during a job, and the window the job holds.
@@ -55,7 +55,7 @@ fn overlaps(a: (u64, u64), start: u64, end: u64) -> bool {
 }
 
 impl Router {
-    pub(crate) fn new(current: Schedule) -> Router {
+    pub(crate) fn new(current: UnitCipher) -> Router {
         Router {
             keys: RwLock::new(Keys { current, job: None }),
             boundary: AtomicU64::new(0),
@@ -103,7 +103,7 @@ impl Router {
     /// # Panics
     /// Never on input: a second job while one is under way is a caller's bug and refused by
     /// the callers before they get here; it is ignored (the first job stays).
-    pub(crate) fn begin(&self, new: Schedule) {
+    pub(crate) fn begin(&self, new: UnitCipher) {
         let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
         if keys.job.is_none() {
             self.boundary.store(0, Ordering::SeqCst);
@@ -113,7 +113,7 @@ impl Router {
 
     /// Resumes a job whose windows below `boundary` are done (after a restart, before any
     /// request).
-    pub(crate) fn resume(&self, new: Schedule, boundary: u64) {
+    pub(crate) fn resume(&self, new: UnitCipher, boundary: u64) {
         let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
         self.boundary.store(boundary, Ordering::SeqCst);
         keys.job = Some(Rekeying { new });
@@ -187,7 +187,7 @@ impl Route<'_> {
 
     /// The key of the unit at guest offset `at`, and the end of the run of units from `at`
     /// under the same key (at most `end`).
-    pub(crate) fn key(&self, at: u64, end: u64) -> (&Schedule, u64) {
+    pub(crate) fn key(&self, at: u64, end: u64) -> (&UnitCipher, u64) {
         match &self.keys.job {
             Some(job) => {
                 let b = self.router.boundary.load(Ordering::SeqCst);
@@ -207,7 +207,7 @@ impl Route<'_> {
         &self,
         at: u64,
         len: usize,
-        mut f: impl FnMut(std::ops::Range<usize>, u64, &Schedule) -> crate::Result<()>,
+        mut f: impl FnMut(std::ops::Range<usize>, u64, &UnitCipher) -> crate::Result<()>,
     ) -> crate::Result<()> {
         let end = at + len as u64;
         let mut from = at;
@@ -249,7 +249,7 @@ impl WindowLock<'_> {
     }
 
     /// Calls `f(old key, new key)` (the job's two keys; None outside a job).
-    pub(crate) fn with_keys<T>(&self, f: impl FnOnce(&Schedule, &Schedule) -> T) -> Option<T> {
+    pub(crate) fn with_keys<T>(&self, f: impl FnOnce(&UnitCipher, &UnitCipher) -> T) -> Option<T> {
         let keys = self
             .router
             .keys
