@@ -326,3 +326,58 @@ fn kill_9_of_the_server_at_100_random_moments_of_online_rekeys_loses_nothing() {
         "the decrypted disk is what the client wrote"
     );
 }
+
+/// SIGTERM pauses an online job: the server drains and exits 0 within seconds, the job stays
+/// recorded and `jobs` says so; the next `vmcrypt serve` goes on with it.
+#[test]
+fn sigterm_pauses_an_online_job_and_the_next_server_goes_on_with_it() {
+    let e = Env::new();
+    let plain = e.raw_image("d.img", LEN);
+    e.ok(&["encrypt", "d.img", "--output", "e.img"]);
+    let mut model = std::fs::read(&plain).expect("plain");
+    let mut rng = Rng(0x853c_49e6_748f_ea9b);
+    let server = Served::start(&e, "e.img", &[]);
+    let uri = server.uri();
+    let r = rekey(&e, "4");
+    let mut n = 0;
+    let until = Instant::now() + Duration::from_secs(30);
+    while job(&e, "e.img")["job"]["done"].as_u64().unwrap_or(0) < 2 * MIB {
+        round(&uri, &mut rng, &mut model, n);
+        n += 1;
+        assert!(Instant::now() < until, "the job never got going");
+    }
+    server.stop();
+    let out = r.wait_with_output().expect("rekey");
+    assert_ne!(out.status.code(), Some(0), "its server stopped");
+    let j = job(&e, "e.img");
+    assert_eq!(j["served"], false, "{j}");
+    assert_eq!(j["stopped_job"], true, "{j}");
+    let meta = json(&e.ok(&["--json", "inspect", "e.img"]));
+    assert_eq!(meta["state"], "rekeying-online", "{meta}");
+    let server = Served::start(&e, "e.img", &[]);
+    let uri = server.uri();
+    let taken = job(&e, "e.img");
+    assert!(
+        taken["job"]["done"].as_u64().unwrap_or(0) >= 2 * MIB || taken["last"]["state"] == "done",
+        "the job goes on from where it paused: {taken}"
+    );
+    let mut follow = e
+        .command(&["jobs", "e.img", "--follow"], &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("follow");
+    while follow.try_wait().expect("wait").is_none() {
+        round(&uri, &mut rng, &mut model, n);
+        n += 1;
+    }
+    assert_eq!(follow.wait().expect("follow").code(), Some(0));
+    server.stop();
+    let meta = json(&e.ok(&["--json", "inspect", "e.img"]));
+    assert_eq!(meta["state"], "encrypted", "{meta}");
+    assert_eq!(meta["key_generation"], 2, "{meta}");
+    assert!(
+        decrypted(&e, "e.img") == model,
+        "the decrypted disk is what the client wrote ({n} rounds)"
+    );
+}
