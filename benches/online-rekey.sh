@@ -44,7 +44,8 @@ server=$!; pids+=("$server")
 for _ in $(seq 500); do [ -S "$sock" ] && [ -S "$disk.vmcrypt-control" ] && break; sleep 0.02; done
 [ -S "$sock" ] || { echo "the server did not start" >&2; exit 1; }
 
-# One qemu-img bench run of 256 MiB: prints MiB/s.
+# One qemu-img bench run of 256 MiB, reading and writing by turns: appends its MiB/s to $1.
+# (Run in this shell, not in $(...), so that the turns go on from phase to phase.)
 run=0
 client_run() {
     local flag=""
@@ -52,7 +53,23 @@ client_run() {
     run=$((run + 1))
     # shellcheck disable=SC2086
     qemu-img bench -f raw -d 8 -s 65536 -c 4096 -o $(( (run * 268435456) % bytes )) $flag "$uri" |
-        awk '/Run completed/ { printf "%.1f\n", 256 / $4 }'
+        awk '/Run completed/ { printf "%.1f\n", 256 / $4 }' >> "$1"
+}
+
+# An online deep rekey (more `rekey` arguments: "$@") with the client running: the runs that
+# end before the job does are appended to $1; job_s is the job's own time.
+during_job() {
+    local out=$1 job
+    shift
+    $vm rekey "$disk" --deep -q "$@" &
+    job=$!
+    while kill -0 "$job" 2>/dev/null; do
+        : > "$dir/last"
+        client_run "$dir/last"
+        kill -0 "$job" 2>/dev/null && cat "$dir/last" >> "$out"
+    done
+    wait "$job"
+    job_s=$(job_seconds)
 }
 
 # The probe: starts it, writing qemu-io's output to $1.
@@ -70,42 +87,29 @@ mean() { awk '{ s += $1; n++ } END { if (n) printf "%.1f", s / n; else print "n/
 
 # Phase: before.
 probe_start "$dir/probe-before"
-before=$(for _ in 1 2 3 4; do client_run; done)
+for _ in 1 2 3 4; do client_run "$dir/before"; done
 probe_stop
 
-# Phase: during, at the default rate. Only runs that end before the job does count.
+# Phase: during, at the default rate.
 probe_start "$dir/probe-during"
-$vm rekey "$disk" --deep -q &
-job=$!
-during=""
-while kill -0 "$job" 2>/dev/null; do
-    r=$(client_run)
-    kill -0 "$job" 2>/dev/null && during+="$r"$'\n'
-done
-wait "$job"
-s_default=$(job_seconds)
+during_job "$dir/during"
+s_default=$job_s
 probe_stop
 
 # Phase: after.
-after=$(for _ in 1 2 3 4; do client_run; done)
+for _ in 1 2 3 4; do client_run "$dir/after"; done
 
 # The rekey alone (no client), then capped at 200 MB/s with the client running.
 $vm rekey "$disk" --deep -q
 s_idle=$(job_seconds)
 probe_start "$dir/probe-capped"
-$vm rekey "$disk" --deep -q --rate 200 &
-job=$!
-capped=""
-while kill -0 "$job" 2>/dev/null; do
-    r=$(client_run)
-    kill -0 "$job" 2>/dev/null && capped+="$r"$'\n'
-done
-wait "$job"
-s_capped=$(job_seconds)
+during_job "$dir/capped" --rate 200
+s_capped=$job_s
 probe_stop
 
-b=$(mean <<< "$before"); d=$(mean <<< "$during"); a=$(mean <<< "$after"); c=$(mean <<< "$capped")
-nd=$(grep -c . <<< "$during" || true); nc=$(grep -c . <<< "$capped" || true)
+for f in before during after capped; do touch "$dir/$f"; done
+b=$(mean < "$dir/before"); d=$(mean < "$dir/during"); a=$(mean < "$dir/after"); c=$(mean < "$dir/capped")
+nd=$(grep -c . "$dir/during" || true); nc=$(grep -c . "$dir/capped" || true)
 gbs() { awk -v b="$bytes" -v s="$1" 'BEGIN { printf "%.2f GB/s (%.2f s)", b / s / 1e9, s }'; }
 read -r lb_n lb_w lb_p <<< "$(latency "$dir/probe-before")"
 read -r ld_n ld_w ld_p <<< "$(latency "$dir/probe-during")"

@@ -43,6 +43,32 @@ fn round(uri: &str, rng: &mut Rng, model: &mut [u8], n: u64) {
     model[off as usize..(off + len) as usize].fill(byte);
 }
 
+/// A test folder with `e.img`: LEN bytes of random data encrypted; and those bytes, the
+/// client's model of the disk.
+fn encrypted_disk() -> (Env, Vec<u8>) {
+    let e = Env::new();
+    let plain = e.raw_image("d.img", LEN);
+    e.ok(&["encrypt", "d.img", "--output", "e.img"]);
+    let model = std::fs::read(&plain).expect("plain");
+    (e, model)
+}
+
+/// Client rounds until `child` ends.
+fn write_while_running(child: &mut Child, uri: &str, rng: &mut Rng, model: &mut [u8], n: &mut u64) {
+    while child.try_wait().expect("wait").is_none() {
+        round(uri, rng, model, *n);
+        *n += 1;
+    }
+}
+
+/// The disk, decrypted offline, is what the client wrote.
+fn assert_decrypts_to(e: &Env, model: &[u8]) {
+    assert!(
+        decrypted(e, "e.img") == model,
+        "the decrypted disk is what the client wrote"
+    );
+}
+
 fn rekey(e: &Env, rate: &str) -> Child {
     e.command(&["--json", "rekey", "e.img", "--deep", "--rate", rate], &[])
         .stdout(Stdio::piped())
@@ -53,10 +79,7 @@ fn rekey(e: &Env, rate: &str) -> Child {
 
 #[test]
 fn qemu_io_writes_through_online_deep_rekeys_and_a_kill_9_in_the_middle_loses_nothing() {
-    let e = Env::new();
-    let plain = e.raw_image("d.img", LEN);
-    e.ok(&["encrypt", "d.img", "--output", "e.img"]);
-    let mut model = std::fs::read(&plain).expect("plain");
+    let (e, mut model) = encrypted_disk();
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let server = Served::start(&e, "e.img", &[]);
     let uri = server.uri();
@@ -134,10 +157,7 @@ fn qemu_io_writes_through_online_deep_rekeys_and_a_kill_9_in_the_middle_loses_no
         .stderr(Stdio::piped())
         .spawn()
         .expect("follow");
-    while follow.try_wait().expect("wait").is_none() {
-        round(&uri, &mut rng, &mut model, n);
-        n += 1;
-    }
+    write_while_running(&mut follow, &uri, &mut rng, &mut model, &mut n);
     let out = follow.wait_with_output().expect("follow");
     assert_eq!(
         out.status.code(),
@@ -159,10 +179,7 @@ fn qemu_io_writes_through_online_deep_rekeys_and_a_kill_9_in_the_middle_loses_no
         !e.path("e.img.vmcrypt-journal").exists(),
         "the journal is removed"
     );
-    assert!(
-        decrypted(&e, "e.img") == model,
-        "the decrypted disk is what the client wrote ({n} rounds)"
-    );
+    assert_decrypts_to(&e, &model);
 }
 
 /// `rekey --shallow` of a served disk is done by its server: metadata only, with qemu-io
@@ -170,10 +187,7 @@ fn qemu_io_writes_through_online_deep_rekeys_and_a_kill_9_in_the_middle_loses_no
 /// after the server started is found; during a deep job it is refused and changes nothing.
 #[test]
 fn a_served_disk_is_rekeyed_shallowly_by_its_server_while_qemu_io_writes() {
-    let e = Env::new();
-    let plain = e.raw_image("d.img", LEN);
-    e.ok(&["encrypt", "d.img", "--output", "e.img"]);
-    let mut model = std::fs::read(&plain).expect("plain");
+    let (e, mut model) = encrypted_disk();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let server = Served::start(&e, "e.img", &[]);
     let uri = server.uri();
@@ -223,20 +237,14 @@ fn a_served_disk_is_rekeyed_shallowly_by_its_server_while_qemu_io_writes() {
     let o = e.run(&["rekey", "e.img", "--shallow"]);
     assert_ne!(o.status.code(), Some(0));
     assert!(stderr(&o).contains("under way"), "{}", stderr(&o));
-    while deep.try_wait().expect("wait").is_none() {
-        round(&uri, &mut rng, &mut model, n);
-        n += 1;
-    }
+    write_while_running(&mut deep, &uri, &mut rng, &mut model, &mut n);
     let out = deep.wait_with_output().expect("deep");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     server.stop();
     let meta = json(&e.ok(&["--json", "inspect", "e.img"]));
     assert_eq!(meta["key_generation"], 3, "{meta}");
     assert_eq!(meta["keys"][0]["provider"], "second", "{meta}");
-    assert!(
-        decrypted(&e, "e.img") == model,
-        "the decrypted disk is what the client wrote ({n} rounds)"
-    );
+    assert_decrypts_to(&e, &model);
 }
 
 /// The disk as its server exports it, read over NBD by `qemu-img convert`.
@@ -264,10 +272,7 @@ fn exported(e: &Env, uri: &str) -> Vec<u8> {
 #[ignore = "slow suite (about two minutes): run with `just online-kill`"]
 fn kill_9_of_the_server_at_100_random_moments_of_online_rekeys_loses_nothing() {
     const KILLS: usize = 100;
-    let e = Env::new();
-    let plain = e.raw_image("d.img", LEN);
-    e.ok(&["encrypt", "d.img", "--output", "e.img"]);
-    let mut model = std::fs::read(&plain).expect("plain");
+    let (e, mut model) = encrypted_disk();
     let seed = std::env::var("VMCRYPT_KILL_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -321,20 +326,14 @@ fn kill_9_of_the_server_at_100_random_moments_of_online_rekeys_loses_nothing() {
     let meta = json(&e.ok(&["--json", "inspect", "e.img"]));
     assert_eq!(meta["state"], "encrypted", "{meta}");
     assert_eq!(meta["keys"].as_array().map(Vec::len), Some(1), "{meta}");
-    assert!(
-        decrypted(&e, "e.img") == model,
-        "the decrypted disk is what the client wrote"
-    );
+    assert_decrypts_to(&e, &model);
 }
 
 /// SIGTERM pauses an online job: the server drains and exits 0 within seconds, the job stays
 /// recorded and `jobs` says so; the next `vmcrypt serve` goes on with it.
 #[test]
 fn sigterm_pauses_an_online_job_and_the_next_server_goes_on_with_it() {
-    let e = Env::new();
-    let plain = e.raw_image("d.img", LEN);
-    e.ok(&["encrypt", "d.img", "--output", "e.img"]);
-    let mut model = std::fs::read(&plain).expect("plain");
+    let (e, mut model) = encrypted_disk();
     let mut rng = Rng(0x853c_49e6_748f_ea9b);
     let server = Served::start(&e, "e.img", &[]);
     let uri = server.uri();
@@ -367,17 +366,11 @@ fn sigterm_pauses_an_online_job_and_the_next_server_goes_on_with_it() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("follow");
-    while follow.try_wait().expect("wait").is_none() {
-        round(&uri, &mut rng, &mut model, n);
-        n += 1;
-    }
+    write_while_running(&mut follow, &uri, &mut rng, &mut model, &mut n);
     assert_eq!(follow.wait().expect("follow").code(), Some(0));
     server.stop();
     let meta = json(&e.ok(&["--json", "inspect", "e.img"]));
     assert_eq!(meta["state"], "encrypted", "{meta}");
     assert_eq!(meta["key_generation"], 2, "{meta}");
-    assert!(
-        decrypted(&e, "e.img") == model,
-        "the decrypted disk is what the client wrote ({n} rounds)"
-    );
+    assert_decrypts_to(&e, &model);
 }
