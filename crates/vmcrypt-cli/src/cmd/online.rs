@@ -105,12 +105,7 @@ pub fn deep_rekey(disk: &Path, rate: Option<u64>, out: &Out) -> Result<Option<Re
     }
     let bar = Bar::new(out.quiet, out.json, "rekeying online");
     let (ended, reply) = follow(&mut c, reply, &bar)?;
-    let mut r = Report::default();
-    r.operation = "rekey";
-    r.depth = Some("deep");
-    r.disk = Some(disk.to_path_buf());
-    r.server_pid = Some(reply.pid);
-    r.elapsed = t.elapsed();
+    let mut r = served_rekey(disk, "deep", reply.pid, t);
     match ended {
         Followed::Detached(j) => {
             r.bytes = j.done;
@@ -141,14 +136,20 @@ pub fn shallow_rekey(disk: &Path, provider: &str, out: &Out) -> Result<Option<Re
             reply.pid
         );
     }
-    let mut r = Report::default();
-    r.operation = "rekey";
-    r.depth = Some("shallow");
-    r.disk = Some(disk.to_path_buf());
-    r.server_pid = Some(reply.pid);
-    r.elapsed = t.elapsed();
+    let mut r = served_rekey(disk, "shallow", reply.pid, t);
     recorded(disk, &mut r);
     Ok(Some(r))
+}
+
+/// The report of a rekey of `disk` that its server (`pid`) did, started at `t`.
+fn served_rekey(disk: &Path, depth: &'static str, pid: u32, t: Instant) -> Report {
+    let mut r = Report::default();
+    r.operation = "rekey";
+    r.depth = Some(depth);
+    r.disk = Some(disk.to_path_buf());
+    r.server_pid = Some(pid);
+    r.elapsed = t.elapsed();
+    r
 }
 
 /// What the server recorded in the disk's metadata (read without the lock, as `inspect`

@@ -126,38 +126,39 @@ impl JournalKeys {
         piece: usize,
         visit: impl Fn(&[u8], u64) -> Result<()> + Sync,
     ) -> Result<Fingerprint> {
-        use rayon::prelude::*;
         let mut fp = Fingerprint::default();
         random_fill(&mut fp.nonce)?;
-        let base = fp.nonce;
-        let piece = piece.max(1);
-        let tags: Vec<[u8; 16]> = data
-            .par_chunks(piece)
-            .enumerate()
-            .map(|(i, p)| {
-                let t = self.piece_tag(&base, i, p)?;
-                visit(p, (i * piece) as u64)?;
-                Ok(t)
-            })
-            .collect::<Result<_>>()?;
-        fp.tag = self.finish(&base, &tags)?;
+        fp.tag = self.combined(&fp.nonce, data, piece, visit)?;
         Ok(fp)
     }
 
     /// [`JournalKeys::matches`] for a fingerprint taken over pieces of `piece` bytes.
     pub fn matches_in(&self, fp: &Fingerprint, data: &[u8], piece: usize) -> bool {
-        self.combined(&fp.nonce, data, piece)
+        self.combined(&fp.nonce, data, piece, |_, _| Ok(()))
             .is_ok_and(|t| subtle::ConstantTimeEq::ct_eq(&t[..], &fp.tag[..]).into())
     }
 
-    fn combined(&self, base: &[u8; 12], data: &[u8], piece: usize) -> Result<[u8; 16]> {
+    /// The tags of `data`'s pieces (in parallel; `visit` sees each piece after its tag), then
+    /// the tag of those tags.
+    fn combined(
+        &self,
+        base: &[u8; 12],
+        data: &[u8],
+        piece: usize,
+        visit: impl Fn(&[u8], u64) -> Result<()> + Sync,
+    ) -> Result<[u8; 16]> {
         use rayon::prelude::*;
-        let pieces: Vec<[u8; 16]> = data
-            .par_chunks(piece.max(1))
+        let piece = piece.max(1);
+        let tags: Vec<[u8; 16]> = data
+            .par_chunks(piece)
             .enumerate()
-            .map(|(i, piece)| self.piece_tag(base, i, piece))
+            .map(|(i, p)| {
+                let t = self.piece_tag(base, i, p)?;
+                visit(p, (i * piece) as u64)?;
+                Ok(t)
+            })
             .collect::<Result<_>>()?;
-        self.finish(base, &pieces)
+        self.finish(base, &tags)
     }
 
     /// Transforms `data` in place, 1 MiB piece by piece in parallel, and fingerprints each piece
