@@ -26,6 +26,13 @@ impl Served {
     /// `vmcrypt serve DISK ARGS...`, once `socket` is listening.
     pub fn start_with(e: &Env, disk: &str, extra: &[&str], socket: &std::path::Path) -> Served {
         let socket = socket.to_path_buf();
+        // A server killed with -9 leaves its socket behind: without this, the wait below
+        // would see the stale socket and connect before the new server listens.
+        match std::fs::remove_file(&socket) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => panic!("remove the stale socket {}: {err}", socket.display()),
+        }
         let mut args = vec!["serve", disk];
         args.extend_from_slice(extra);
         let mut child = e
