@@ -184,6 +184,11 @@ fn refuse_vm_member(path: &Path, opts: &JobOptions) -> Result<()> {
     if opts.output.is_some() {
         return Ok(());
     }
+    refuse_vm_member_in_place(path)
+}
+
+/// [`refuse_vm_member`] for an encryption in place (offline, or by the disk's server).
+pub(crate) fn refuse_vm_member_in_place(path: &Path) -> Result<()> {
     match crate::vm::encrypted_vm_listing(path) {
         Some(vmx) => Err(Error::BelongsToVm {
             path: path.to_path_buf(),

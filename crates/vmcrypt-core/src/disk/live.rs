@@ -41,6 +41,8 @@ pub use route::Route;
 #[cfg(test)]
 mod fixture;
 #[cfg(test)]
+mod online_convert_tests;
+#[cfg(test)]
 mod online_crash_tests;
 #[cfg(test)]
 mod online_job_tests;
@@ -147,11 +149,14 @@ impl EncryptedDisk {
         // A journal beside a disk with no job recorded is left by a start that crashed.
         let disk = super::cleanup::clear_unrecorded_job(disk)?;
         let meta = disk.require_encrypted()?.clone();
-        let (key, job) = match meta.state {
-            DiskState::Encrypted => (disk.open_key(ring)?.secret, None),
-            DiskState::RekeyingOnline => {
-                let (old, new, job) = job::recorded_job(&disk, ring)?;
-                (old, Some((new.xts()?, job)))
+        let (current, job) = match meta.state {
+            DiskState::Encrypted => (
+                cipher::UnitCipher::Xts(disk.open_key(ring)?.secret.xts()?),
+                None,
+            ),
+            s if s.is_online() => {
+                let sides = job::recorded_job(&disk, ring)?;
+                (sides.old, Some((sides.new, sides.job)))
             }
             other => return Err(Error::job_under_way(path, other.as_str())),
         };
@@ -167,7 +172,7 @@ impl EncryptedDisk {
             payload_path: disk.payload_path().to_path_buf(),
             file,
             control: Mutex::new(job::Control { disk, job: None }),
-            keys: Router::new(cipher::UnitCipher::Xts(key.xts()?)),
+            keys: Router::new(current),
             unit: meta.identity.sector_size,
             base: meta.identity.payload_offset,
             len: meta.identity.payload_size,
@@ -175,7 +180,7 @@ impl EncryptedDisk {
         };
         if let Some((new, job)) = job {
             opened.resume_job(new, job)?;
-            tracing::info!(disk = %path.display(), done = opened.keys.boundary(), "online deep rekey taken up");
+            tracing::info!(disk = %path.display(), done = opened.keys.boundary(), "online job taken up");
         }
         Ok(opened)
     }
@@ -399,14 +404,14 @@ impl EncryptedDisk {
         Ok(())
     }
 
-    /// Starts an online rekey towards `new`: from now on the units below the job's boundary
-    /// (0 at first) are under `new`. Waits for the requests in flight. The caller records
-    /// the job durably before the first window (the online job, issue 18).
-    pub(crate) fn begin_rekey(&self, new: crate::secret::Schedule) {
-        self.keys.begin(cipher::UnitCipher::Xts(new));
+    /// Starts an online job of `kind` towards `new`: from now on the units below the job's
+    /// boundary (0 at first) are under `new`. Waits for the requests in flight. The caller
+    /// records the job durably before the first window (the online job, issue 18).
+    pub(crate) fn begin_windows(&self, kind: JobKind, new: cipher::UnitCipher) {
+        self.keys.begin(kind, new);
     }
 
-    /// Locks the next window of an online rekey, the `len` bytes at the boundary (whole
+    /// Locks the next window of an online job, the `len` bytes at the boundary (whole
     /// units), and puts them into `buf` under the new key, while guests go on: requests that
     /// touch the window wait until it is unlocked, the others never do. Nothing is written:
     /// the caller journals `buf`, then [`EncryptedDisk::write_window`], then marks the window
@@ -420,7 +425,7 @@ impl EncryptedDisk {
         let at = self
             .keys
             .boundary()
-            .ok_or_else(|| Error::input("no online rekey is under way"))?;
+            .ok_or_else(|| Error::input("no online job is under way"))?;
         let n = len as usize;
         if len == 0 || !self.whole_units(at, len) || buf.len() < n {
             return Err(Error::input(format!(
@@ -449,7 +454,7 @@ impl EncryptedDisk {
                     })
                 })
         })
-        .ok_or_else(|| Error::input("no online rekey is under way"))??;
+        .ok_or_else(|| Error::input("no online job is under way"))??;
         Ok(lock)
     }
 
@@ -488,14 +493,14 @@ impl EncryptedDisk {
     /// # Errors
     /// As [`EncryptedDisk::lock_window`]; journal and payload I/O errors (the window then
     /// stays locked until the error is returned and is done again when the job goes on).
-    pub(crate) fn rekey_step(
+    pub(crate) fn window_step(
         &self,
         journal: &OnlineJournal,
         store: &dyn Storage,
         buf: &mut [u8],
     ) -> Result<bool> {
         let Some(at) = self.keys.boundary() else {
-            return Err(Error::input("no online rekey is under way"));
+            return Err(Error::input("no online job is under way"));
         };
         if at >= self.len {
             return Ok(false);
@@ -513,16 +518,17 @@ impl EncryptedDisk {
         Ok(true)
     }
 
-    /// Takes up an online rekey after a restart, before the disk is served: the journal says
+    /// Takes up an online job after a restart, before the disk is served: the journal says
     /// where it was; a window that was locked when the process died is written back from its
     /// slot (durably); units below the boundary are under `new` from now on.
     ///
     /// # Errors
     /// [`Error::Integrity`] for a journal that fails authentication or does not fit; I/O
     /// errors. Nothing is written when a check fails.
-    pub(crate) fn resume_rekey(
+    pub(crate) fn resume_windows(
         &self,
-        new: crate::secret::Schedule,
+        kind: JobKind,
+        new: cipher::UnitCipher,
         journal: &OnlineJournal,
         store: &dyn Storage,
     ) -> Result<()> {
@@ -531,23 +537,23 @@ impl EncryptedDisk {
             self.write_raw(bytes, *at)?;
             self.flush()?;
         }
-        self.keys.resume(cipher::UnitCipher::Xts(new), r.boundary);
+        self.keys.resume(kind, new, r.boundary);
         Ok(())
     }
 
-    /// Ends an online rekey whose boundary reached the end of the disk: every unit is under
+    /// Ends an online job whose boundary reached the end of the disk: every unit is under
     /// the new key from now on.
     ///
     /// # Errors
     /// [`Error::InvalidInput`] when the boundary has not reached the end.
-    pub(crate) fn finish_rekey(&self) -> Result<()> {
+    pub(crate) fn finish_windows(&self) -> Result<()> {
         match self.keys.boundary() {
             Some(b) if b == self.len => {
                 self.keys.finish();
                 Ok(())
             }
             _ => Err(Error::input(
-                "the online rekey has not reached the end of the disk",
+                "the online job has not reached the end of the disk",
             )),
         }
     }

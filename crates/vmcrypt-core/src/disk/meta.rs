@@ -49,6 +49,12 @@ pub enum DiskState {
     /// A deep rekey by the process serving the disk (online, issue 18) is under way: the
     /// server carries it on when it starts, `resume` finishes it offline.
     RekeyingOnline,
+    /// An encryption by the process serving the plaintext disk (online) is under way: units
+    /// below the job's boundary are under the DEK, the others plaintext.
+    EncryptingOnline,
+    /// A decryption by the process serving the disk (online) is under way: units below the
+    /// job's boundary are plaintext, the others under the DEK.
+    DecryptingOnline,
 }
 
 impl DiskState {
@@ -60,7 +66,18 @@ impl DiskState {
             DiskState::Decrypting => "decrypting",
             DiskState::Rekeying => "rekeying",
             DiskState::RekeyingOnline => "rekeying-online",
+            DiskState::EncryptingOnline => "encrypting-online",
+            DiskState::DecryptingOnline => "decrypting-online",
         }
+    }
+
+    /// Whether a job of the process serving the disk is recorded (`vmcrypt serve` carries
+    /// it on, `vmcrypt resume` finishes it offline).
+    pub fn is_online(self) -> bool {
+        matches!(
+            self,
+            DiskState::RekeyingOnline | DiskState::EncryptingOnline | DiskState::DecryptingOnline
+        )
     }
 
     pub(crate) fn parse(s: &str) -> Option<Self> {
@@ -70,6 +87,8 @@ impl DiskState {
             "decrypting" => Some(DiskState::Decrypting),
             "rekeying" => Some(DiskState::Rekeying),
             "rekeying-online" => Some(DiskState::RekeyingOnline),
+            "encrypting-online" => Some(DiskState::EncryptingOnline),
+            "decrypting-online" => Some(DiskState::DecryptingOnline),
             _ => None,
         }
     }

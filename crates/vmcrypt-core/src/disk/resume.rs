@@ -51,9 +51,9 @@ pub(crate) fn resume_with(
     if meta.state == DiskState::Encrypted {
         return Ok(nothing(Some(meta.state)));
     }
-    if meta.state == DiskState::RekeyingOnline {
+    if meta.state.is_online() {
         drop((_lock, disk));
-        return finish_online(path, ring, progress, cancel);
+        return finish_online(path, ring, meta.state, progress, cancel);
     }
     let job_id = job_id_of(&meta, path)?;
     disk.check_payload()?;
@@ -103,17 +103,18 @@ pub(crate) fn resume_with(
     })
 }
 
-/// Finishes offline an online deep rekey whose server stopped: the disk is opened as a server
-/// would (which takes the job up from its journal) and its windows are done here.
+/// Finishes offline an online job (in state `was`) whose server stopped: the disk is opened
+/// as a server would (which takes the job up from its journal) and its windows are done here.
 fn finish_online(
     path: &Path,
     ring: &KeyRing<'_>,
+    was: DiskState,
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<ResumeReport> {
     let disk = crate::EncryptedDisk::open_with(path, ring)?;
     let from = disk.job().map_or(0, |j| j.done);
-    tracing::info!(disk = %path.display(), from, "finishing an online deep rekey offline");
+    tracing::info!(disk = %path.display(), from, state = was.as_str(), "finishing an online job offline");
     progress.start(disk.len());
     progress.advance(from);
     let mut done = from;
@@ -139,7 +140,7 @@ fn finish_online(
     progress.finish();
     result.map_err(|e| super::inplace::resumable(path, e))?;
     Ok(ResumeReport {
-        was: Some(DiskState::RekeyingOnline),
+        was: Some(was),
         bytes: done - from,
         from,
     })

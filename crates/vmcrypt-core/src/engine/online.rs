@@ -1,14 +1,17 @@
-//! The journal of an online job: a deep rekey of a disk that guests keep writing (issue 18).
+//! The journal of an online job: a deep rekey, an encryption or a decryption of a disk that
+//! guests keep writing (issue 18).
 //!
 //! ```text
-//! header (4096 B at 0):  as the offline journal's (journal.rs), kind 4, chunk = the window;
+//! header (4096 B at 0):  as the offline journal's (journal.rs), kind 4 (deep rekey),
+//!                        5 (encryption) or 6 (decryption), chunk = the window;
 //!                        the fingerprint field is unused (online, nothing ahead of the
 //!                        boundary stays as it was)
 //! slot s (at 4096 + s * (8192 + window)), s = (seq - 1) % 2:
 //!   header (4096 B):     as the offline slot's: seq (window index + 1), offset, length,
 //!                        holds = final, the data's fingerprint (128 KiB pieces), no next
 //!   done (4096 B):       "VMCDONE1" | u64 seq | HMAC-SHA256 [32]
-//!   data (length bytes): the window under the new key
+//!   data (length bytes): the window as it is stored after the job (under the new key, or
+//!                        plaintext for a decryption)
 //! ```
 //!
 //! Per window, in this order: the job locks the window (guests wait for it), records the
@@ -31,8 +34,38 @@ use crate::Result;
 
 const DONE_MAGIC: &[u8; 8] = b"VMCDONE1";
 
-/// The journal's kind: an online deep rekey.
-const KIND: u8 = 4;
+/// What an online job does to every unit of the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum JobKind {
+    /// A deep rekey: every unit to a new DEK.
+    DeepRekey,
+    /// An encryption: every plaintext unit under the disk's new DEK.
+    Encrypt,
+    /// A decryption: every unit back to plaintext.
+    Decrypt,
+}
+
+impl JobKind {
+    /// The job's name in output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::DeepRekey => "deep rekey",
+            JobKind::Encrypt => "encryption",
+            JobKind::Decrypt => "decryption",
+        }
+    }
+
+    /// The journal's kind, in its authenticated header: a journal of one kind of job is never
+    /// taken for another's.
+    fn journal_kind(self) -> u8 {
+        match self {
+            JobKind::DeepRekey => 4,
+            JobKind::Encrypt => 5,
+            JobKind::Decrypt => 6,
+        }
+    }
+}
 
 /// A slot's data is fingerprinted in pieces of this size, in parallel: a window of 1 MiB
 /// then keeps every core busy (the offline journal's 1 MiB pieces would leave one idle).
@@ -54,18 +87,25 @@ pub struct Recovered {
 /// The journal of one online job over `len` payload bytes in windows of `window` bytes.
 pub struct OnlineJournal {
     keys: JournalKeys,
+    kind: JobKind,
     unit: u32,
     len: u64,
     window: u64,
 }
 
 impl OnlineJournal {
-    /// A journal for a job whose keys are `keys` (from its DEKs and job id).
+    /// A journal for a job of `kind` whose keys are `keys` (from its DEKs and job id).
     ///
     /// # Errors
     /// [`crate::Error::InvalidInput`] for a window that is not whole 4096-byte blocks or a
     /// length that is not whole units.
-    pub fn new(keys: JournalKeys, unit: u32, len: u64, window: u64) -> Result<OnlineJournal> {
+    pub fn new(
+        kind: JobKind,
+        keys: JournalKeys,
+        unit: u32,
+        len: u64,
+        window: u64,
+    ) -> Result<OnlineJournal> {
         let u = u64::from(unit);
         if u == 0
             || !len.is_multiple_of(u)
@@ -79,6 +119,7 @@ impl OnlineJournal {
         }
         Ok(OnlineJournal {
             keys,
+            kind,
             unit,
             len,
             window,
@@ -92,6 +133,7 @@ impl OnlineJournal {
     /// [`crate::Error::Integrity`] for a header that fails authentication or describes an
     /// impossible window; I/O errors.
     pub fn open(
+        kind: JobKind,
         keys: JournalKeys,
         unit: u32,
         len: u64,
@@ -102,10 +144,10 @@ impl OnlineJournal {
         let header = Header::decode(&hb, &keys).ok_or_else(|| {
             bad("the journal header fails authentication (altered, or another job's)")
         })?;
-        if header.kind != KIND || header.chunk > MAX_WINDOW {
+        if header.kind != kind.journal_kind() || header.chunk > MAX_WINDOW {
             return Err(bad("the journal describes another job"));
         }
-        OnlineJournal::new(keys, unit, len, header.chunk)
+        OnlineJournal::new(kind, keys, unit, len, header.chunk)
             .map_err(|_| bad("the journal describes an impossible window"))
     }
 
@@ -129,7 +171,7 @@ impl OnlineJournal {
 
     fn header(&self) -> Header {
         Header {
-            kind: KIND,
+            kind: self.kind.journal_kind(),
             unit: self.unit,
             payload_len: self.len,
             chunk: self.window,

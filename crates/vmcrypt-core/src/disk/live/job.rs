@@ -1,34 +1,45 @@
-//! The online job of a served disk (issue 18): a deep rekey carried out by the process that
-//! serves the disk, window by window, while guests go on (routing and the window gate:
-//! [`super::route`]; the journal: [`crate::engine::online`]).
+//! The online job of a served disk (issue 18): a deep rekey, an encryption or a decryption
+//! carried out by the process that serves the disk, window by window, while guests go on
+//! (routing and the window gate: [`super::route`]; the journal: [`crate::engine::online`]).
 //!
 //! Order of durable steps, as the offline in-place jobs (disk::inplace):
-//! 1. a new DEK is made and wrapped under the disk's KEK beside the old one, then unwrapped
-//!    again with the KEK fetched afresh from its provider: the round trip proves the provider
-//!    gives the key back before anything depends on it. Nothing is written yet, so a
-//!    provider that fails here fails the start and leaves the disk as it was;
+//! 1. the key the job goes to is made and proven. A deep rekey wraps a new DEK under the
+//!    disk's KEK beside the old one; an encryption makes a KEK at the provider and a DEK
+//!    wrapped under it; either is then unwrapped again with the KEK fetched afresh from its
+//!    provider: the round trip proves the provider gives the key back before anything
+//!    depends on it. A decryption unwraps the disk's DEK through its provider. Nothing is
+//!    written yet, so a provider that fails here fails the start and leaves the disk as it
+//!    was;
 //! 2. the journal (`PAYLOAD.vmcrypt-journal`) is created with its header (fsync). A crash
 //!    here leaves a stale journal, which the next open clears;
-//! 3. the metadata records the job: state `rekeying-online`, its id, both DEKs wrapped;
+//! 3. the metadata records the job: state `rekeying-online` (both DEKs wrapped),
+//!    `encrypting-online` (the new DEK; the payload stays where it is) or `decrypting-online`,
+//!    and the job's id;
 //! 4. the windows, each journaled;
-//! 5. the metadata records the result: the new DEK alone, at the next generation;
+//! 5. the metadata records the result: the new DEK alone at the next generation, the disk
+//!    `encrypted`, or (a decryption) no metadata at all: the disk is served as plaintext
+//!    from then on;
 //! 6. the journal is removed.
 //!
-//! [`super::EncryptedDisk::open`] of a disk in state `rekeying-online` takes the job up from
+//! [`super::EncryptedDisk::open`] of a disk in one of the online states takes the job up from
 //! its journal before serving it; `vmcrypt resume` finishes it offline.
+//!
+//! The data unit does not change in an online job: a guest's block size cannot change under
+//! it. An online encryption uses the 512-byte unit the plaintext disk is served with.
 
 use std::path::PathBuf;
 
 use super::EncryptedDisk;
+use super::cipher::UnitCipher;
 use crate::disk::inplace::{job_id_of, journal_path};
 use crate::disk::rekey_deep::{rekey_keys, rekey_result};
-use crate::disk::{Disk, DiskState, EncryptionMeta};
-use crate::engine::journal::JournalKeys;
+use crate::disk::{Disk, DiskIdentity, DiskState, EncryptionMeta};
+pub use crate::engine::online::JobKind;
 use crate::engine::online::OnlineJournal;
 use crate::engine::{FileStorage, Storage, Transform};
-use crate::keysafe::{Binding, DiskBinding, KeyRing};
-use crate::provider::ProviderRegistry;
-use crate::secret::{Dek, Schedule, random_fill};
+use crate::keysafe::{Binding, DiskBinding, KeyRing, KeySafe};
+use crate::provider::{KeyPurpose, ProviderRegistry};
+use crate::secret::{Dek, random_fill, random_uuid};
 use crate::{Error, Result};
 
 /// The default window of an online job: small enough that a guest request touching it waits
@@ -46,23 +57,6 @@ pub fn control_path(payload: &std::path::Path) -> PathBuf {
     s.push(".");
     s.push(CONTROL_EXT);
     PathBuf::from(s)
-}
-
-/// What an online job is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum JobKind {
-    /// A deep rekey: every unit to a new DEK.
-    DeepRekey,
-}
-
-impl JobKind {
-    /// The job's name in output.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobKind::DeepRekey => "deep rekey",
-        }
-    }
 }
 
 /// How far an online job has come.
@@ -88,6 +82,7 @@ pub(super) struct Control {
 
 /// An online job under way.
 pub(super) struct OnlineJob {
+    kind: JobKind,
     journal: OnlineJournal,
     store: FileStorage,
     jpath: PathBuf,
@@ -96,47 +91,110 @@ pub(super) struct OnlineJob {
     buf: Vec<u8>,
 }
 
-/// The journal keys of a deep rekey from `old` to `new` (as the offline journal derives
-/// them: both DEKs and the job id).
-fn journal_keys(old: &Dek, new: &Dek, job_id: [u8; 16]) -> Result<JournalKeys> {
-    Ok(Transform::Rekey { old, new }.keys(job_id)?.1)
-}
-
 fn unit_of(meta: &EncryptionMeta) -> u32 {
     meta.identity.sector_size.bytes() as u32
 }
 
-/// Takes up the online job recorded in `disk`'s metadata (state `rekeying-online`): both
-/// DEKs, the journal, where the job stood. Returns the old DEK, the new one and the job; the
-/// caller routes by the old key and then resumes the job's boundary.
-pub(super) fn recorded_job(disk: &Disk, ring: &KeyRing<'_>) -> Result<(Dek, Dek, OnlineJob)> {
+/// What the units of a recorded job are under: before the boundary (`new`) and at or past it
+/// (`old`); and the journal's keys.
+pub(super) struct Sides {
+    pub(super) old: UnitCipher,
+    pub(super) new: UnitCipher,
+    pub(super) job: OnlineJob,
+}
+
+/// The kind of job a disk's state records, if it records an online one.
+fn kind_of(state: DiskState) -> Option<JobKind> {
+    match state {
+        DiskState::RekeyingOnline => Some(JobKind::DeepRekey),
+        DiskState::EncryptingOnline => Some(JobKind::Encrypt),
+        DiskState::DecryptingOnline => Some(JobKind::Decrypt),
+        _ => None,
+    }
+}
+
+/// Takes up the online job recorded in `disk`'s metadata (an online state): its keys, the
+/// journal, where the job stood. The caller routes by the old side and then resumes the
+/// job's boundary.
+pub(super) fn recorded_job(disk: &Disk, ring: &KeyRing<'_>) -> Result<Sides> {
     let meta = disk.require_encrypted()?.clone();
+    let kind = kind_of(meta.state)
+        .ok_or_else(|| Error::job_under_way(disk.path(), meta.state.as_str()))?;
     disk.check_payload()?;
     let job_id = job_id_of(&meta, disk.path())?;
-    let (old, new) = rekey_keys(&meta, ring)?;
+    let (old, new, keys) = match kind {
+        JobKind::DeepRekey => {
+            let (old, new) = rekey_keys(&meta, ring)?;
+            let keys = Transform::Rekey {
+                old: &old,
+                new: &new,
+            }
+            .keys(job_id)?
+            .1;
+            (
+                UnitCipher::Xts(old.xts()?),
+                UnitCipher::Xts(new.xts()?),
+                keys,
+            )
+        }
+        JobKind::Encrypt | JobKind::Decrypt => {
+            let dek = disk.open_key(ring)?.secret;
+            let xts = UnitCipher::Xts(dek.xts()?);
+            if kind == JobKind::Encrypt {
+                let keys = Transform::Encrypt(&dek).keys(job_id)?.1;
+                (UnitCipher::Plain, xts, keys)
+            } else {
+                let keys = Transform::Decrypt(&dek).keys(job_id)?.1;
+                (xts, UnitCipher::Plain, keys)
+            }
+        }
+    };
     let jpath = journal_path(disk.payload_path());
     let store = FileStorage::open_no_follow(&jpath).map_err(|_| Error::Integrity {
         path: jpath.clone(),
-        reason: "an online rekey is recorded but its journal cannot be opened".into(),
+        reason: format!(
+            "an online {} is recorded but its journal cannot be opened",
+            kind.as_str()
+        ),
     })?;
     let journal = OnlineJournal::open(
-        journal_keys(&old, &new, job_id)?,
+        kind,
+        keys,
         unit_of(&meta),
         meta.identity.payload_size,
         &store,
     )?;
     let buf = vec![0u8; journal.window() as usize];
-    Ok((
+    Ok(Sides {
         old,
         new,
-        OnlineJob {
+        job: OnlineJob {
+            kind,
             journal,
             store,
             jpath,
             running: meta,
             buf,
         },
-    ))
+    })
+}
+
+/// A fresh job id, and its hex form for the metadata.
+fn new_job_id() -> Result<([u8; 16], String)> {
+    let mut id = [0u8; 16];
+    random_fill(&mut id)?;
+    let hex = id.iter().map(|b| format!("{b:02x}")).collect();
+    Ok((id, hex))
+}
+
+/// What a job about to start goes to: recorded as `running`, journaled under `transform`'s
+/// keys, units below the boundary under `new`.
+struct Start<'a> {
+    kind: JobKind,
+    running: EncryptionMeta,
+    transform: Transform<'a>,
+    job_id: [u8; 16],
+    new: UnitCipher,
 }
 
 impl EncryptedDisk {
@@ -145,9 +203,9 @@ impl EncryptedDisk {
     /// on the disk has two keys and a boundary between them.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] when a job is under way already, or for a disk of a VM (rekey
-    /// the VM); provider errors (the KEK cannot be fetched, or does not give the new DEK
-    /// back): the disk is then as it was; I/O errors.
+    /// [`Error::InvalidInput`] when a job is under way already; [`Error::BelongsToVm`] for a
+    /// disk of a VM (rekey the VM); provider errors (the KEK cannot be fetched, or does not
+    /// give the new DEK back): the disk is then as it was; I/O errors.
     pub fn start_deep_rekey(&self, registry: &dyn ProviderRegistry) -> Result<()> {
         self.start_deep_rekey_in(registry, ONLINE_WINDOW)
     }
@@ -158,15 +216,187 @@ impl EncryptedDisk {
         window: u64,
     ) -> Result<()> {
         let mut control = self.control();
-        if control.job.is_some() {
-            return Err(Error::input(format!(
-                "{}: an online job is under way already",
-                self.path.display()
-            )));
-        }
+        self.refuse_second_job(&control)?;
         let disk = &mut control.disk;
         disk.check_meta_room()?;
         let meta = disk.require_settled()?.clone();
+        self.refuse_shallow_and_vm(&meta, "rekey the VM (`vmcrypt vm rekey VMX --deep`)")?;
+        // 1. The new DEK, wrapped beside the old one, and back through the provider.
+        let ring = KeyRing::new(registry);
+        let old = disk.open_key(&ring)?;
+        let new = Dek::generate_xts()?;
+        let target = meta.generation + 1;
+        let ks = meta.key_safe();
+        let pair = ks.binding.wrap(&old.kek.as_ref(), &new, target)?;
+        let (job_id, hex) = new_job_id()?;
+        let running = EncryptionMeta {
+            key_safe: ks.with_newest(pair),
+            rekey_generation: Some(target),
+            state: DiskState::RekeyingOnline,
+            job: Some(hex),
+            ..meta.clone()
+        };
+        let (_, back) = rekey_keys(&running, &KeyRing::new(registry))?;
+        if !DiskBinding::same(&back, &new) {
+            return Err(Error::UnwrapFailed);
+        }
+        let start = Start {
+            kind: JobKind::DeepRekey,
+            running,
+            transform: Transform::Rekey {
+                old: &old.secret,
+                new: &new,
+            },
+            job_id,
+            new: UnitCipher::Xts(new.xts()?),
+        };
+        self.begin_job(&mut control, start, window)
+    }
+
+    /// Starts an online encryption of a plaintext disk served as such
+    /// ([`EncryptedDisk::open_plaintext`]): a new KEK from `provider` (by its name in
+    /// `registry`), a new DEK under it, 512-byte data units, the payload where it is (steps
+    /// 1-3 of the module docs). The caller then calls [`EncryptedDisk::job_step`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when a job is under way already, for an unknown provider, or
+    /// for a disk that is encrypted already; [`Error::Unsupported`] for a file whose magic
+    /// names another container format; [`Error::BelongsToVm`] for a disk an encrypted VM
+    /// lists (encrypt the VM); provider errors (the disk is then as it was); I/O errors.
+    pub fn start_encrypt(&self, registry: &dyn ProviderRegistry, provider: &str) -> Result<()> {
+        self.start_encrypt_in(registry, provider, ONLINE_WINDOW)
+    }
+
+    pub(super) fn start_encrypt_in(
+        &self,
+        registry: &dyn ProviderRegistry,
+        provider: &str,
+        window: u64,
+    ) -> Result<()> {
+        let mut control = self.control();
+        self.refuse_second_job(&control)?;
+        let disk = &mut control.disk;
+        if let Some(m) = disk.encryption() {
+            return Err(Error::input(format!(
+                "{} is encrypted already ({})",
+                self.path.display(),
+                m.state.as_str()
+            )));
+        }
+        if let Some(c) = disk.container() {
+            return Err(Error::Unsupported {
+                what: c.hint(&self.path),
+            });
+        }
+        disk.check_meta_room()?;
+        crate::disk::encrypt::refuse_vm_member_in_place(&self.path)?;
+        // 1. A new KEK (fetched back by create_verified), a new DEK wrapped under it, and the
+        // keySafe opened again through the provider.
+        let p = registry.provider(provider)?;
+        let ring = KeyRing::new(registry);
+        let disk_uuid = random_uuid()?;
+        let kek = ring.create_verified(p.as_ref(), &KeyPurpose::Disk(disk_uuid.clone()))?;
+        let identity = DiskIdentity {
+            uuid: disk_uuid,
+            payload_size: self.len,
+            sector_size: self.unit,
+            payload_offset: self.base,
+        };
+        let dek = Dek::generate_xts()?;
+        let binding = DiskBinding {
+            vm_uuid: None,
+            disk: &identity,
+        };
+        let key_safe = KeySafe::seal(&binding, &kek.as_ref(), &dek, 1)?;
+        let (job_id, hex) = new_job_id()?;
+        let running = EncryptionMeta {
+            identity: identity.clone(),
+            generation: 1,
+            rekey_generation: None,
+            vm_uuid: None,
+            key_safe,
+            state: DiskState::EncryptingOnline,
+            job: Some(hex),
+            rekey_payload_offset: None,
+        };
+        let back = running.key_safe().open(&KeyRing::new(registry))?;
+        if !DiskBinding::same(&back.secret, &dek) {
+            return Err(Error::UnwrapFailed);
+        }
+        let start = Start {
+            kind: JobKind::Encrypt,
+            running,
+            transform: Transform::Encrypt(&dek),
+            job_id,
+            new: UnitCipher::Xts(dek.xts()?),
+        };
+        self.begin_job(&mut control, start, window)
+    }
+
+    /// Starts an online decryption (steps 1-3 of the module docs): the DEK is unwrapped
+    /// through its provider, and when the job is done the disk's metadata is removed and it
+    /// is served as plaintext. The caller then calls [`EncryptedDisk::job_step`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when a job is under way already, or for a disk whose payload
+    /// an offline in-place encryption moved (an online job never moves it); [`Error::BelongsToVm`]
+    /// for a disk of a VM (decrypt the VM); provider errors (the disk is then as it was);
+    /// I/O errors.
+    pub fn start_decrypt(&self, registry: &dyn ProviderRegistry) -> Result<()> {
+        self.start_decrypt_in(registry, ONLINE_WINDOW)
+    }
+
+    pub(super) fn start_decrypt_in(
+        &self,
+        registry: &dyn ProviderRegistry,
+        window: u64,
+    ) -> Result<()> {
+        let mut control = self.control();
+        self.refuse_second_job(&control)?;
+        let disk = &mut control.disk;
+        disk.check_meta_room()?;
+        let meta = disk.require_settled()?.clone();
+        self.refuse_shallow_and_vm(&meta, "decrypt the VM (`vmcrypt vm decrypt VMX`)")?;
+        if meta.identity.payload_offset != 0 {
+            return Err(Error::input(format!(
+                "{}: its payload starts {} bytes into {} (an offline in-place encryption moved it there), and an online decryption cannot move it back; stop the server and run `vmcrypt decrypt --in-place` offline, or decrypt a copy with --output",
+                self.path.display(),
+                meta.identity.payload_offset,
+                self.payload_path.display()
+            )));
+        }
+        // 1. The DEK, through the provider.
+        let dek = disk.open_key(&KeyRing::new(registry))?.secret;
+        let (job_id, hex) = new_job_id()?;
+        let running = EncryptionMeta {
+            state: DiskState::DecryptingOnline,
+            job: Some(hex),
+            ..meta
+        };
+        let start = Start {
+            kind: JobKind::Decrypt,
+            running,
+            transform: Transform::Decrypt(&dek),
+            job_id,
+            new: UnitCipher::Plain,
+        };
+        self.begin_job(&mut control, start, window)
+    }
+
+    fn refuse_second_job(&self, control: &Control) -> Result<()> {
+        match &control.job {
+            Some(j) => Err(Error::input(format!(
+                "{}: an online {} is under way already",
+                self.path.display(),
+                j.kind.as_str()
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses a job on a disk with a shallow rekey under way, or of a VM (`vm_advice`: what
+    /// to do instead, while the VM is powered off).
+    fn refuse_shallow_and_vm(&self, meta: &EncryptionMeta, vm_advice: &str) -> Result<()> {
         if meta.rekey_generation.is_some() {
             return Err(Error::input(format!(
                 "{} has a shallow rekey under way: finish it first",
@@ -176,38 +406,30 @@ impl EncryptedDisk {
         if meta.vm_uuid.is_some() {
             return Err(Error::BelongsToVm {
                 path: self.path.clone(),
-                advice: "rekey the VM (`vmcrypt vm rekey VMX --deep`) while it is powered off"
-                    .into(),
+                advice: format!("{vm_advice} while it is powered off"),
             });
         }
-        // 1. The new DEK, wrapped beside the old one, and back through the provider.
-        let ring = KeyRing::new(registry);
-        let old = disk.open_key(&ring)?;
-        let new = Dek::generate_xts()?;
-        let target = meta.generation + 1;
-        let ks = meta.key_safe();
-        let pair = ks.binding.wrap(&old.kek.as_ref(), &new, target)?;
-        let mut job_id = [0u8; 16];
-        random_fill(&mut job_id)?;
-        let running = EncryptionMeta {
-            key_safe: ks.with_newest(pair),
-            rekey_generation: Some(target),
-            state: DiskState::RekeyingOnline,
-            job: Some(job_id.iter().map(|b| format!("{b:02x}")).collect()),
-            ..meta.clone()
-        };
-        let (_, back) = rekey_keys(&running, &KeyRing::new(registry))?;
-        if !DiskBinding::same(&back, &new) {
-            return Err(Error::UnwrapFailed);
-        }
+        Ok(())
+    }
+
+    /// Steps 2 and 3 of the module docs, and the job handed to the router.
+    fn begin_job(&self, control: &mut Control, start: Start<'_>, window: u64) -> Result<()> {
+        let Start {
+            kind,
+            running,
+            transform,
+            job_id,
+            new,
+        } = start;
         let journal = OnlineJournal::new(
-            journal_keys(&old.secret, &new, job_id)?,
+            kind,
+            transform.keys(job_id)?.1,
             unit_of(&running),
             running.identity.payload_size,
             window,
         )?;
-        let schedule = new.xts()?;
         // 2. The journal.
+        let disk = &mut control.disk;
         let jpath = journal_path(disk.payload_path());
         let store = FileStorage::create(&jpath)?;
         if let Err(e) = store
@@ -224,9 +446,10 @@ impl EncryptedDisk {
             return Err(e);
         }
         crate::failpoint::hit("online-job-recorded");
-        self.begin_rekey(schedule);
-        tracing::info!(disk = %self.path.display(), generation = target, "online deep rekey started");
+        self.begin_windows(kind, new);
+        tracing::info!(disk = %self.path.display(), job = kind.as_str(), generation = running.generation, "online job started");
         control.job = Some(OnlineJob {
+            kind,
             buf: vec![0u8; journal.window() as usize],
             journal,
             store,
@@ -243,9 +466,9 @@ impl EncryptedDisk {
 
     /// The online job under way, if any, and how far it has come.
     pub fn job(&self) -> Option<JobStatus> {
-        let done = self.keys.boundary()?;
+        let (kind, done) = self.keys.job()?;
         Some(JobStatus {
-            kind: JobKind::DeepRekey,
+            kind,
             done,
             len: self.len,
             requests: self.keys.requests(),
@@ -265,24 +488,32 @@ impl EncryptedDisk {
         let Some(j) = job.as_mut() else {
             return Ok(false);
         };
-        if self.rekey_step(&j.journal, &j.store, &mut j.buf)? {
+        if self.window_step(&j.journal, &j.store, &mut j.buf)? {
             return Ok(true);
         }
-        // 5. The result: only the new DEK, which every unit is under now.
-        let after = rekey_result(&j.running)?;
-        disk.write_meta(Some(&after))?;
+        // 5. The result: every unit is under the new side now.
+        let after = match j.kind {
+            JobKind::DeepRekey => Some(rekey_result(&j.running)?),
+            JobKind::Encrypt => Some(EncryptionMeta {
+                state: DiskState::Encrypted,
+                job: None,
+                ..j.running.clone()
+            }),
+            JobKind::Decrypt => None,
+        };
+        disk.write_meta(after.as_ref())?;
         crate::failpoint::hit("online-meta-final");
-        self.finish_rekey()?;
+        self.finish_windows()?;
         // 6. The journal.
         crate::fsutil::remove_durable(&j.jpath)?;
-        tracing::info!(disk = %self.path.display(), generation = after.generation, "online deep rekey done");
+        tracing::info!(disk = %self.path.display(), job = j.kind.as_str(), generation = after.as_ref().map(|m| m.generation), "online job done");
         *job = None;
         Ok(false)
     }
 
-    /// Takes up `job` (recorded, opened by [`recorded_job`]) before the disk is served.
-    pub(super) fn resume_job(&mut self, new: Schedule, job: OnlineJob) -> Result<()> {
-        self.resume_rekey(new, &job.journal, &job.store)?;
+    /// Takes up a recorded job (opened by [`recorded_job`]) before the disk is served.
+    pub(super) fn resume_job(&mut self, new: UnitCipher, job: OnlineJob) -> Result<()> {
+        self.resume_windows(job.kind, new, &job.journal, &job.store)?;
         self.control
             .get_mut()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

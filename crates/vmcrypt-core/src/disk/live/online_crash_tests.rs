@@ -8,10 +8,11 @@ use std::panic::AssertUnwindSafe;
 
 use vmcrypt_xts::SectorSize;
 
+use super::cipher::UnitCipher;
 use super::fixture::{deciphered, disk_with, registry};
 use super::{EncryptedDisk, Scratch};
 use crate::engine::journal::JournalKeys;
-use crate::engine::online::OnlineJournal;
+use crate::engine::online::{JobKind, OnlineJournal};
 use crate::engine::storage::FileStorage;
 use crate::failpoint::{CRASH_AT, Crashed};
 use crate::secret::Dek;
@@ -34,7 +35,14 @@ enum Torn {
 
 fn journal_for(disk: &EncryptedDisk, job: u8) -> OnlineJournal {
     let keys = JournalKeys::derive(&[0x5a; 64], [job; 16]).expect("keys");
-    OnlineJournal::new(keys, disk.unit_size() as u32, disk.len(), WINDOW).expect("journal")
+    OnlineJournal::new(
+        JobKind::DeepRekey,
+        keys,
+        disk.unit_size() as u32,
+        disk.len(),
+        WINDOW,
+    )
+    .expect("journal")
 }
 
 fn garbage(path: &std::path::Path, at: u64, len: usize) {
@@ -54,14 +62,17 @@ fn crash_and_resume(point: &'static str, torn: Torn) -> u64 {
     let plain: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8 ^ 0x3c).collect();
     let (disk, img) = disk_with(dir.path(), &plain, SectorSize::S4096);
     let new = Dek::generate_xts().expect("dek");
-    disk.begin_rekey(new.xts().expect("schedule"));
+    disk.begin_windows(
+        JobKind::DeepRekey,
+        UnitCipher::Xts(new.xts().expect("schedule")),
+    );
     let jpath = dir.path().join("online.journal");
     let oj = journal_for(&disk, 1);
     let store = FileStorage::create(&jpath).expect("journal file");
     oj.begin(&store).expect("begin");
     let mut buf = vec![0u8; WINDOW as usize];
     for _ in 0..2 {
-        assert!(disk.rekey_step(&oj, &store, &mut buf).expect("step"));
+        assert!(disk.window_step(&oj, &store, &mut buf).expect("step"));
     }
     let mut model = plain.clone();
     let mut scratch = Scratch::default();
@@ -78,7 +89,7 @@ fn crash_and_resume(point: &'static str, torn: Torn) -> u64 {
     disk.flush().expect("flush");
     CRASH_AT.with(|c| c.set(Some(point)));
     let crashed =
-        std::panic::catch_unwind(AssertUnwindSafe(|| disk.rekey_step(&oj, &store, &mut buf)));
+        std::panic::catch_unwind(AssertUnwindSafe(|| disk.window_step(&oj, &store, &mut buf)));
     CRASH_AT.with(|c| c.set(None));
     let payload = crashed.expect_err("the step crashed");
     assert_eq!(
@@ -100,8 +111,13 @@ fn crash_and_resume(point: &'static str, torn: Torn) -> u64 {
     drop(disk);
     let disk = EncryptedDisk::open(&img, &registry(dir.path())).expect("reopen");
     let store = FileStorage::open(&jpath).expect("journal");
-    disk.resume_rekey(new.xts().expect("schedule"), &oj, &store)
-        .expect("resume");
+    disk.resume_windows(
+        JobKind::DeepRekey,
+        UnitCipher::Xts(new.xts().expect("schedule")),
+        &oj,
+        &store,
+    )
+    .expect("resume");
     let boundary = disk.keys.boundary().expect("a job under way");
     let mut got = vec![0u8; LEN];
     disk.read_at(&mut got, 0).expect("read");
@@ -109,8 +125,8 @@ fn crash_and_resume(point: &'static str, torn: Torn) -> u64 {
         got == model,
         "{point} {torn:?}: every flushed write reads back after the resume"
     );
-    while disk.rekey_step(&oj, &store, &mut buf).expect("step") {}
-    disk.finish_rekey().expect("finish");
+    while disk.window_step(&oj, &store, &mut buf).expect("step") {}
+    disk.finish_windows().expect("finish");
     assert!(
         deciphered(&disk, &new.xts().expect("schedule")) == model,
         "{point} {torn:?}: the disk ends under the new key alone"
@@ -145,7 +161,10 @@ fn a_journal_that_fails_its_checks_is_refused_and_nothing_is_written() {
     let dir = tempfile::tempdir().expect("tempdir");
     let plain: Vec<u8> = (0..LEN).map(|i| (i % 239) as u8).collect();
     let (disk, img) = disk_with(dir.path(), &plain, SectorSize::S4096);
-    disk.begin_rekey(Dek::generate_xts().expect("dek").xts().expect("schedule"));
+    disk.begin_windows(
+        JobKind::DeepRekey,
+        UnitCipher::Xts(Dek::generate_xts().expect("dek").xts().expect("schedule")),
+    );
     let jpath = dir.path().join("online.journal");
     let oj = journal_for(&disk, 1);
     let store = FileStorage::create(&jpath).expect("journal file");
@@ -153,7 +172,7 @@ fn a_journal_that_fails_its_checks_is_refused_and_nothing_is_written() {
     let mut buf = vec![0u8; WINDOW as usize];
     CRASH_AT.with(|c| c.set(Some("online-slot-synced")));
     let crashed =
-        std::panic::catch_unwind(AssertUnwindSafe(|| disk.rekey_step(&oj, &store, &mut buf)));
+        std::panic::catch_unwind(AssertUnwindSafe(|| disk.window_step(&oj, &store, &mut buf)));
     CRASH_AT.with(|c| c.set(None));
     assert!(crashed.is_err());
     drop(disk);
@@ -173,7 +192,12 @@ fn a_journal_that_fails_its_checks_is_refused_and_nothing_is_written() {
         let disk = EncryptedDisk::open(&img, &registry(dir.path())).expect("reopen");
         let store = FileStorage::open(&jpath).expect("journal");
         let oj = journal_for(&disk, job);
-        let r = disk.resume_rekey(new.xts().expect("schedule"), &oj, &store);
+        let r = disk.resume_windows(
+            JobKind::DeepRekey,
+            UnitCipher::Xts(new.xts().expect("schedule")),
+            &oj,
+            &store,
+        );
         match what {
             // A slot that fails its MAC is one torn by a crash: it is passed over, and with
             // no other slot the job starts again at 0.

@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use vmcrypt_xts::SectorSize;
 
+use super::cipher::UnitCipher;
 use super::fixture::{deciphered, disk_with};
 use super::{EncryptedDisk, Scratch};
+use crate::engine::online::JobKind;
 use crate::secret::Dek;
 
 /// A small xorshift: the tests' operations are random but repeatable per seed.
@@ -86,7 +88,10 @@ fn an_online_rekey_under_concurrent_guest_io_loses_nothing_and_ends_under_the_ne
         let plain: Vec<u8> = (0..1u32 << 20).map(|i| (i % 249) as u8 + 1).collect();
         let (disk, _img) = disk_with(dir.path(), &plain, unit);
         let new = Dek::generate_xts().expect("dek");
-        disk.begin_rekey(new.xts().expect("schedule"));
+        disk.begin_windows(
+            JobKind::DeepRekey,
+            UnitCipher::Xts(new.xts().expect("schedule")),
+        );
         let window = 16 * unit.bytes() as u64;
         let stop = AtomicBool::new(false);
         let (models, windows) = std::thread::scope(|s| {
@@ -108,7 +113,7 @@ fn an_online_rekey_under_concurrent_guest_io_loses_nothing_and_ends_under_the_ne
                 lock.done();
                 windows += 1;
             }
-            disk.finish_rekey().expect("finish");
+            disk.finish_windows().expect("finish");
             stop.store(true, Ordering::Relaxed);
             let models: Vec<(Model, u64)> = io
                 .into_iter()
@@ -154,14 +159,17 @@ fn only_requests_that_touch_the_window_wait_for_it() {
         disk.lock_window(65536, &mut vec![0u8; 65536]).is_err(),
         "no window outside a job"
     );
-    disk.begin_rekey(Dek::generate_xts().expect("dek").xts().expect("schedule"));
+    disk.begin_windows(
+        JobKind::DeepRekey,
+        UnitCipher::Xts(Dek::generate_xts().expect("dek").xts().expect("schedule")),
+    );
     let mut buf = vec![0u8; 65536];
     assert!(
         disk.lock_window(65536 + 512, &mut vec![0u8; 1 << 17])
             .is_err(),
         "a window of part of a unit"
     );
-    assert!(disk.finish_rekey().is_err(), "not at the end yet");
+    assert!(disk.finish_windows().is_err(), "not at the end yet");
     // A window locked and given up (as on an error before it was written) changes nothing:
     // the boundary stays, and the next lock takes the same window.
     drop(disk.lock_window(65536, &mut buf).expect("window"));

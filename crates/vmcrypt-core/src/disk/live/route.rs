@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
 
 use super::cipher::UnitCipher;
+use crate::engine::online::JobKind;
 
 /// The keys of a served disk.
 pub(crate) struct Keys {
@@ -25,8 +26,10 @@ pub(crate) struct Keys {
     job: Option<Rekeying>,
 }
 
-/// A job under way: its new key (how far it has come is [`Router::boundary`]).
+/// A job under way: what it does and its new key (how far it has come is
+/// [`Router::boundary`]).
 struct Rekeying {
+    kind: JobKind,
     new: UnitCipher,
 }
 
@@ -103,20 +106,20 @@ impl Router {
     /// # Panics
     /// Never on input: a second job while one is under way is a caller's bug and refused by
     /// the callers before they get here; it is ignored (the first job stays).
-    pub(crate) fn begin(&self, new: UnitCipher) {
+    pub(crate) fn begin(&self, kind: JobKind, new: UnitCipher) {
         let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
         if keys.job.is_none() {
             self.boundary.store(0, Ordering::SeqCst);
-            keys.job = Some(Rekeying { new });
+            keys.job = Some(Rekeying { kind, new });
         }
     }
 
     /// Resumes a job whose windows below `boundary` are done (after a restart, before any
     /// request).
-    pub(crate) fn resume(&self, new: UnitCipher, boundary: u64) {
+    pub(crate) fn resume(&self, kind: JobKind, new: UnitCipher, boundary: u64) {
         let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
         self.boundary.store(boundary, Ordering::SeqCst);
-        keys.job = Some(Rekeying { new });
+        keys.job = Some(Rekeying { kind, new });
     }
 
     /// Ends the job: the new key becomes the key of every unit. Call with no window locked,
@@ -130,10 +133,15 @@ impl Router {
 
     /// The job's boundary (None outside a job).
     pub(crate) fn boundary(&self) -> Option<u64> {
+        self.job().map(|(_, b)| b)
+    }
+
+    /// What the job under way does, and its boundary.
+    pub(crate) fn job(&self) -> Option<(JobKind, u64)> {
         let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
         keys.job
             .as_ref()
-            .map(|_| self.boundary.load(Ordering::SeqCst))
+            .map(|j| (j.kind, self.boundary.load(Ordering::SeqCst)))
     }
 
     /// Locks guest bytes `start..end` for the job: new requests that touch them wait, and this
