@@ -347,14 +347,19 @@ pub struct EncryptArgs {
     /// Key provider for the new KEK (default: the configured default).
     #[arg(long)]
     pub provider: Option<String>,
-    /// XTS data unit size.
-    #[arg(long, value_enum, default_value = "4096")]
-    pub sector_size: SectorSizeArg,
+    /// XTS data unit size [default: 4096; an online encryption of a served disk uses 512,
+    /// the block size its guests were given].
+    #[arg(long, value_enum)]
+    pub sector_size: Option<SectorSizeArg>,
     #[command(flatten)]
     pub target: Target,
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Online --in-place only (a disk `vmcrypt serve --plaintext` holds): at most this many
+    /// MB/s. Default: as for `rekey --deep`.
+    #[arg(long, value_name = "MB/s", value_parser = parse_rate)]
+    pub rate: Option<u64>,
     /// Treat DISK as a raw image even though its first bytes name another format (qcow2,
     /// VHD, VHDX, VDI, QED, LUKS): only for a raw image that merely starts with such bytes.
     #[arg(long, value_enum)]
@@ -378,6 +383,10 @@ pub struct DecryptArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Online --in-place only (a disk `vmcrypt serve` holds): at most this many MB/s.
+    /// Default: as for `rekey --deep`.
+    #[arg(long, value_name = "MB/s", value_parser = parse_rate)]
+    pub rate: Option<u64>,
 }
 
 /// `rekey`

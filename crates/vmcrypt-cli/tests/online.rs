@@ -1,7 +1,8 @@
-//! Online deep rekey of a served disk (issue 18), with real clients: qemu-io writes and
-//! verifies patterns over NBD in a loop while the server rekeys the disk; then the server is
-//! killed with kill -9 in the middle of a second job, restarted, and takes the job up. After
-//! each, an offline decrypt must give exactly the bytes the clients wrote.
+//! Online jobs of a served disk (issue 18), with real clients: qemu-io writes and verifies
+//! patterns over NBD in a loop while the server rekeys, encrypts or decrypts the disk; the
+//! server is killed with kill -9 in the middle of a job, restarted, and takes the job up.
+//! After each, an offline decrypt (or, decrypted, the file itself) must give exactly the
+//! bytes the clients wrote.
 
 mod common;
 
@@ -70,11 +71,132 @@ fn assert_decrypts_to(e: &Env, model: &[u8]) {
 }
 
 fn rekey(e: &Env, rate: &str) -> Child {
-    e.command(&["--json", "rekey", "e.img", "--deep", "--rate", rate], &[])
+    spawn(e, &["--json", "rekey", "e.img", "--deep", "--rate", rate])
+}
+
+fn spawn(e: &Env, args: &[&str]) -> Child {
+    e.command(args, &[])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn rekey")
+        .expect("spawn vmcrypt")
+}
+
+/// Client rounds until the job `child` ends well; its JSON report.
+fn job_while_writing(
+    mut child: Child,
+    uri: &str,
+    rng: &mut Rng,
+    model: &mut [u8],
+    n: &mut u64,
+) -> serde_json::Value {
+    let before = *n;
+    write_while_running(&mut child, uri, rng, model, n);
+    let out = child.wait_with_output().expect("job");
+    assert_eq!(out.status.code(), Some(0), "job: {}", stderr(&out));
+    assert!(
+        *n - before >= 5,
+        "the client wrote during the job: {} rounds",
+        *n - before
+    );
+    json(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// A plaintext disk served with --plaintext is encrypted by its server while qemu-io writes
+/// and verifies, then (served again, encrypted) decrypted by its server with a kill -9 in the
+/// middle: the restarted server finishes it and serves the disk as plaintext, and the file
+/// is exactly what the client wrote.
+#[test]
+fn qemu_io_writes_through_an_online_encrypt_and_an_online_decrypt_killed_in_the_middle() {
+    let e = Env::new();
+    let plain = e.raw_image("d.img", LEN);
+    let mut model = std::fs::read(&plain).expect("plain");
+    let mut rng = Rng(0x6a09_e667_f3bc_c909);
+    let mut n = 0;
+    let server = Served::start(&e, "d.img", &["--plaintext"]);
+    let uri = server.uri();
+    // Options an online encryption cannot honour are refused before anything changes.
+    let o = e.run(&["encrypt", "d.img", "--in-place", "--sector-size", "4096"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("512-byte blocks"), "{}", stderr(&o));
+    assert!(!e.path("d.img.vmcrypt").exists());
+
+    // 1. Online encryption at 12 MB/s (2 s), the client writing and verifying meanwhile.
+    let r = spawn(
+        &e,
+        &["--json", "encrypt", "d.img", "--in-place", "--rate", "12"],
+    );
+    let report = job_while_writing(r, &uri, &mut rng, &mut model, &mut n);
+    assert_eq!(report["operation"], "encrypt", "{report}");
+    assert_eq!(report["server_pid"], server.child.id());
+    assert_eq!(report["sector_size"], 512);
+    assert_eq!(report["generation"], 1);
+    assert_eq!(report["bytes"], LEN);
+    let j = job(&e, "d.img");
+    assert_eq!(j["last"]["kind"], "encryption", "{j}");
+    assert_eq!(j["last"]["state"], "done", "{j}");
+    for _ in 0..3 {
+        round(&uri, &mut rng, &mut model, n);
+        n += 1;
+    }
+    server.stop();
+    let meta = json(&e.ok(&["--json", "inspect", "d.img"]));
+    assert_eq!(meta["state"], "encrypted", "{meta}");
+    let raw = std::fs::read(&plain).expect("raw");
+    assert!(raw[..MIB as usize] != model[..MIB as usize], "ciphertext");
+    assert!(
+        decrypted(&e, "d.img") == model,
+        "offline, what the client wrote"
+    );
+
+    // 2. Served again (encrypted now), decrypted online; kill -9 part way.
+    let server = Served::start(&e, "d.img", &[]);
+    let uri = server.uri();
+    let r = spawn(&e, &["decrypt", "d.img", "--in-place", "--rate", "4"]);
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        round(&uri, &mut rng, &mut model, n);
+        n += 1;
+        let done = job(&e, "d.img")["job"]["done"].as_u64().unwrap_or(0);
+        if done >= 4 * MIB {
+            break;
+        }
+        assert!(Instant::now() < until, "the decryption never got going");
+    }
+    server.signal("-KILL");
+    let mut child = server.child;
+    child.wait().expect("wait");
+    let out = r.wait_with_output().expect("decrypt");
+    assert_ne!(out.status.code(), Some(0), "its server died");
+    let j = job(&e, "d.img");
+    assert_eq!(j["state"], "decrypting-online", "{j}");
+    // Not plaintext yet: --plaintext is refused, the plain serve takes the job up.
+    let o = e.run(&["serve", "d.img", "--plaintext", "--nbd", "x.sock"]);
+    assert_ne!(o.status.code(), Some(0), "{}", stderr(&o));
+    let server = Served::start(&e, "d.img", &[]);
+    let uri = server.uri();
+    let follow = spawn(&e, &["jobs", "d.img", "--follow"]);
+    job_or_quick(follow, &uri, &mut rng, &mut model, &mut n);
+    assert!(job(&e, "d.img")["job"].is_null());
+    assert!(!e.path("d.img.vmcrypt").exists(), "no metadata");
+    assert!(!e.path("d.img.vmcrypt-journal").exists(), "no journal");
+    // Served on as plaintext: the client's writes land as they are.
+    for _ in 0..3 {
+        round(&uri, &mut rng, &mut model, n);
+        n += 1;
+    }
+    server.stop();
+    assert!(
+        std::fs::read(&plain).expect("file") == model,
+        "the plaintext file is what the client wrote"
+    );
+}
+
+/// Client rounds until `child` (which may end at once) ends well.
+fn job_or_quick(mut child: Child, uri: &str, rng: &mut Rng, model: &mut [u8], n: &mut u64) {
+    write_while_running(&mut child, uri, rng, model, n);
+    let out = child.wait_with_output().expect("job");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
 
 #[test]

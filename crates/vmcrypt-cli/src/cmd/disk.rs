@@ -1,10 +1,10 @@
 //! `encrypt`, `decrypt`, `rekey` and `resume`: each builds a job of vmcrypt-core, runs it and
 //! hands back its report; `main` presents it.
 
-use vmcrypt_core::{DiskJob, Report, Result};
+use vmcrypt_core::{DiskJob, Error, Report, Result};
 
 use super::{load_config, provider_for_new_key, tuning};
-use crate::cli::{Cli, DecryptArgs, EncryptArgs, FormatArg, RekeyArgs};
+use crate::cli::{Cli, DecryptArgs, EncryptArgs, FormatArg, RekeyArgs, SectorSizeArg};
 use crate::output::Out;
 use crate::progress::{Bar, cancel_on_signal};
 
@@ -16,8 +16,24 @@ fn with_threads(job: DiskJob, threads: Option<usize>) -> DiskJob {
 }
 
 pub fn encrypt(cli: &Cli, a: &EncryptArgs, out: &Out) -> Result<Report> {
+    // A served plaintext disk: its server does the job, online.
+    if a.target.in_place
+        && let Some(c) = super::online::server_of(&a.disk)?
+    {
+        if matches!(a.sector_size, Some(SectorSizeArg::S4096)) || a.format.is_some() {
+            return Err(Error::input(format!(
+                "{} is served (`vmcrypt serve --plaintext`): an online encryption keeps the 512-byte blocks its guests were given and the file as it was opened; drop --sector-size and --format, or stop the server first",
+                a.disk.display()
+            )));
+        }
+        let mut cfg = load_config(cli)?;
+        let provider = provider_for_new_key(&mut cfg, a.provider.as_deref(), out)?;
+        return super::online::encrypt(c, &a.disk, &provider, a.rate, out);
+    }
+    refuse_offline_rate(a.rate, &a.disk)?;
+    let unit = a.sector_size.unwrap_or(SectorSizeArg::S4096);
     let mut job = DiskJob::encrypt(&a.disk)
-        .sector_size(a.sector_size.into())
+        .sector_size(unit.into())
         .assume_raw(a.format == Some(FormatArg::Raw))
         .tuning(tuning());
     if let Some(o) = &a.target.output {
@@ -34,6 +50,13 @@ pub fn encrypt(cli: &Cli, a: &EncryptArgs, out: &Out) -> Result<Report> {
 }
 
 pub fn decrypt(cli: &Cli, a: &DecryptArgs, out: &Out) -> Result<Report> {
+    // A served disk: its server does the job, online, and serves it as plaintext afterwards.
+    if a.target.in_place
+        && let Some(c) = super::online::server_of(&a.disk)?
+    {
+        return super::online::decrypt(c, &a.disk, a.rate, out);
+    }
+    refuse_offline_rate(a.rate, &a.disk)?;
     let cfg = load_config(cli)?;
     let mut job = DiskJob::decrypt(&a.disk).tuning(tuning());
     if let Some(o) = &a.target.output {
@@ -41,6 +64,17 @@ pub fn decrypt(cli: &Cli, a: &DecryptArgs, out: &Out) -> Result<Report> {
     }
     let bar = Bar::new(out.quiet, out.json, "decrypting");
     with_threads(job, a.threads).run(&cfg.registry(), &bar, &cancel_on_signal())
+}
+
+/// `--rate` is for a job the disk's server does.
+fn refuse_offline_rate(rate: Option<u64>, disk: &std::path::Path) -> Result<()> {
+    match rate {
+        Some(_) => Err(Error::input(format!(
+            "--rate is for an online --in-place job, and {} is not served (`vmcrypt serve`)",
+            disk.display()
+        ))),
+        None => Ok(()),
+    }
 }
 
 pub fn rekey(cli: &Cli, a: &RekeyArgs, out: &Out) -> Result<Report> {
@@ -55,12 +89,7 @@ pub fn rekey(cli: &Cli, a: &RekeyArgs, out: &Out) -> Result<Report> {
         if let Some(report) = super::online::deep_rekey(&a.disk, a.rate, out)? {
             return Ok(report);
         }
-        if a.rate.is_some() {
-            return Err(vmcrypt_core::Error::input(format!(
-                "--rate is for an online rekey, and {} is not served (`vmcrypt serve`)",
-                a.disk.display()
-            )));
-        }
+        refuse_offline_rate(a.rate, &a.disk)?;
         let cfg = load_config(cli)?;
         let bar = Bar::new(out.quiet, out.json, "rekeying");
         let job = with_threads(DiskJob::rekey_deep(&a.disk).tuning(tuning()), a.threads);

@@ -1,14 +1,15 @@
-//! Online jobs: on a disk that `vmcrypt serve` holds, `rekey --deep` is carried out by the
-//! server, over its control socket (vmcrypt_serve::control); this command starts it, draws
-//! its progress and returns when it is done. `rekey --shallow` is done by the server too. Ctrl-C stops following and leaves the job
-//! running; `vmcrypt jobs DISK` shows it.
+//! Online jobs: on a disk that `vmcrypt serve` holds, `rekey --deep`, `encrypt --in-place`
+//! and `decrypt --in-place` are carried out by the server, over its control socket
+//! (vmcrypt_serve::control); this command starts the job, draws its progress and returns
+//! when it is done. `rekey --shallow` is done by the server too. Ctrl-C stops following and
+//! leaves the job running; `vmcrypt jobs DISK` shows it.
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use vmcrypt_core::disk::{Disk, DiskState, control_path};
+use vmcrypt_core::disk::{Disk, control_path};
 use vmcrypt_core::{Error, ErrorKind, Progress, Report, Result};
 use vmcrypt_serve::control::{Client, JobView, Reply, Request};
 
@@ -19,7 +20,7 @@ use crate::progress::{Bar, cancel_on_signal};
 const POLL: Duration = Duration::from_millis(200);
 
 /// The server of `disk`, if one holds it and answers.
-fn server_of(disk: &Path) -> Result<Option<Client>> {
+pub fn server_of(disk: &Path) -> Result<Option<Client>> {
     let Ok(d) = Disk::open(disk) else {
         // Not a disk this command can read: the offline path says why.
         return Ok(None);
@@ -85,27 +86,91 @@ fn follow(c: &mut Client, mut reply: Reply, bar: &Bar) -> Result<(Followed, Repl
     }
 }
 
+/// An online job as this command shows it.
+struct Shown {
+    /// The report's operation and depth.
+    operation: &'static str,
+    depth: Option<&'static str>,
+    /// What the server does, after "the server ...".
+    doing: &'static str,
+    /// The progress bar's label.
+    bar: &'static str,
+}
+
 /// `rekey --deep` of a served disk, by its server: `Ok(None)` when nobody serves it.
 pub fn deep_rekey(disk: &Path, rate: Option<u64>, out: &Out) -> Result<Option<Report>> {
-    let Some(mut c) = server_of(disk)? else {
+    let Some(c) = server_of(disk)? else {
         return Ok(None);
     };
+    let shown = Shown {
+        operation: "rekey",
+        depth: Some("deep"),
+        doing: "rekeys it online",
+        bar: "rekeying online",
+    };
+    run_job(c, disk, &Request::DeepRekey { rate }, &shown, rate, out).map(Some)
+}
+
+/// `encrypt --in-place` of a plaintext disk served as such, by its server (`c`), under a new
+/// KEK from `provider`.
+pub fn encrypt(
+    c: Client,
+    disk: &Path,
+    provider: &str,
+    rate: Option<u64>,
+    out: &Out,
+) -> Result<Report> {
+    let shown = Shown {
+        operation: "encrypt",
+        depth: None,
+        doing: "encrypts it online",
+        bar: "encrypting online",
+    };
+    let req = Request::Encrypt {
+        provider: provider.to_string(),
+        rate,
+    };
+    run_job(c, disk, &req, &shown, rate, out)
+}
+
+/// `decrypt --in-place` of a served disk, by its server (`c`); it serves the disk as
+/// plaintext afterwards.
+pub fn decrypt(c: Client, disk: &Path, rate: Option<u64>, out: &Out) -> Result<Report> {
+    let shown = Shown {
+        operation: "decrypt",
+        depth: None,
+        doing: "decrypts it online, and serves it as plaintext afterwards",
+        bar: "decrypting online",
+    };
+    run_job(c, disk, &Request::Decrypt { rate }, &shown, rate, out)
+}
+
+/// Starts `req` on the server and follows the job to its end (or until Ctrl-C detaches).
+fn run_job(
+    mut c: Client,
+    disk: &Path,
+    req: &Request,
+    shown: &Shown,
+    rate: Option<u64>,
+    out: &Out,
+) -> Result<Report> {
     let t = Instant::now();
-    let reply = c.request(&Request::DeepRekey { rate })?;
+    let reply = c.request(req)?;
     if !out.quiet && !out.json {
         eprintln!(
-            "vmcrypt: {} is served by pid {}: the server rekeys it online{}",
+            "vmcrypt: {} is served by pid {}: the server {}{}",
             disk.display(),
             reply.pid,
+            shown.doing,
             rate.map_or(String::new(), |r| format!(
                 ", at most {} MB/s",
                 r / 1_000_000
             ))
         );
     }
-    let bar = Bar::new(out.quiet, out.json, "rekeying online");
+    let bar = Bar::new(out.quiet, out.json, shown.bar);
     let (ended, reply) = follow(&mut c, reply, &bar)?;
-    let mut r = served_rekey(disk, "deep", reply.pid, t);
+    let mut r = served_report(disk, shown.operation, shown.depth, reply.pid, t);
     match ended {
         Followed::Detached(j) => {
             r.bytes = j.done;
@@ -116,7 +181,7 @@ pub fn deep_rekey(disk: &Path, rate: Option<u64>, out: &Out) -> Result<Option<Re
             recorded(disk, &mut r);
         }
     }
-    Ok(Some(r))
+    Ok(r)
 }
 
 /// `rekey --shallow` of a served disk, by its server (metadata only: its guests go on
@@ -136,16 +201,22 @@ pub fn shallow_rekey(disk: &Path, provider: &str, out: &Out) -> Result<Option<Re
             reply.pid
         );
     }
-    let mut r = served_rekey(disk, "shallow", reply.pid, t);
+    let mut r = served_report(disk, "rekey", Some("shallow"), reply.pid, t);
     recorded(disk, &mut r);
     Ok(Some(r))
 }
 
-/// The report of a rekey of `disk` that its server (`pid`) did, started at `t`.
-fn served_rekey(disk: &Path, depth: &'static str, pid: u32, t: Instant) -> Report {
+/// The report of a job on `disk` that its server (`pid`) did, started at `t`.
+fn served_report(
+    disk: &Path,
+    operation: &'static str,
+    depth: Option<&'static str>,
+    pid: u32,
+    t: Instant,
+) -> Report {
     let mut r = Report::default();
-    r.operation = "rekey";
-    r.depth = Some(depth);
+    r.operation = operation;
+    r.depth = depth;
     r.disk = Some(disk.to_path_buf());
     r.server_pid = Some(pid);
     r.elapsed = t.elapsed();
@@ -171,18 +242,19 @@ pub fn jobs(disk: &Path, follow_it: bool, out: &Out) -> Result<()> {
         let stopped = Disk::open(disk)
             .ok()
             .and_then(|d| d.encryption().map(|m| m.state))
-            == Some(DiskState::RekeyingOnline);
-        let text = if stopped {
+            .filter(|s| s.is_online());
+        let text = if let Some(state) = stopped {
             format!(
-                "{}: not served; an online deep rekey is recorded and stopped: `vmcrypt serve` takes it up, `vmcrypt resume` finishes it offline",
-                disk.display()
+                "{}: not served; an online job is recorded and stopped ({}): `vmcrypt serve` takes it up, `vmcrypt resume` finishes it offline",
+                disk.display(),
+                state.as_str()
             )
         } else {
             format!("{}: not served; no online job", disk.display())
         };
         out.result(
             &text,
-            json!({"disk": disk, "served": false, "stopped_job": stopped}),
+            json!({"disk": disk, "served": false, "stopped_job": stopped.is_some(), "state": stopped.map(|s| s.as_str())}),
         );
         return Ok(());
     };

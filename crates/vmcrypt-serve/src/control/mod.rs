@@ -1,6 +1,6 @@
-//! The control socket of a serving process: how `vmcrypt rekey --deep`, `vmcrypt jobs` and
-//! `vmcrypt serve --status` reach the process that holds a disk, to run an online job there
-//! (issue 18) and follow it, or to rekey it shallowly.
+//! The control socket of a serving process: how `vmcrypt rekey --deep`, `vmcrypt encrypt
+//! --in-place`, `vmcrypt decrypt --in-place` and `vmcrypt jobs` reach the process that holds a
+//! disk, to run an online job there (issue 18) and follow it, or to rekey it shallowly.
 //!
 //! The socket is `PAYLOAD.vmcrypt-control` beside the disk's payload
 //! ([`vmcrypt_core::disk::control_path`]), so a client finds it from the disk alone. It is
@@ -39,6 +39,22 @@ pub enum Request {
         #[serde(default)]
         rate: Option<u64>,
     },
+    /// Start an online encryption of a plaintext disk served as such (or take a stopped one up
+    /// again): a new KEK from this provider (by its name in the server's configuration).
+    Encrypt {
+        /// The provider of the new KEK.
+        provider: String,
+        /// Bytes per second at most; none: the default (see [`Rate`]).
+        #[serde(default)]
+        rate: Option<u64>,
+    },
+    /// Start an online decryption (or take a stopped one up again); the disk is served as
+    /// plaintext once it is done.
+    Decrypt {
+        /// Bytes per second at most; none: the default (see [`Rate`]).
+        #[serde(default)]
+        rate: Option<u64>,
+    },
     /// A shallow rekey: the DEK re-wrapped under a new KEK from this provider (by its name in
     /// the server's configuration). Metadata only; the reply comes once it is done.
     ShallowRekey {
@@ -51,7 +67,7 @@ pub enum Request {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct JobView {
-    /// What the job does ("deep rekey").
+    /// What the job does ("deep rekey", "encryption" or "decryption").
     pub kind: String,
     /// `running`, `failed` (stopped by an error; a new request takes it up) or `done`.
     pub state: String,

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use vmcrypt_core::disk::JobKind;
 use vmcrypt_core::provider::ProviderRegistry;
 use vmcrypt_core::{EncryptedDisk, Error};
 
@@ -184,26 +185,15 @@ impl<'a> ControlServer<'a> {
     fn handle(&self, req: &Request) -> Reply {
         match req {
             Request::Status => self.reply(),
-            Request::DeepRekey { rate } => {
-                let rate = Rate::from_request(*rate);
-                let (job, _) = self.runner.views();
-                let started = match job {
-                    // A job under way (taken up from its journal, or stopped by an error):
-                    // go on with it at the rate asked for.
-                    Some(_) => Ok(()),
-                    None => self.disk.start_deep_rekey(self.registry),
-                };
-                match started {
-                    Ok(()) => {
-                        self.runner.go(rate);
-                        self.reply()
-                    }
-                    Err(e) => {
-                        tracing::warn!(disk = %self.name.display(), "online deep rekey not started: {}", vmcrypt_core::error_line(&e));
-                        self.failed(&e)
-                    }
-                }
-            }
+            Request::DeepRekey { rate } => self.start(JobKind::DeepRekey, *rate, || {
+                self.disk.start_deep_rekey(self.registry)
+            }),
+            Request::Encrypt { provider, rate } => self.start(JobKind::Encrypt, *rate, || {
+                self.disk.start_encrypt(self.registry, provider)
+            }),
+            Request::Decrypt { rate } => self.start(JobKind::Decrypt, *rate, || {
+                self.disk.start_decrypt(self.registry)
+            }),
             Request::ShallowRekey { provider } => {
                 match self.disk.rekey_shallow(self.registry, provider) {
                     Ok(r) => {
@@ -215,6 +205,39 @@ impl<'a> ControlServer<'a> {
                         self.failed(&e)
                     }
                 }
+            }
+        }
+    }
+}
+
+impl ControlServer<'_> {
+    /// Starts an online job of `kind` with `start` and has the job thread run it at `rate`;
+    /// a job of that kind under way already (taken up from its journal, or stopped by an
+    /// error) goes on at the rate asked for; one of another kind is left alone and refused.
+    fn start(
+        &self,
+        kind: JobKind,
+        rate: Option<u64>,
+        start: impl FnOnce() -> vmcrypt_core::Result<()>,
+    ) -> Reply {
+        let started = match self.disk.job() {
+            Some(j) if j.kind == kind => Ok(()),
+            Some(j) => Err(Error::input(format!(
+                "an online {} is under way: it must end before an online {} can start (`vmcrypt jobs {}` shows it)",
+                j.kind.as_str(),
+                kind.as_str(),
+                self.name.display()
+            ))),
+            None => start(),
+        };
+        match started {
+            Ok(()) => {
+                self.runner.go(Rate::from_request(rate));
+                self.reply()
+            }
+            Err(e) => {
+                tracing::warn!(disk = %self.name.display(), "online {} not started: {}", kind.as_str(), vmcrypt_core::error_line(&e));
+                self.failed(&e)
             }
         }
     }
