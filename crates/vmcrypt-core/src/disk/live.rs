@@ -15,8 +15,6 @@
 //! Holes (crate::holes): an all-zero unit on disk reads as zeros; [`EncryptedDisk::discard`]
 //! and [`EncryptedDisk::write_zeroes`] punch holes for the whole units they cover.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
@@ -32,9 +30,12 @@ use crate::provider::ProviderRegistry;
 use crate::{Error, Result, holes};
 
 mod cipher;
+mod files;
 mod job;
 mod route;
 mod shallow;
+#[doc(hidden)]
+pub use files::{Files, OnDisk, Store};
 pub use job::{CONTROL_EXT, JobKind, JobStatus, ONLINE_WINDOW, control_path};
 pub use route::Route;
 
@@ -109,7 +110,10 @@ pub struct EncryptedDisk {
     _lock: DiskLock,
     path: PathBuf,
     payload_path: PathBuf,
-    file: File,
+    /// The payload file (a simulated store in the power-loss tests).
+    payload: Store,
+    /// Where the payload and the journal are opened.
+    files: std::sync::Arc<dyn Files>,
     /// The metadata and the online job, if any.
     control: Mutex<job::Control>,
     /// The key of each unit (two during an online job), and the gate of the job's window.
@@ -145,6 +149,25 @@ impl EncryptedDisk {
 
     /// [`EncryptedDisk::open`] with the KEKs of a job that may have fetched them already.
     pub(crate) fn open_with(path: &Path, ring: &KeyRing<'_>) -> Result<EncryptedDisk> {
+        Self::open_in(path, ring, std::sync::Arc::new(OnDisk))
+    }
+
+    /// [`EncryptedDisk::open`] with the payload and the journal in `files` (the power-loss
+    /// tests' simulated stores).
+    #[doc(hidden)]
+    pub fn open_on(
+        path: &Path,
+        registry: &dyn ProviderRegistry,
+        files: std::sync::Arc<dyn Files>,
+    ) -> Result<EncryptedDisk> {
+        Self::open_in(path, &KeyRing::new(registry), files)
+    }
+
+    fn open_in(
+        path: &Path,
+        ring: &KeyRing<'_>,
+        files: std::sync::Arc<dyn Files>,
+    ) -> Result<EncryptedDisk> {
         let (lock, disk) = super::open_for_job(path)?;
         // A journal beside a disk with no job recorded is left by a start that crashed.
         let disk = super::cleanup::clear_unrecorded_job(disk)?;
@@ -155,22 +178,19 @@ impl EncryptedDisk {
                 None,
             ),
             s if s.is_online() => {
-                let sides = job::recorded_job(&disk, ring)?;
+                let sides = job::recorded_job(&disk, ring, files.as_ref())?;
                 (sides.old, Some((sides.new, sides.job)))
             }
             other => return Err(Error::job_under_way(path, other.as_str())),
         };
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(disk.payload_path())
-            .map_err(Error::io("open", disk.payload_path()))?;
+        let payload = files.open_payload(disk.payload_path())?;
         tracing::info!(disk = %path.display(), bytes = meta.identity.payload_size, "disk open for live I/O");
         let mut opened = EncryptedDisk {
             _lock: lock,
             path: path.to_path_buf(),
             payload_path: disk.payload_path().to_path_buf(),
-            file,
+            payload,
+            files,
             control: Mutex::new(job::Control { disk, job: None }),
             keys: Router::new(current),
             unit: meta.identity.sector_size,
@@ -195,6 +215,15 @@ impl EncryptedDisk {
     /// encrypted disk (serve it with its key) or a payload that is empty or not whole
     /// 512-byte blocks; [`Error::Io`].
     pub fn open_plaintext(path: &Path) -> Result<EncryptedDisk> {
+        Self::open_plaintext_on(path, std::sync::Arc::new(OnDisk))
+    }
+
+    /// [`EncryptedDisk::open_plaintext`] with the payload and the journal in `files`.
+    #[doc(hidden)]
+    pub fn open_plaintext_on(
+        path: &Path,
+        files: std::sync::Arc<dyn Files>,
+    ) -> Result<EncryptedDisk> {
         let (lock, disk) = super::open_for_job(path)?;
         let disk = super::cleanup::clear_unrecorded_job(disk)?;
         if let Some(meta) = disk.encryption() {
@@ -211,17 +240,14 @@ impl EncryptedDisk {
                 path.display()
             )));
         }
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(disk.payload_path())
-            .map_err(Error::io("open", disk.payload_path()))?;
+        let payload = files.open_payload(disk.payload_path())?;
         tracing::info!(disk = %path.display(), bytes = len, "plaintext disk open for live I/O");
         Ok(EncryptedDisk {
             _lock: lock,
             path: path.to_path_buf(),
             payload_path: disk.payload_path().to_path_buf(),
-            file,
+            payload,
+            files,
             base: disk.payload_offset(),
             control: Mutex::new(job::Control { disk, job: None }),
             keys: Router::new(cipher::UnitCipher::Plain),
@@ -365,9 +391,7 @@ impl EncryptedDisk {
     /// [`Error::Io`]; a failed flush is never retried (the page cache may have dropped the
     /// data), it is reported.
     pub fn flush(&self) -> Result<()> {
-        self.file
-            .sync_data()
-            .map_err(Error::io("fsync", &self.payload_path))
+        self.payload.sync()
     }
 
     /// Splits `len` bytes at `offset` into the unit covered in part at the start, the whole
@@ -443,9 +467,7 @@ impl EncryptedDisk {
                 .enumerate()
                 .try_for_each(|(i, piece)| {
                     let base = at + (i * WINDOW_PIECE) as u64;
-                    self.file
-                        .read_exact_at(piece, self.base + base)
-                        .map_err(Error::io("read", &self.payload_path))?;
+                    self.payload.read_at(piece, self.base + base)?;
                     holes::for_each_data_run(piece, self.unit, |run, o| {
                         let o = base + o as u64;
                         old.decrypt_sectors(run, o, self.unit)?;
@@ -577,9 +599,7 @@ impl EncryptedDisk {
 
     /// Reads whole units at guest offset `at` and decrypts them; holes read as zeros.
     fn read_units(&self, r: &Route<'_>, buf: &mut [u8], at: u64) -> Result<()> {
-        self.file
-            .read_exact_at(buf, self.base + at)
-            .map_err(Error::io("read", &self.payload_path))?;
+        self.payload.read_at(buf, self.base + at)?;
         r.each_key(at, buf.len(), |run, at, key| {
             key.open_units(&mut buf[run], at, self.unit)
         })
@@ -615,9 +635,7 @@ impl EncryptedDisk {
     }
 
     fn write_raw(&self, bytes: &[u8], at: u64) -> Result<()> {
-        self.file
-            .write_all_at(bytes, self.base + at)
-            .map_err(Error::io("write", &self.payload_path))
+        self.payload.write_at(bytes, self.base + at)
     }
 
     fn write_zero_bytes(&self, at: u64, len: u64, scratch: &mut Scratch) -> Result<()> {
@@ -634,8 +652,7 @@ impl EncryptedDisk {
 
     /// Punches a hole; false when the file system cannot.
     fn punch(&self, at: u64, len: u64) -> Result<bool> {
-        holes::punch(&self.file, self.base + at, len)
-            .map_err(Error::io("punch a hole in", &self.payload_path))
+        self.payload.punch(self.base + at, len)
     }
 
     /// Checks a range; returns its length.

@@ -44,6 +44,8 @@ pub use live::{
     CONTROL_EXT, EncryptedDisk, JobKind, JobStatus, MIN_BLOCK, ONLINE_WINDOW, Route, Scratch,
     control_path,
 };
+#[doc(hidden)]
+pub use live::{Files, OnDisk, Store};
 pub use meta::{DiskFormat, DiskState, EncryptionMeta};
 pub(crate) use owner::{check_inside_folder, lock_files, open_for_job};
 pub use owner::{dangerous_allow_outside_folder, lock_for_job};

@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use super::EncryptedDisk;
-use std::os::unix::fs::FileExt;
 
 use crate::provider::KeyProvider;
 use crate::provider::native::NativeProvider;
@@ -41,7 +40,7 @@ pub(super) fn disk_with(
 /// The payload as stored, deciphered with `key` (holes as zeros).
 pub(super) fn deciphered(disk: &EncryptedDisk, key: &crate::secret::Schedule) -> Vec<u8> {
     let mut raw = vec![0u8; disk.len() as usize];
-    disk.file.read_exact_at(&mut raw, disk.base).expect("raw");
+    disk.payload.read_at(&mut raw, disk.base).expect("raw");
     crate::holes::decrypt(key, &mut raw, 0, disk.unit).expect("decipher");
     raw
 }

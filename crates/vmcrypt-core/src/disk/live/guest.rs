@@ -13,8 +13,6 @@
 //! (a 512-byte write into a 4096-byte unit) goes through `read_at`/`write_at`, which
 //! read-modify-write.
 
-use std::os::unix::fs::FileExt;
-
 use vm_memory::bitmap::BitmapSlice;
 use vm_memory::volatile_memory::VolatileSlice;
 use zeroize::Zeroizing;
@@ -86,9 +84,8 @@ impl EncryptedDisk {
         self.check_route(route, offset, len)?;
         sealed.len = 0;
         sealed.pos = 0;
-        self.file
-            .read_exact_at(&mut sealed.buf[..len], self.base + offset)
-            .map_err(Error::io("read", &self.payload_path))?;
+        self.payload
+            .read_at(&mut sealed.buf[..len], self.base + offset)?;
         sealed.at = offset;
         sealed.len = len;
         Ok(())

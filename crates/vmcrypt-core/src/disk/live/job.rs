@@ -31,12 +31,13 @@ use std::path::PathBuf;
 
 use super::EncryptedDisk;
 use super::cipher::UnitCipher;
+use super::files::{Files, Store};
 use crate::disk::inplace::{job_id_of, journal_path};
 use crate::disk::rekey_deep::{rekey_keys, rekey_result};
 use crate::disk::{Disk, DiskIdentity, DiskState, EncryptionMeta};
+use crate::engine::Transform;
 pub use crate::engine::online::JobKind;
 use crate::engine::online::OnlineJournal;
-use crate::engine::{FileStorage, Storage, Transform};
 use crate::keysafe::{Binding, DiskBinding, KeyRing, KeySafe};
 use crate::provider::{KeyPurpose, ProviderRegistry};
 use crate::secret::{Dek, random_fill, random_uuid};
@@ -84,7 +85,7 @@ pub(super) struct Control {
 pub(super) struct OnlineJob {
     kind: JobKind,
     journal: OnlineJournal,
-    store: FileStorage,
+    store: Store,
     jpath: PathBuf,
     running: EncryptionMeta,
     /// The window being rewritten (ciphertext only).
@@ -116,7 +117,7 @@ fn kind_of(state: DiskState) -> Option<JobKind> {
 /// Takes up the online job recorded in `disk`'s metadata (an online state): its keys, the
 /// journal, where the job stood. The caller routes by the old side and then resumes the
 /// job's boundary.
-pub(super) fn recorded_job(disk: &Disk, ring: &KeyRing<'_>) -> Result<Sides> {
+pub(super) fn recorded_job(disk: &Disk, ring: &KeyRing<'_>, files: &dyn Files) -> Result<Sides> {
     let meta = disk.require_encrypted()?.clone();
     let kind = kind_of(meta.state)
         .ok_or_else(|| Error::job_under_way(disk.path(), meta.state.as_str()))?;
@@ -150,7 +151,7 @@ pub(super) fn recorded_job(disk: &Disk, ring: &KeyRing<'_>) -> Result<Sides> {
         }
     };
     let jpath = journal_path(disk.payload_path());
-    let store = FileStorage::open_no_follow(&jpath).map_err(|_| Error::Integrity {
+    let store = files.open_journal(&jpath).map_err(|_| Error::Integrity {
         path: jpath.clone(),
         reason: format!(
             "an online {} is recorded but its journal cannot be opened",
@@ -162,7 +163,7 @@ pub(super) fn recorded_job(disk: &Disk, ring: &KeyRing<'_>) -> Result<Sides> {
         keys,
         unit_of(&meta),
         meta.identity.payload_size,
-        &store,
+        &*store,
     )?;
     let buf = vec![0u8; journal.window() as usize];
     Ok(Sides {
@@ -431,18 +432,18 @@ impl EncryptedDisk {
         // 2. The journal.
         let disk = &mut control.disk;
         let jpath = journal_path(disk.payload_path());
-        let store = FileStorage::create(&jpath)?;
+        let store = self.files.create_journal(&jpath)?;
         if let Err(e) = store
             .set_len(journal.journal_len())
-            .and_then(|()| journal.begin(&store))
+            .and_then(|()| journal.begin(&*store))
         {
-            let _ = crate::fsutil::remove_durable(&jpath);
+            let _ = self.files.remove_journal(&jpath);
             return Err(e);
         }
         crate::failpoint::hit("online-journal-created");
         // 3. The job, recorded.
         if let Err(e) = disk.write_meta(Some(&running)) {
-            let _ = crate::fsutil::remove_durable(&jpath);
+            let _ = self.files.remove_journal(&jpath);
             return Err(e);
         }
         crate::failpoint::hit("online-job-recorded");
@@ -488,7 +489,7 @@ impl EncryptedDisk {
         let Some(j) = job.as_mut() else {
             return Ok(false);
         };
-        if self.window_step(&j.journal, &j.store, &mut j.buf)? {
+        if self.window_step(&j.journal, &*j.store, &mut j.buf)? {
             return Ok(true);
         }
         // 5. The result: every unit is under the new side now.
@@ -505,7 +506,7 @@ impl EncryptedDisk {
         crate::failpoint::hit("online-meta-final");
         self.finish_windows()?;
         // 6. The journal.
-        crate::fsutil::remove_durable(&j.jpath)?;
+        self.files.remove_journal(&j.jpath)?;
         tracing::info!(disk = %self.path.display(), job = j.kind.as_str(), generation = after.as_ref().map(|m| m.generation), "online job done");
         *job = None;
         Ok(false)
@@ -513,7 +514,7 @@ impl EncryptedDisk {
 
     /// Takes up a recorded job (opened by [`recorded_job`]) before the disk is served.
     pub(super) fn resume_job(&mut self, new: UnitCipher, job: OnlineJob) -> Result<()> {
-        self.resume_windows(job.kind, new, &job.journal, &job.store)?;
+        self.resume_windows(job.kind, new, &job.journal, &*job.store)?;
         self.control
             .get_mut()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
