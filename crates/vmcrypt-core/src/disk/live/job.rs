@@ -216,12 +216,9 @@ impl EncryptedDisk {
         registry: &dyn ProviderRegistry,
         window: u64,
     ) -> Result<()> {
-        let mut control = self.control();
-        self.refuse_second_job(&control)?;
+        let (mut control, meta) =
+            self.settled_for_job("rekey the VM (`vmcrypt vm rekey VMX --deep`)")?;
         let disk = &mut control.disk;
-        disk.check_meta_room()?;
-        let meta = disk.require_settled()?.clone();
-        self.refuse_shallow_and_vm(&meta, "rekey the VM (`vmcrypt vm rekey VMX --deep`)")?;
         // 1. The new DEK, wrapped beside the old one, and back through the provider.
         let ring = KeyRing::new(registry);
         let old = disk.open_key(&ring)?;
@@ -352,12 +349,9 @@ impl EncryptedDisk {
         registry: &dyn ProviderRegistry,
         window: u64,
     ) -> Result<()> {
-        let mut control = self.control();
-        self.refuse_second_job(&control)?;
+        let (mut control, meta) =
+            self.settled_for_job("decrypt the VM (`vmcrypt vm decrypt VMX`)")?;
         let disk = &mut control.disk;
-        disk.check_meta_room()?;
-        let meta = disk.require_settled()?.clone();
-        self.refuse_shallow_and_vm(&meta, "decrypt the VM (`vmcrypt vm decrypt VMX`)")?;
         if meta.identity.payload_offset != 0 {
             return Err(Error::input(format!(
                 "{}: its payload starts {} bytes into {} (an offline in-place encryption moved it there), and an online decryption cannot move it back; stop the server and run `vmcrypt decrypt --in-place` offline, or decrypt a copy with --output",
@@ -395,9 +389,17 @@ impl EncryptedDisk {
         }
     }
 
-    /// Refuses a job on a disk with a shallow rekey under way, or of a VM (`vm_advice`: what
-    /// to do instead, while the VM is powered off).
-    fn refuse_shallow_and_vm(&self, meta: &EncryptionMeta, vm_advice: &str) -> Result<()> {
+    /// The metadata of an encrypted disk about to start a job, under the control lock: no
+    /// job under way, room in the metadata file, no offline job, no shallow rekey under way,
+    /// not a disk of a VM (`vm_advice`: what to do instead, while the VM is powered off).
+    fn settled_for_job(
+        &self,
+        vm_advice: &str,
+    ) -> Result<(std::sync::MutexGuard<'_, Control>, EncryptionMeta)> {
+        let control = self.control();
+        self.refuse_second_job(&control)?;
+        control.disk.check_meta_room()?;
+        let meta = control.disk.require_settled()?.clone();
         if meta.rekey_generation.is_some() {
             return Err(Error::input(format!(
                 "{} has a shallow rekey under way: finish it first",
@@ -410,7 +412,7 @@ impl EncryptedDisk {
                 advice: format!("{vm_advice} while it is powered off"),
             });
         }
-        Ok(())
+        Ok((control, meta))
     }
 
     /// Steps 2 and 3 of the module docs, and the job handed to the router.
