@@ -44,3 +44,23 @@ pub(super) fn deciphered(disk: &EncryptedDisk, key: &crate::secret::Schedule) ->
     crate::holes::decrypt(key, &mut raw, 0, disk.unit).expect("decipher");
     raw
 }
+
+/// Runs `f` with a crash injected at failpoint `point` (it must come).
+pub(super) fn crash_in<T>(point: &'static str, f: impl FnOnce() -> T) {
+    use crate::failpoint::CRASH_AT;
+    CRASH_AT.with(|c| c.set(Some(point)));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    CRASH_AT.with(|c| c.set(None));
+    assert!(r.is_err(), "crashed at {point}");
+}
+
+/// The image decrypted offline to a file: what every later tool sees.
+pub(super) fn decrypted(dir: &std::path::Path, img: &std::path::Path) -> Vec<u8> {
+    let out = dir.join("plain.img");
+    let _ = std::fs::remove_file(&out);
+    DiskJob::decrypt(img)
+        .output(&out)
+        .run(&registry(dir), &NoProgress, &AtomicBool::new(false))
+        .expect("decrypt");
+    std::fs::read(out).expect("read")
+}

@@ -5,17 +5,15 @@
 //! plaintext with no metadata, served on as it is. What cannot be done online is refused
 //! before anything changes.
 
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use vmcrypt_xts::SectorSize;
 
-use super::fixture::{disk_with, registry};
+use super::fixture::{crash_in, decrypted, disk_with, registry};
 use super::{EncryptedDisk, Scratch};
 use crate::disk::inplace::journal_path;
 use crate::disk::{Disk, DiskState, sidecar_path};
-use crate::failpoint::CRASH_AT;
 use crate::provider::KeyProvider;
 use crate::provider::native::NativeProvider;
 use crate::{DiskJob, NoProgress, Result};
@@ -33,23 +31,6 @@ fn meta_state(img: &std::path::Path) -> Option<(DiskState, u64, u64, usize)> {
             m.keys().len(),
         )
     })
-}
-
-fn crash_in<T>(point: &'static str, f: impl FnOnce() -> T) {
-    CRASH_AT.with(|c| c.set(Some(point)));
-    let r = std::panic::catch_unwind(AssertUnwindSafe(f));
-    CRASH_AT.with(|c| c.set(None));
-    assert!(r.is_err(), "crashed at {point}");
-}
-
-fn decrypted(dir: &std::path::Path, img: &std::path::Path) -> Vec<u8> {
-    let out = dir.join("plain.img");
-    let _ = std::fs::remove_file(&out);
-    DiskJob::decrypt(img)
-        .output(&out)
-        .run(&registry(dir), &NoProgress, &AtomicBool::new(false))
-        .expect("decrypt");
-    std::fs::read(out).expect("read")
 }
 
 /// Writes into the window just done and one ahead, into `model`.

@@ -3,17 +3,15 @@
 //! finished by `resume`), the result recorded; and a provider failing before the new key is
 //! held, which leaves the disk as it was.
 
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use vmcrypt_xts::SectorSize;
 
-use super::fixture::{disk_with, registry};
+use super::fixture::{crash_in, decrypted, disk_with, registry};
 use super::{EncryptedDisk, Scratch};
 use crate::disk::inplace::journal_path;
 use crate::disk::{Disk, DiskState};
-use crate::failpoint::CRASH_AT;
 use crate::provider::KeyProvider;
 use crate::{DiskJob, NoProgress, Result};
 
@@ -24,24 +22,6 @@ fn state(img: &std::path::Path) -> (DiskState, u64, usize) {
     let d = Disk::open(img).expect("disk");
     let m = d.encryption().expect("encrypted");
     (m.state, m.generation, m.keys().len())
-}
-
-fn crash_in<T>(point: &'static str, f: impl FnOnce() -> T) {
-    CRASH_AT.with(|c| c.set(Some(point)));
-    let r = std::panic::catch_unwind(AssertUnwindSafe(f));
-    CRASH_AT.with(|c| c.set(None));
-    assert!(r.is_err(), "crashed at {point}");
-}
-
-/// The image decrypted offline to a file: what every later tool sees.
-fn decrypted(dir: &std::path::Path, img: &std::path::Path) -> Vec<u8> {
-    let out = dir.join("plain.img");
-    let _ = std::fs::remove_file(&out);
-    DiskJob::decrypt(img)
-        .output(&out)
-        .run(&registry(dir), &NoProgress, &AtomicBool::new(false))
-        .expect("decrypt");
-    std::fs::read(out).expect("read")
 }
 
 #[test]
