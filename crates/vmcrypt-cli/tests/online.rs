@@ -192,6 +192,45 @@ fn qemu_io_writes_through_an_online_encrypt_and_an_online_decrypt_killed_in_the_
     );
 }
 
+/// A disk encrypted in place offline (its payload moved up by a shift of the whole disk) is
+/// decrypted by its server while qemu-io writes and verifies: the plaintext is moved back to
+/// the start of the file window by window, and the file ends as exactly what the client
+/// wrote, cut to the disk's size.
+#[test]
+fn qemu_io_writes_through_an_online_decrypt_that_moves_the_payload_back() {
+    let e = Env::new();
+    let plain = e.raw_image("d.img", LEN);
+    let mut model = std::fs::read(&plain).expect("plain");
+    e.ok(&["encrypt", "d.img", "--in-place"]);
+    let meta = json(&e.ok(&["--json", "inspect", "d.img"]));
+    let shift = meta["payload_offset"].as_u64().expect("offset");
+    assert!(shift >= MIB, "moved up: {meta}");
+    assert_eq!(std::fs::metadata(&plain).expect("file").len(), shift + LEN);
+    let mut rng = Rng(0x3c6e_f372_fe94_f82b);
+    let mut n = 0;
+    let server = Served::start(&e, "d.img", &[]);
+    let uri = server.uri();
+    let r = spawn(
+        &e,
+        &["--json", "decrypt", "d.img", "--in-place", "--rate", "12"],
+    );
+    let report = job_while_writing(r, &uri, &mut rng, &mut model, &mut n);
+    assert_eq!(report["operation"], "decrypt", "{report}");
+    assert_eq!(report["server_pid"], server.child.id());
+    assert_eq!(report["bytes"], LEN);
+    assert!(!e.path("d.img.vmcrypt").exists(), "no metadata");
+    for _ in 0..3 {
+        round(&uri, &mut rng, &mut model, n);
+        n += 1;
+    }
+    server.stop();
+    assert_eq!(std::fs::metadata(&plain).expect("file").len(), LEN, "cut");
+    assert!(
+        std::fs::read(&plain).expect("file") == model,
+        "the plaintext file is what the client wrote"
+    );
+}
+
 /// Client rounds until `child` (which may end at once) ends well.
 fn job_or_quick(mut child: Child, uri: &str, rng: &mut Rng, model: &mut [u8], n: &mut u64) {
     write_while_running(&mut child, uri, rng, model, n);

@@ -5,7 +5,9 @@
 //! payload and done mark, and the guest's flushes between windows), with guest writes into
 //! the window just done, the next one and far ahead. After each, the disk is served again
 //! (which takes the job up), the job is finished, and a fresh open must read every write the
-//! guest flushed, under the key the metadata ends with.
+//! guest flushed, under the key the metadata ends with. Decryption is run twice: of a payload
+//! at the start of its file, and of one an offline in-place encryption moved up a window,
+//! which the job moves back (each window written a window lower, the file cut at the end).
 //!
 //! The metadata is written to real files (atomically and durably at once, as a power cut
 //! leaves them: old or new); the failpoint tests of `disk/live` crash between those steps.
@@ -18,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use vmcrypt_core::disk::{Disk, DiskState, Files, Store};
 use vmcrypt_core::provider::native::NativeProvider;
 use vmcrypt_core::provider::{KeyProvider, ProviderRegistry};
-use vmcrypt_core::{DiskJob, EncryptedDisk, NoProgress, Result, Scratch, SectorSize};
+use vmcrypt_core::{DiskJob, EncryptedDisk, NoProgress, Result, Scratch, SectorSize, Tuning};
 
 mod sim;
 use sim::*;
@@ -75,6 +77,8 @@ enum Kind {
     Rekey,
     Encrypt,
     Decrypt,
+    /// The decryption of a payload moved up by one window.
+    DecryptMoved,
 }
 
 /// A disk in a folder of its own, as the job starts: the payload's bytes (for the machine),
@@ -105,6 +109,16 @@ impl Case {
         let p = dir.join("p.img");
         std::fs::write(&p, &plain).expect("write");
         let img = if kind == Kind::Encrypt {
+            p
+        } else if kind == Kind::DecryptMoved {
+            DiskJob::encrypt(&p)
+                .provider("native")
+                .sector_size(SectorSize::S4096)
+                .tuning(Tuning::default().chunk(Some(WINDOW)))
+                .run(&registry(&dir), &NoProgress, &AtomicBool::new(false))
+                .expect("encrypt in place");
+            let moved = Disk::open(&p).expect("disk").payload_offset();
+            assert_eq!(moved, WINDOW, "moved up a window");
             p
         } else {
             let e = dir.join("e.img");
@@ -154,7 +168,7 @@ impl Case {
         match self.kind {
             Kind::Rekey => disk.start_deep_rekey(&reg),
             Kind::Encrypt => disk.start_encrypt(&reg, "native"),
-            Kind::Decrypt => disk.start_decrypt(&reg),
+            Kind::Decrypt | Kind::DecryptMoved => disk.start_decrypt(&reg),
         }
     }
 }
@@ -250,10 +264,11 @@ fn run(case: &Case, crash: Option<usize>, seed: u64) -> usize {
         "{:?}, crash at sync {crash:?} of {syncs}: a flushed sector differs (512-byte sector index)",
         case.kind
     );
-    if case.kind == Kind::Decrypt {
-        // Plaintext on the medium itself.
+    if matches!(case.kind, Kind::Decrypt | Kind::DecryptMoved) {
+        // Plaintext on the medium itself, at the start of the file, which ends with the
+        // payload.
         let mut raw = lock(&m).stores[0].durable.clone();
-        raw.truncate(DISK);
+        assert_eq!(raw.len(), DISK, "{crash:?}: the file ends with the payload");
         for r in &unsure {
             raw[r.clone()].fill(0);
         }
@@ -280,20 +295,27 @@ fn final_state(case: &Case) -> Option<(DiskState, u64, usize)> {
     match case.kind {
         Kind::Rekey => Some((DiskState::Encrypted, 2, 1)),
         Kind::Encrypt => Some((DiskState::Encrypted, 1, 1)),
-        Kind::Decrypt => None,
+        Kind::Decrypt | Kind::DecryptMoved => None,
     }
 }
 
 #[test]
 fn power_loss_at_every_sync_point_of_online_jobs_keeps_every_flushed_write() {
     let mut cases = 0;
-    for kind in [Kind::Rekey, Kind::Encrypt, Kind::Decrypt] {
+    for kind in [
+        Kind::Rekey,
+        Kind::Encrypt,
+        Kind::Decrypt,
+        Kind::DecryptMoved,
+    ] {
         let case = Case::new(kind);
         let syncs = run(&case, None, 1);
-        // The journal's header, three syncs per window (slot, payload, done mark) and the
-        // guest's three flushes before each window and before the job's end.
+        // The journal's header, three syncs per window (slot, payload, done mark), the
+        // guest's three flushes before each window and before the job's end, and moved, the
+        // cut of the file.
         let windows = (DISK as u64 / WINDOW) as usize;
-        assert_eq!(syncs, 1 + 3 * windows + 3 * (windows + 1), "{kind:?}");
+        let cut = usize::from(kind == Kind::DecryptMoved);
+        assert_eq!(syncs, 1 + 3 * windows + 3 * (windows + 1) + cut, "{kind:?}");
         for k in 1..=syncs {
             for seed in [0x9e37_79b9_7f4a_7c15u64, 0xd1b5_4a32_d192_ed03] {
                 run(&case, Some(k), seed ^ k as u64);
@@ -303,5 +325,5 @@ fn power_loss_at_every_sync_point_of_online_jobs_keeps_every_flushed_write() {
         eprintln!("{kind:?}: {syncs} sync points");
     }
     eprintln!("{cases} power-loss cases");
-    assert!(cases >= 3 * 2 * 13);
+    assert!(cases >= 4 * 2 * 28);
 }

@@ -51,7 +51,7 @@ mod online_job_tests;
 mod online_tests;
 #[cfg(test)]
 mod plaintext_tests;
-use route::Router;
+use route::{Router, Side};
 
 #[cfg(feature = "guest-memory")]
 mod guest;
@@ -119,8 +119,6 @@ pub struct EncryptedDisk {
     /// The key of each unit (two during an online job), and the gate of the job's window.
     keys: Router,
     unit: SectorSize,
-    /// Where the payload starts in its file.
-    base: u64,
     len: u64,
     partial: [Mutex<()>; STRIPES],
 }
@@ -174,7 +172,10 @@ impl EncryptedDisk {
         let meta = disk.require_encrypted()?.clone();
         let (current, job) = match meta.state {
             DiskState::Encrypted => (
-                cipher::UnitCipher::Xts(disk.open_key(ring)?.secret.xts()?),
+                Side {
+                    cipher: cipher::UnitCipher::Xts(disk.open_key(ring)?.secret.xts()?),
+                    base: meta.identity.payload_offset,
+                },
                 None,
             ),
             s if s.is_online() => {
@@ -194,7 +195,6 @@ impl EncryptedDisk {
             control: Mutex::new(job::Control { disk, job: None }),
             keys: Router::new(current),
             unit: meta.identity.sector_size,
-            base: meta.identity.payload_offset,
             len: meta.identity.payload_size,
             partial: std::array::from_fn(|_| Mutex::new(())),
         };
@@ -248,9 +248,11 @@ impl EncryptedDisk {
             payload_path: disk.payload_path().to_path_buf(),
             payload,
             files,
-            base: disk.payload_offset(),
+            keys: Router::new(Side {
+                cipher: cipher::UnitCipher::Plain,
+                base: disk.payload_offset(),
+            }),
             control: Mutex::new(job::Control { disk, job: None }),
-            keys: Router::new(cipher::UnitCipher::Plain),
             unit: SectorSize::S512,
             len,
             partial: std::array::from_fn(|_| Mutex::new(())),
@@ -324,10 +326,11 @@ impl EncryptedDisk {
                     let sealed = &mut scratch.buf[..step.len()];
                     sealed.copy_from_slice(step);
                     let off = at + (i * size) as u64;
-                    r.each_key(off, step.len(), |run, at, key| {
-                        key.encrypt_sectors(&mut sealed[run], at, self.unit)
+                    r.each_side(off, step.len(), |run, at, side| {
+                        let bytes = &mut sealed[run];
+                        side.cipher.encrypt_sectors(bytes, at, self.unit)?;
+                        self.payload.write_at(bytes, side.base + at)
                     })?;
-                    self.write_raw(sealed, off)?;
                 }
                 Ok(())
             } else {
@@ -356,8 +359,8 @@ impl EncryptedDisk {
         self.for_each_part(offset, len, |at, range, whole| {
             let n = (range.end - range.start) as u64;
             if whole {
-                if allocate || !self.punch(at, n)? {
-                    self.write_zero_bytes(at, n, scratch)?;
+                if allocate || !self.punch(&r, at, n)? {
+                    self.write_zero_bytes(&r, at, n, scratch)?;
                 }
                 Ok(())
             } else {
@@ -376,10 +379,10 @@ impl EncryptedDisk {
     pub fn discard(&self, offset: u64, len: u64) -> Result<()> {
         let len = self.check(offset, usize::try_from(len).unwrap_or(usize::MAX))?;
         // A hole is the same under any key, but the job's window must not change under it.
-        let _r = self.route(offset, len);
+        let r = self.route(offset, len);
         self.for_each_part(offset, len, |at, range, whole| {
             if whole {
-                self.punch(at, (range.end - range.start) as u64)?;
+                self.punch(&r, at, (range.end - range.start) as u64)?;
             }
             Ok(())
         })
@@ -431,7 +434,7 @@ impl EncryptedDisk {
     /// Starts an online job of `kind` towards `new`: from now on the units below the job's
     /// boundary (0 at first) are under `new`. Waits for the requests in flight. The caller
     /// records the job durably before the first window (the online job, issue 18).
-    pub(crate) fn begin_windows(&self, kind: JobKind, new: cipher::UnitCipher) {
+    pub(crate) fn begin_windows(&self, kind: JobKind, new: Side) {
         self.keys.begin(kind, new);
     }
 
@@ -459,19 +462,19 @@ impl EncryptedDisk {
         }
         let lock = self.keys.lock_window(at, at + len);
         let buf = &mut buf[..n];
-        lock.with_keys(|old, new| {
+        lock.with_sides(|old, new| {
             use rayon::prelude::*;
             // In pieces on every core, each read and reciphered in cache: guests that touch
             // the window wait for all of this.
             buf.par_chunks_mut(WINDOW_PIECE)
                 .enumerate()
                 .try_for_each(|(i, piece)| {
-                    let base = at + (i * WINDOW_PIECE) as u64;
-                    self.payload.read_at(piece, self.base + base)?;
+                    let from = at + (i * WINDOW_PIECE) as u64;
+                    self.payload.read_at(piece, old.base + from)?;
                     holes::for_each_data_run(piece, self.unit, |run, o| {
-                        let o = base + o as u64;
-                        old.decrypt_sectors(run, o, self.unit)?;
-                        new.encrypt_sectors(run, o, self.unit)?;
+                        let o = from + o as u64;
+                        old.cipher.decrypt_sectors(run, o, self.unit)?;
+                        new.cipher.encrypt_sectors(run, o, self.unit)?;
                         Ok(())
                     })
                 })
@@ -481,7 +484,8 @@ impl EncryptedDisk {
     }
 
     /// Writes a locked window's bytes under the new key (what [`EncryptedDisk::lock_window`]
-    /// put in `buf`) over the payload, durably (`fdatasync`), keeping its holes.
+    /// put in `buf`) over the payload at the new side's place, durably (`fdatasync`),
+    /// keeping its holes.
     ///
     /// # Errors
     /// [`Error::InvalidInput`] when `buf` is shorter than the window; I/O errors (the window
@@ -491,18 +495,27 @@ impl EncryptedDisk {
         let bytes = buf
             .get(..(end - at) as usize)
             .ok_or_else(|| Error::input("the window's bytes are shorter than the window"))?;
+        let (to, moved) = lock
+            .with_sides(|old, new| (new.base, old.base != new.base))
+            .ok_or_else(|| Error::input("no online job is under way"))?;
         use rayon::prelude::*;
-        // All-zero units are skipped: they read as zeros on the payload already (a hole, or
-        // zeros written), since the window was read while locked, and writing them would fill
-        // the disk's holes.
+        // In place, all-zero units are skipped: they read as zeros on the payload already (a
+        // hole, or zeros written), since the window was read while locked, and writing them
+        // would fill the disk's holes. Moved, the new place holds a done window's old bytes:
+        // zero units are punched there (or zeros written, where the file system cannot).
         bytes
             .par_chunks(WINDOW_PIECE)
             .enumerate()
             .try_for_each(|(i, piece)| {
-                let base = at + (i * WINDOW_PIECE) as u64;
-                holes::runs(piece, self.unit)
-                    .filter(|&(_, _, zero)| !zero)
-                    .try_for_each(|(a, b, _)| self.write_raw(&piece[a..b], base + a as u64))
+                let from = at + (i * WINDOW_PIECE) as u64;
+                holes::runs(piece, self.unit).try_for_each(|(a, b, zero)| -> Result<()> {
+                    let place = to + from + a as u64;
+                    let write = !zero || (moved && !self.payload.punch(place, (b - a) as u64)?);
+                    if write {
+                        self.payload.write_at(&piece[a..b], place)?;
+                    }
+                    Ok(())
+                })
             })?;
         self.flush()
     }
@@ -550,13 +563,13 @@ impl EncryptedDisk {
     pub(crate) fn resume_windows(
         &self,
         kind: JobKind,
-        new: cipher::UnitCipher,
+        new: Side,
         journal: &OnlineJournal,
         store: &dyn Storage,
     ) -> Result<()> {
         let r = journal.recover(store)?;
         if let Some((at, bytes)) = &r.replay {
-            self.write_raw(bytes, *at)?;
+            self.payload.write_at(bytes, new.base + *at)?;
             self.flush()?;
         }
         self.keys.resume(kind, new, r.boundary);
@@ -599,10 +612,17 @@ impl EncryptedDisk {
 
     /// Reads whole units at guest offset `at` and decrypts them; holes read as zeros.
     fn read_units(&self, r: &Route<'_>, buf: &mut [u8], at: u64) -> Result<()> {
-        self.payload.read_at(buf, self.base + at)?;
-        r.each_key(at, buf.len(), |run, at, key| {
-            key.open_units(&mut buf[run], at, self.unit)
+        r.each_side(at, buf.len(), |run, at, side| {
+            let bytes = &mut buf[run];
+            self.payload.read_at(bytes, side.base + at)?;
+            side.cipher.open_units(bytes, at, self.unit)
         })
+    }
+
+    /// Where guest offset 0 of the units outside a job is in the payload file (0 unless an
+    /// offline in-place encryption moved the payload).
+    pub(crate) fn base(&self) -> u64 {
+        self.keys.base()
     }
 
     /// Read-modify-writes the unit holding guest offset `at`, under its stripe's lock:
@@ -622,10 +642,11 @@ impl EncryptedDisk {
         let block = &mut scratch.buf[..n as usize];
         self.read_units(r, block, start)?;
         patch(block, from);
-        r.key(start, start + n)
+        r.side(start, start + n)
             .0
+            .cipher
             .encrypt_sectors(block, start, self.unit)?;
-        self.write_raw(block, start)
+        self.write_raw(r, block, start)
     }
 
     /// The start of the unit holding guest offset `at`, and `at`'s offset in it.
@@ -634,25 +655,42 @@ impl EncryptedDisk {
         (at - at % n, (at % n) as usize)
     }
 
-    fn write_raw(&self, bytes: &[u8], at: u64) -> Result<()> {
-        self.payload.write_at(bytes, self.base + at)
+    /// Writes bytes as they are (ciphertext, or zeros) at guest offset `at`, each run at its
+    /// side's place.
+    fn write_raw(&self, r: &Route<'_>, bytes: &[u8], at: u64) -> Result<()> {
+        r.each_side(at, bytes.len(), |run, at, side| {
+            self.payload.write_at(&bytes[run], side.base + at)
+        })
     }
 
-    fn write_zero_bytes(&self, at: u64, len: u64, scratch: &mut Scratch) -> Result<()> {
+    fn write_zero_bytes(
+        &self,
+        r: &Route<'_>,
+        at: u64,
+        len: u64,
+        scratch: &mut Scratch,
+    ) -> Result<()> {
         let step = scratch.buf.len() as u64;
         scratch.buf.fill(0);
         let mut done = 0;
         while done < len {
             let n = step.min(len - done);
-            self.write_raw(&scratch.buf[..n as usize], at + done)?;
+            self.write_raw(r, &scratch.buf[..n as usize], at + done)?;
             done += n;
         }
         Ok(())
     }
 
     /// Punches a hole; false when the file system cannot.
-    fn punch(&self, at: u64, len: u64) -> Result<bool> {
-        self.payload.punch(self.base + at, len)
+    fn punch(&self, r: &Route<'_>, at: u64, len: u64) -> Result<bool> {
+        let mut punched = true;
+        r.each_side(at, len as usize, |run, at, side| {
+            punched &= self
+                .payload
+                .punch(side.base + at, (run.end - run.start) as u64)?;
+            Ok(())
+        })?;
+        Ok(punched)
     }
 
     /// Checks a range; returns its length.

@@ -19,6 +19,14 @@ pub(super) fn registry(
     }
 }
 
+/// A side of an online job whose payload stays where `disk`'s is.
+pub(super) fn in_place(disk: &EncryptedDisk, cipher: super::cipher::UnitCipher) -> super::Side {
+    super::Side {
+        cipher,
+        base: disk.base(),
+    }
+}
+
 /// `plain` encrypted in `dir` with `unit`-byte data units, and opened for live I/O.
 pub(super) fn disk_with(
     dir: &std::path::Path,
@@ -40,7 +48,7 @@ pub(super) fn disk_with(
 /// The payload as stored, deciphered with `key` (holes as zeros).
 pub(super) fn deciphered(disk: &EncryptedDisk, key: &crate::secret::Schedule) -> Vec<u8> {
     let mut raw = vec![0u8; disk.len() as usize];
-    disk.payload.read_at(&mut raw, disk.base).expect("raw");
+    disk.payload.read_at(&mut raw, disk.base()).expect("raw");
     crate::holes::decrypt(key, &mut raw, 0, disk.unit).expect("decipher");
     raw
 }

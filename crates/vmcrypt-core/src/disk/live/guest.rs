@@ -84,8 +84,10 @@ impl EncryptedDisk {
         self.check_route(route, offset, len)?;
         sealed.len = 0;
         sealed.pos = 0;
-        self.payload
-            .read_at(&mut sealed.buf[..len], self.base + offset)?;
+        let buf = &mut sealed.buf[..len];
+        route.each_side(offset, len, |run, at, side| {
+            self.payload.read_at(&mut buf[run], side.base + at)
+        })?;
         sealed.at = offset;
         sealed.len = len;
         Ok(())
@@ -133,9 +135,14 @@ impl EncryptedDisk {
                 }
             } else {
                 let at = sealed.at + (from + i) as u64;
-                route.each_key(at, j - i, |run, at, key| {
+                route.each_side(at, j - i, |run, at, side| {
                     let dst = part.subslice(run.start, run.len()).map_err(guest_range)?;
-                    key.decrypt_sectors_into(&src[i + run.start..i + run.end], &dst, at, self.unit)
+                    side.cipher.decrypt_sectors_into(
+                        &src[i + run.start..i + run.end],
+                        &dst,
+                        at,
+                        self.unit,
+                    )
                 })?;
             }
             i = j;
@@ -168,9 +175,10 @@ impl EncryptedDisk {
         self.check_step(sealed, sealed.at, sealed.len + n)?;
         self.check_route(route, at, n)?;
         let dst = &mut sealed.buf[sealed.len..sealed.len + n];
-        route.each_key(at, n, |run, at, key| {
+        route.each_side(at, n, |run, at, side| {
             let src = src.subslice(run.start, run.len()).map_err(guest_range)?;
-            key.encrypt_sectors_from(&src, &mut dst[run], at, self.unit)
+            side.cipher
+                .encrypt_sectors_from(&src, &mut dst[run], at, self.unit)
         })?;
         sealed.len += n;
         Ok(())
@@ -184,7 +192,7 @@ impl EncryptedDisk {
     pub fn write_sealed(&self, route: &Route<'_>, sealed: &mut Sealed) -> Result<()> {
         let n = std::mem::take(&mut sealed.len);
         self.check_route(route, sealed.at, n)?;
-        self.write_raw(&sealed.buf[..n], sealed.at)
+        self.write_raw(route, &sealed.buf[..n], sealed.at)
     }
 
     /// A step must stay inside the range its route was let through for: an online job's

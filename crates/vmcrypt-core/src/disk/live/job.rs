@@ -26,12 +26,20 @@
 //!
 //! The data unit does not change in an online job: a guest's block size cannot change under
 //! it. An online encryption uses the 512-byte unit the plaintext disk is served with.
+//!
+//! The payload stays where it is, except in the decryption of a payload an offline in-place
+//! encryption moved up by its shift: there each window's plaintext is written at the
+//! payload's new place, offset 0, over the old bytes of windows already done (a window is
+//! at most the shift, so it never lands on bytes still needed), and the file is cut to the
+//! payload before the metadata is removed (step 5). Cut and not yet recorded, the journal
+//! still says every window is done, and the next open or `resume` records the result.
 
 use std::path::PathBuf;
 
 use super::EncryptedDisk;
 use super::cipher::UnitCipher;
 use super::files::{Files, Store};
+use super::route::Side;
 use crate::disk::inplace::{job_id_of, journal_path};
 use crate::disk::rekey_deep::{rekey_keys, rekey_result};
 use crate::disk::{Disk, DiskIdentity, DiskState, EncryptionMeta};
@@ -96,12 +104,21 @@ fn unit_of(meta: &EncryptionMeta) -> u32 {
     meta.identity.sector_size.bytes() as u32
 }
 
-/// What the units of a recorded job are under: before the boundary (`new`) and at or past it
-/// (`old`); and the journal's keys.
+/// The sides of a recorded job: before the boundary (`new`) and at or past it (`old`); and
+/// the job.
 pub(super) struct Sides {
-    pub(super) old: UnitCipher,
-    pub(super) new: UnitCipher,
+    pub(super) old: Side,
+    pub(super) new: Side,
     pub(super) job: OnlineJob,
+}
+
+/// Where the payload of a disk recorded in `meta` starts in its file once a job of `kind`
+/// is done: at 0 after a decryption, else where it is.
+fn new_base(kind: JobKind, meta: &EncryptionMeta) -> u64 {
+    match kind {
+        JobKind::Decrypt => 0,
+        JobKind::DeepRekey | JobKind::Encrypt => meta.identity.payload_offset,
+    }
 }
 
 /// The kind of job a disk's state records, if it records an online one.
@@ -165,10 +182,29 @@ pub(super) fn recorded_job(disk: &Disk, ring: &KeyRing<'_>, files: &dyn Files) -
         meta.identity.payload_size,
         &*store,
     )?;
+    let (from, to) = (meta.identity.payload_offset, new_base(kind, &meta));
+    // A window larger than the move would land on bytes still needed. The header is
+    // authenticated, so no job of vmcrypt's wrote this one.
+    if from != to && journal.window() > from - to {
+        return Err(Error::Integrity {
+            path: jpath,
+            reason: format!(
+                "its windows of {} bytes are larger than the {} bytes the payload moves by",
+                journal.window(),
+                from - to
+            ),
+        });
+    }
     let buf = vec![0u8; journal.window() as usize];
     Ok(Sides {
-        old,
-        new,
+        old: Side {
+            cipher: old,
+            base: from,
+        },
+        new: Side {
+            cipher: new,
+            base: to,
+        },
         job: OnlineJob {
             kind,
             journal,
@@ -195,7 +231,7 @@ struct Start<'a> {
     running: EncryptionMeta,
     transform: Transform<'a>,
     job_id: [u8; 16],
-    new: UnitCipher,
+    new: Side,
 }
 
 impl EncryptedDisk {
@@ -246,7 +282,10 @@ impl EncryptedDisk {
                 new: &new,
             },
             job_id,
-            new: UnitCipher::Xts(new.xts()?),
+            new: Side {
+                cipher: UnitCipher::Xts(new.xts()?),
+                base: meta.identity.payload_offset,
+            },
         };
         self.begin_job(&mut control, start, window)
     }
@@ -298,7 +337,7 @@ impl EncryptedDisk {
             uuid: disk_uuid,
             payload_size: self.len,
             sector_size: self.unit,
-            payload_offset: self.base,
+            payload_offset: self.base(),
         };
         let dek = Dek::generate_xts()?;
         let binding = DiskBinding {
@@ -326,7 +365,10 @@ impl EncryptedDisk {
             running,
             transform: Transform::Encrypt(&dek),
             job_id,
-            new: UnitCipher::Xts(dek.xts()?),
+            new: Side {
+                cipher: UnitCipher::Xts(dek.xts()?),
+                base: self.base(),
+            },
         };
         self.begin_job(&mut control, start, window)
     }
@@ -335,11 +377,14 @@ impl EncryptedDisk {
     /// through its provider, and when the job is done the disk's metadata is removed and it
     /// is served as plaintext. The caller then calls [`EncryptedDisk::job_step`].
     ///
+    /// A payload an offline in-place encryption moved up is moved back to the start of its
+    /// file as it is decrypted (module docs), in windows of at most the shift.
+    ///
     /// # Errors
-    /// [`Error::InvalidInput`] when a job is under way already, or for a disk whose payload
-    /// an offline in-place encryption moved (an online job never moves it); [`Error::BelongsToVm`]
-    /// for a disk of a VM (decrypt the VM); provider errors (the disk is then as it was);
-    /// I/O errors.
+    /// [`Error::InvalidInput`] when a job is under way already, or for a moved payload with
+    /// bytes after it in its file (no in-place job leaves that); [`Error::BelongsToVm`] for
+    /// a disk of a VM (decrypt the VM); provider errors (the disk is then as it was); I/O
+    /// errors.
     pub fn start_decrypt(&self, registry: &dyn ProviderRegistry) -> Result<()> {
         self.start_decrypt_in(registry, ONLINE_WINDOW)
     }
@@ -352,14 +397,23 @@ impl EncryptedDisk {
         let (mut control, meta) =
             self.settled_for_job("decrypt the VM (`vmcrypt vm decrypt VMX`)")?;
         let disk = &mut control.disk;
-        if meta.identity.payload_offset != 0 {
-            return Err(Error::input(format!(
-                "{}: its payload starts {} bytes into {} (an offline in-place encryption moved it there), and an online decryption cannot move it back; stop the server and run `vmcrypt decrypt --in-place` offline, or decrypt a copy with --output",
-                self.path.display(),
-                meta.identity.payload_offset,
-                self.payload_path.display()
-            )));
-        }
+        let shift = meta.identity.payload_offset;
+        let window = if shift == 0 {
+            window
+        } else {
+            let size = self.payload.size()?;
+            let unit = u64::from(unit_of(&meta));
+            if size != shift + self.len || !shift.is_multiple_of(unit) {
+                return Err(Error::input(format!(
+                    "{}: its payload of {} bytes starts {shift} bytes into {}, which holds {size} bytes: it cannot be moved back to the start while it is served; stop the server and run `vmcrypt decrypt --in-place` offline, or decrypt a copy with --output",
+                    self.path.display(),
+                    self.len,
+                    self.payload_path.display()
+                )));
+            }
+            // A window lands where the window before it was: never on bytes still needed.
+            window.min(shift)
+        };
         // 1. The DEK, through the provider.
         let dek = disk.open_key(&KeyRing::new(registry))?.secret;
         let (job_id, hex) = new_job_id()?;
@@ -373,7 +427,10 @@ impl EncryptedDisk {
             running,
             transform: Transform::Decrypt(&dek),
             job_id,
-            new: UnitCipher::Plain,
+            new: Side {
+                cipher: UnitCipher::Plain,
+                base: 0,
+            },
         };
         self.begin_job(&mut control, start, window)
     }
@@ -494,7 +551,14 @@ impl EncryptedDisk {
         if self.window_step(&j.journal, &*j.store, &mut j.buf)? {
             return Ok(true);
         }
-        // 5. The result: every unit is under the new side now.
+        // 5. The result: every unit is under the new side now. A decrypted payload that moved
+        // back to the start of its file is cut to its end first: its old place past it held
+        // windows already done.
+        if j.kind == JobKind::Decrypt && j.running.identity.payload_offset != 0 {
+            self.payload.set_len(self.len)?;
+            self.payload.sync()?;
+            crate::failpoint::hit("online-payload-cut");
+        }
         let after = match j.kind {
             JobKind::DeepRekey => Some(rekey_result(&j.running)?),
             JobKind::Encrypt => Some(EncryptionMeta {
@@ -515,7 +579,7 @@ impl EncryptedDisk {
     }
 
     /// Takes up a recorded job (opened by [`recorded_job`]) before the disk is served.
-    pub(super) fn resume_job(&mut self, new: UnitCipher, job: OnlineJob) -> Result<()> {
+    pub(super) fn resume_job(&mut self, new: Side, job: OnlineJob) -> Result<()> {
         self.resume_windows(job.kind, new, &job.journal, &*job.store)?;
         self.control
             .get_mut()

@@ -14,6 +14,7 @@ use super::fixture::{crash_in, decrypted, disk_with, registry};
 use super::{EncryptedDisk, Scratch};
 use crate::disk::inplace::journal_path;
 use crate::disk::{Disk, DiskState, sidecar_path};
+use crate::engine::Tuning;
 use crate::provider::KeyProvider;
 use crate::provider::native::NativeProvider;
 use crate::{DiskJob, NoProgress, Result};
@@ -234,16 +235,9 @@ fn an_online_decryption_ends_plaintext_with_no_metadata_and_serves_on() {
 fn what_an_online_job_cannot_do_is_refused_before_anything_changes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let plain: Vec<u8> = (0..LEN).map(|i| (i % 211) as u8).collect();
-    // Encrypted in place offline: the payload was moved one window up, and an online job
-    // never moves it.
     let (disk, img) = disk_with(dir.path(), &plain, SectorSize::S4096);
     let reg = registry(dir.path());
     let before = std::fs::read(sidecar_path(&img)).expect("sidecar");
-    assert_ne!(meta_state(&img).expect("encrypted").1, 0, "moved");
-    let err = disk
-        .start_decrypt_in(&reg, WINDOW)
-        .expect_err("moved payload");
-    assert!(err.to_string().contains("offline"), "{err}");
     let err = disk
         .start_encrypt_in(&reg, "native", WINDOW)
         .expect_err("encrypted already");
@@ -278,4 +272,111 @@ fn what_an_online_job_cannot_do_is_refused_before_anything_changes() {
     let mut got = vec![0u8; LEN];
     disk.read_at(&mut got, 0).expect("read");
     assert!(got == plain, "and the disk serves as before");
+}
+
+#[test]
+fn an_online_decryption_moves_a_moved_payload_back_to_the_start_through_crashes() {
+    // Encrypted in place offline with a 64 KiB shift: the payload starts 64 KiB into its
+    // file. The job is asked for windows of 256 KiB: they must shrink to the shift, or a
+    // window would land on bytes still needed.
+    let shift = 64 * 1024u64;
+    let dir = tempfile::tempdir().expect("tempdir");
+    NativeProvider::create("native", &dir.path().join("native.keystore")).expect("keystore");
+    let reg = registry(dir.path());
+    let img = dir.path().join("d.img");
+    let mut model: Vec<u8> = (0..LEN).map(|i| (i % 241) as u8 ^ 0x17).collect();
+    // A hole in the middle stays zeros (and is punched at the new place).
+    model[5 * shift as usize..6 * shift as usize].fill(0);
+    std::fs::write(&img, &model).expect("write");
+    DiskJob::encrypt(&img)
+        .provider("native")
+        .sector_size(SectorSize::S4096)
+        .tuning(Tuning::default().chunk(Some(shift)))
+        .run(&reg, &NoProgress, &AtomicBool::new(false))
+        .expect("encrypt in place");
+    assert_eq!(
+        meta_state(&img),
+        Some((DiskState::Encrypted, shift, 4096, 1))
+    );
+    let disk = EncryptedDisk::open(&img, &reg).expect("open");
+    disk.start_decrypt_in(&reg, 4 * shift).expect("start");
+    assert_eq!(
+        meta_state(&img),
+        Some((DiskState::DecryptingOnline, shift, 4096, 1)),
+        "recorded where the payload is now"
+    );
+    let mut scratch = Scratch::default();
+    // Guest writes below the boundary, across it and ahead, between the windows; reads
+    // across the boundary see the model.
+    let write = |disk: &EncryptedDisk, model: &mut Vec<u8>, i: u64, scratch: &mut Scratch| {
+        for at in [
+            i * shift / 2 + 512,
+            (i + 1) * shift - 1024,
+            (i + 7) * shift + 4096,
+        ] {
+            let data = vec![i as u8 + 0x61; 2048];
+            disk.write_at(&data, at, scratch).expect("write");
+            model[at as usize..at as usize + data.len()].copy_from_slice(&data);
+        }
+        let mut got = vec![0u8; 3 * shift as usize];
+        let at = i.saturating_sub(1) * shift;
+        disk.read_at(&mut got, at).expect("read");
+        assert!(
+            got == model[at as usize..at as usize + got.len()],
+            "window {i}"
+        );
+    };
+    for i in 0..4 {
+        assert!(disk.job_step().expect("step"));
+        assert_eq!(
+            disk.job().map(|j| j.done),
+            Some((i + 1) * shift),
+            "windows of the shift"
+        );
+        write(&disk, &mut model, i, &mut scratch);
+    }
+    disk.flush().expect("flush");
+    let raw = std::fs::read(&img).expect("raw");
+    assert!(
+        raw[..4 * shift as usize] == model[..4 * shift as usize],
+        "the done windows are plaintext at the start of the file"
+    );
+    crash_in("online-window-synced", || disk.job_step());
+    drop(disk);
+    let disk = EncryptedDisk::open(&img, &reg).expect("reopen");
+    assert_eq!(disk.job().map(|j| j.done), Some(5 * shift), "replayed");
+    write(&disk, &mut model, 5, &mut scratch);
+    while disk.job().is_some_and(|j| j.done < j.len) {
+        disk.job_step().expect("step");
+    }
+    // Cut, not yet recorded: the next open records the result.
+    crash_in("online-payload-cut", || disk.job_step());
+    drop(disk);
+    assert_eq!(
+        std::fs::metadata(&img).expect("file").len(),
+        LEN as u64,
+        "cut"
+    );
+    assert_eq!(
+        meta_state(&img).map(|m| m.0),
+        Some(DiskState::DecryptingOnline)
+    );
+    let disk = EncryptedDisk::open(&img, &reg).expect("reopen after the cut");
+    assert!(!disk.job_step().expect("records the result"));
+    assert!(disk.is_plaintext() && meta_state(&img).is_none());
+    assert!(!journal_path(&img).exists() && !sidecar_path(&img).exists());
+    disk.write_at(&[0x5a; 4096], 8192, &mut scratch)
+        .expect("served on");
+    model[8192..12288].fill(0x5a);
+    disk.flush().expect("flush");
+    drop(disk);
+    assert!(
+        std::fs::read(&img).expect("file") == model,
+        "the file is the model"
+    );
+    assert_eq!(Disk::open(&img).expect("disk").payload_len(), LEN as u64);
+    // The hole was punched at its new place, not written.
+    use std::os::unix::fs::MetadataExt;
+    let blocks = std::fs::metadata(&img).expect("file").blocks() * 512;
+    assert!(blocks < LEN as u64, "{blocks} bytes allocated of {LEN}");
 }

@@ -9,7 +9,7 @@ use std::panic::AssertUnwindSafe;
 use vmcrypt_xts::SectorSize;
 
 use super::cipher::UnitCipher;
-use super::fixture::{deciphered, disk_with, registry};
+use super::fixture::{deciphered, disk_with, in_place, registry};
 use super::{EncryptedDisk, Scratch};
 use crate::engine::journal::JournalKeys;
 use crate::engine::online::{JobKind, OnlineJournal};
@@ -64,7 +64,7 @@ fn crash_and_resume(point: &'static str, torn: Torn) -> u64 {
     let new = Dek::generate_xts().expect("dek");
     disk.begin_windows(
         JobKind::DeepRekey,
-        UnitCipher::Xts(new.xts().expect("schedule")),
+        in_place(&disk, UnitCipher::Xts(new.xts().expect("schedule"))),
     );
     let jpath = dir.path().join("online.journal");
     let oj = journal_for(&disk, 1);
@@ -104,7 +104,7 @@ fn crash_and_resume(point: &'static str, torn: Torn) -> u64 {
         Torn::Slot => garbage(&jpath, slot0, 4096 + 4096 + 20_000),
         Torn::Payload => {
             // The crash came while the window was being written: a sector in it is garbage.
-            garbage(&img, disk.base + 2 * WINDOW + 12_288, 512);
+            garbage(&img, disk.base() + 2 * WINDOW + 12_288, 512);
         }
         Torn::Done => garbage(&jpath, slot0 + 4096, 4096),
     }
@@ -113,7 +113,7 @@ fn crash_and_resume(point: &'static str, torn: Torn) -> u64 {
     let store = FileStorage::open(&jpath).expect("journal");
     disk.resume_windows(
         JobKind::DeepRekey,
-        UnitCipher::Xts(new.xts().expect("schedule")),
+        in_place(&disk, UnitCipher::Xts(new.xts().expect("schedule"))),
         &oj,
         &store,
     )
@@ -163,7 +163,10 @@ fn a_journal_that_fails_its_checks_is_refused_and_nothing_is_written() {
     let (disk, img) = disk_with(dir.path(), &plain, SectorSize::S4096);
     disk.begin_windows(
         JobKind::DeepRekey,
-        UnitCipher::Xts(Dek::generate_xts().expect("dek").xts().expect("schedule")),
+        in_place(
+            &disk,
+            UnitCipher::Xts(Dek::generate_xts().expect("dek").xts().expect("schedule")),
+        ),
     );
     let jpath = dir.path().join("online.journal");
     let oj = journal_for(&disk, 1);
@@ -194,7 +197,7 @@ fn a_journal_that_fails_its_checks_is_refused_and_nothing_is_written() {
         let oj = journal_for(&disk, job);
         let r = disk.resume_windows(
             JobKind::DeepRekey,
-            UnitCipher::Xts(new.xts().expect("schedule")),
+            in_place(&disk, UnitCipher::Xts(new.xts().expect("schedule"))),
             &oj,
             &store,
         );

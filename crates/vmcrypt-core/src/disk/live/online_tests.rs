@@ -7,7 +7,7 @@ use std::time::Duration;
 use vmcrypt_xts::SectorSize;
 
 use super::cipher::UnitCipher;
-use super::fixture::{deciphered, disk_with};
+use super::fixture::{deciphered, disk_with, in_place};
 use super::{EncryptedDisk, Scratch};
 use crate::engine::online::JobKind;
 use crate::secret::Dek;
@@ -90,7 +90,7 @@ fn an_online_rekey_under_concurrent_guest_io_loses_nothing_and_ends_under_the_ne
         let new = Dek::generate_xts().expect("dek");
         disk.begin_windows(
             JobKind::DeepRekey,
-            UnitCipher::Xts(new.xts().expect("schedule")),
+            in_place(&disk, UnitCipher::Xts(new.xts().expect("schedule"))),
         );
         let window = 16 * unit.bytes() as u64;
         let stop = AtomicBool::new(false);
@@ -161,7 +161,10 @@ fn only_requests_that_touch_the_window_wait_for_it() {
     );
     disk.begin_windows(
         JobKind::DeepRekey,
-        UnitCipher::Xts(Dek::generate_xts().expect("dek").xts().expect("schedule")),
+        in_place(
+            &disk,
+            UnitCipher::Xts(Dek::generate_xts().expect("dek").xts().expect("schedule")),
+        ),
     );
     let mut buf = vec![0u8; 65536];
     assert!(

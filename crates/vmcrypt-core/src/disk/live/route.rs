@@ -9,6 +9,12 @@
 //! boundary past the window and unlocks it ([`WindowLock::done`]). Requests that do not touch
 //! the window never wait.
 //!
+//! Each side also says where its guest offset 0 is in the payload file ([`Side::base`]): the
+//! same place for both, except in an online decryption of a payload an offline in-place
+//! encryption moved up. There the job writes each window's plaintext at the payload's new
+//! place (offset 0), over bytes of windows already done, and guests below the boundary
+//! read and write there too.
+//!
 //! Why a request may read the boundary at any moment of its life: the boundary only moves
 //! across a locked window, and no request in flight touches that window. Every unit a request
 //! does touch is on the same side of the boundary before and after the move.
@@ -19,10 +25,18 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard
 use super::cipher::UnitCipher;
 use crate::engine::online::JobKind;
 
+/// One side of the boundary: the key its units are under and where they are in the file.
+pub(crate) struct Side {
+    pub(crate) cipher: UnitCipher,
+    /// Where guest offset 0 of this side is in the payload file.
+    pub(crate) base: u64,
+}
+
 /// The keys of a served disk.
 pub(crate) struct Keys {
-    /// The key of every unit outside a job; during one, of the units at or above the boundary.
-    current: UnitCipher,
+    /// The side of every unit outside a job; during one, of the units at or above the
+    /// boundary.
+    current: Side,
     job: Option<Rekeying>,
 }
 
@@ -30,7 +44,7 @@ pub(crate) struct Keys {
 /// [`Router::boundary`]).
 struct Rekeying {
     kind: JobKind,
-    new: UnitCipher,
+    new: Side,
 }
 
 /// The requests in flight during a job, and the window the job holds.
@@ -58,7 +72,7 @@ fn overlaps(a: (u64, u64), start: u64, end: u64) -> bool {
 }
 
 impl Router {
-    pub(crate) fn new(current: UnitCipher) -> Router {
+    pub(crate) fn new(current: Side) -> Router {
         Router {
             keys: RwLock::new(Keys { current, job: None }),
             boundary: AtomicU64::new(0),
@@ -106,7 +120,7 @@ impl Router {
     /// # Panics
     /// Never on input: a second job while one is under way is a caller's bug and refused by
     /// the callers before they get here; it is ignored (the first job stays).
-    pub(crate) fn begin(&self, kind: JobKind, new: UnitCipher) {
+    pub(crate) fn begin(&self, kind: JobKind, new: Side) {
         let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
         if keys.job.is_none() {
             self.boundary.store(0, Ordering::SeqCst);
@@ -116,13 +130,23 @@ impl Router {
 
     /// Resumes a job whose windows below `boundary` are done (after a restart, before any
     /// request).
-    pub(crate) fn resume(&self, kind: JobKind, new: UnitCipher, boundary: u64) {
+    pub(crate) fn resume(&self, kind: JobKind, new: Side, boundary: u64) {
         let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
         self.boundary.store(boundary, Ordering::SeqCst);
         keys.job = Some(Rekeying { kind, new });
     }
 
-    /// Ends the job: the new key becomes the key of every unit. Call with no window locked,
+    /// Where guest offset 0 of the units outside a job (during one, at or above the boundary)
+    /// is in the payload file.
+    pub(crate) fn base(&self) -> u64 {
+        self.keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .current
+            .base
+    }
+
+    /// Ends the job: the new side becomes the side of every unit. Call with no window locked,
     /// once the boundary has reached the end of the disk. Waits for the requests in flight.
     pub(crate) fn finish(&self) {
         let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
@@ -193,9 +217,9 @@ impl Route<'_> {
                 .is_some_and(|e| e <= self.range.1)
     }
 
-    /// The key of the unit at guest offset `at`, and the end of the run of units from `at`
-    /// under the same key (at most `end`).
-    pub(crate) fn key(&self, at: u64, end: u64) -> (&UnitCipher, u64) {
+    /// The side of the unit at guest offset `at`, and the end of the run of units from `at`
+    /// on the same side (at most `end`).
+    pub(crate) fn side(&self, at: u64, end: u64) -> (&Side, u64) {
         match &self.keys.job {
             Some(job) => {
                 let b = self.router.boundary.load(Ordering::SeqCst);
@@ -209,18 +233,18 @@ impl Route<'_> {
         }
     }
 
-    /// Calls `f(range in the caller's buffer, guest offset, key)` for the runs of `len`
-    /// bytes at guest offset `at` that are under one key each.
-    pub(crate) fn each_key(
+    /// Calls `f(range in the caller's buffer, guest offset, side)` for the runs of `len`
+    /// bytes at guest offset `at` that are on one side each (one run outside a job).
+    pub(crate) fn each_side(
         &self,
         at: u64,
         len: usize,
-        mut f: impl FnMut(std::ops::Range<usize>, u64, &UnitCipher) -> crate::Result<()>,
+        mut f: impl FnMut(std::ops::Range<usize>, u64, &Side) -> crate::Result<()>,
     ) -> crate::Result<()> {
         let end = at + len as u64;
         let mut from = at;
         while from < end {
-            let (key, to) = self.key(from, end);
+            let (key, to) = self.side(from, end);
             f((from - at) as usize..(to - at) as usize, from, key)?;
             from = to;
         }
@@ -256,8 +280,8 @@ impl WindowLock<'_> {
         (self.start, self.end)
     }
 
-    /// Calls `f(old key, new key)` (the job's two keys; None outside a job).
-    pub(crate) fn with_keys<T>(&self, f: impl FnOnce(&UnitCipher, &UnitCipher) -> T) -> Option<T> {
+    /// Calls `f(old side, new side)` (the job's two sides; None outside a job).
+    pub(crate) fn with_sides<T>(&self, f: impl FnOnce(&Side, &Side) -> T) -> Option<T> {
         let keys = self
             .router
             .keys
