@@ -465,6 +465,10 @@ pub enum VmCmd {
         /// Provider of the new KEK (default: the VM's current provider).
         #[arg(long)]
         provider: Option<String>,
+        /// --deep of a running VM: the most each server rekeys its disk at, in MB/s (default:
+        /// one that leaves the guests at least half of their I/O).
+        #[arg(long, value_name = "MB/s", value_parser = parse_rate)]
+        rate: Option<u64>,
     },
     /// Show a VM's encryption state and each disk's (no key material).
     Inspect {

@@ -231,6 +231,157 @@ fn qemu_io_writes_through_an_online_decrypt_that_moves_the_payload_back() {
     );
 }
 
+/// A VM of two disks, the first (LEN bytes) to be served.
+const VMX: &str = "\
+.encoding = \"UTF-8\"
+config.version = \"8\"
+virtualHW.version = \"19\"
+displayName = \"db01\"
+guestOS = \"debian12-64\"
+scsi0.present = \"TRUE\"
+scsi0:0.present = \"TRUE\"
+scsi0:0.fileName = \"db01.vmdk\"
+scsi0:1.present = \"TRUE\"
+scsi0:1.fileName = \"db01_data.vmdk\"
+";
+
+/// One request on the control socket of the server of the disk whose payload is `payload`.
+fn control(e: &Env, payload: &str, line: &str) -> serde_json::Value {
+    use std::io::{BufRead, Write};
+    let path = e.path(&format!("{payload}.vmcrypt-control"));
+    let mut s = std::os::unix::net::UnixStream::connect(&path).expect("control socket");
+    s.write_all(format!("{line}\n").as_bytes())
+        .expect("request");
+    let mut reply = String::new();
+    std::io::BufReader::new(s)
+        .read_line(&mut reply)
+        .expect("reply");
+    json(&reply)
+}
+
+fn vm_inspect(e: &Env) -> serde_json::Value {
+    json(&e.ok(&["--json", "vm", "inspect", "db01.vmx"]))
+}
+
+/// The deep rekey of a running VM: the disk a server holds is rekeyed online by its server
+/// while qemu-io writes and verifies, the other offline, and the VMX commits the new
+/// generation once both are there. A lone rekey of the served disk is refused by its server.
+/// Then a second VM rekey with a kill -9 of the server part way: the VM stays staged, the
+/// restarted server finishes its disk, and `vmcrypt resume VMX` commits the VM. The VM then
+/// decrypts to exactly what the client wrote.
+#[test]
+fn a_running_vms_deep_rekey_has_the_server_of_its_disk_rekey_it_online() {
+    let e = Env::new();
+    std::fs::write(e.path("db01.vmx"), VMX).expect("vmx");
+    e.vmdk("db01.vmdk", LEN);
+    e.vmdk("db01_data.vmdk", 4 * MIB);
+    let mut model = std::fs::read(e.path("db01-flat.vmdk")).expect("flat");
+    let data = std::fs::read(e.path("db01_data-flat.vmdk")).expect("flat");
+    e.ok(&["vm", "encrypt", "db01.vmx"]);
+    let mut rng = Rng(0xbb67_ae85_84ca_a73b);
+    let mut n = 0;
+    let server = Served::start(&e, "db01.vmdk", &[]);
+    let uri = server.uri();
+    let descriptor = std::fs::read(e.path("db01.vmdk")).expect("descriptor");
+    let o = e.run(&["rekey", "db01.vmdk", "--deep"]);
+    assert_ne!(o.status.code(), Some(0), "a lone rekey of a VM's disk");
+    assert!(stderr(&o).contains("vm rekey"), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read(e.path("db01.vmdk")).expect("descriptor"),
+        descriptor,
+        "nothing changed"
+    );
+    let o = e.run(&["vm", "rekey", "db01.vmx", "--shallow", "--rate", "4"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    // Asked straight on its control socket, the server refuses a rekey for a VMX that is not
+    // staged for it, or that does not list its disk.
+    std::fs::write(e.path("other.vmx"), VMX.replace("db01.vmdk", "x.vmdk")).expect("vmx");
+    for (vmx, why) in [("db01.vmx", "not staged"), ("other.vmx", "does not list")] {
+        let reply = control(
+            &e,
+            "db01-flat.vmdk",
+            &format!(r#"{{"op":"deep-rekey","vm":{:?}}}"#, e.path(vmx)),
+        );
+        assert!(
+            reply["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains(why),
+            "{reply}"
+        );
+        assert!(reply["job"].is_null(), "{reply}");
+    }
+    assert_eq!(
+        std::fs::read(e.path("db01.vmdk")).expect("descriptor"),
+        descriptor,
+        "nothing changed"
+    );
+
+    // 1. The whole VM at 12 MB/s: 2 s online for the served disk.
+    let r = spawn(
+        &e,
+        &[
+            "--json", "vm", "rekey", "db01.vmx", "--deep", "--rate", "12",
+        ],
+    );
+    let report = job_while_writing(r, &uri, &mut rng, &mut model, &mut n);
+    assert_eq!(report["generation"], 2, "{report}");
+    let j = job(&e, "db01.vmdk");
+    assert_eq!(j["last"]["kind"], "deep rekey", "by its server: {j}");
+    assert_eq!(j["last"]["state"], "done", "{j}");
+    let i = vm_inspect(&e);
+    assert_eq!(i["consistent"], true, "{i}");
+    assert_eq!(i["key_generation"], 2, "{i}");
+    for d in i["disks"].as_array().expect("disks") {
+        assert_eq!(d["key_generation"], 2, "{i}");
+        assert_eq!(d["state"], "encrypted", "{i}");
+    }
+    for _ in 0..3 {
+        round(&uri, &mut rng, &mut model, n);
+        n += 1;
+    }
+
+    // 2. Again, slowly, with kill -9 of the server part way.
+    let r = spawn(&e, &["vm", "rekey", "db01.vmx", "--deep", "--rate", "4"]);
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        round(&uri, &mut rng, &mut model, n);
+        n += 1;
+        let done = job(&e, "db01.vmdk")["job"]["done"].as_u64().unwrap_or(0);
+        if done >= 4 * MIB {
+            break;
+        }
+        assert!(Instant::now() < until, "the disk's rekey never got going");
+    }
+    server.signal("-KILL");
+    let mut child = server.child;
+    child.wait().expect("wait");
+    let out = r.wait_with_output().expect("vm rekey");
+    assert_ne!(out.status.code(), Some(0), "its server died");
+    let i = vm_inspect(&e);
+    assert_eq!(i["key_generation"], 2, "{i}");
+    assert_eq!(i["rekey_generation"], 3, "staged: {i}");
+    let server = Served::start(&e, "db01.vmdk", &[]);
+    let uri = server.uri();
+    let r = spawn(&e, &["--json", "resume", "db01.vmx"]);
+    job_or_quick(r, &uri, &mut rng, &mut model, &mut n);
+    let i = vm_inspect(&e);
+    assert_eq!(i["consistent"], true, "{i}");
+    assert_eq!(i["key_generation"], 3, "{i}");
+    assert!(i["rekey_generation"].is_null(), "{i}");
+    for _ in 0..3 {
+        round(&uri, &mut rng, &mut model, n);
+        n += 1;
+    }
+    server.stop();
+    e.ok(&["vm", "decrypt", "db01.vmx"]);
+    assert!(
+        std::fs::read(e.path("db01-flat.vmdk")).expect("flat") == model,
+        "the served disk is what the client wrote"
+    );
+    assert!(std::fs::read(e.path("db01_data-flat.vmdk")).expect("flat") == data);
+}
+
 /// Client rounds until `child` (which may end at once) ends well.
 fn job_or_quick(mut child: Child, uri: &str, rng: &mut Rng, model: &mut [u8], n: &mut u64) {
     write_while_running(&mut child, uri, rng, model, n);

@@ -121,6 +121,18 @@ pub fn resume(
 ) -> Result<Report> {
     let cfg = load_config(cli)?;
     let bar = Bar::new(out.quiet, out.json, "resuming");
+    if path
+        .extension()
+        .is_some_and(|x| x.eq_ignore_ascii_case("vmx"))
+    {
+        // A VM's deep rekey interrupted while it ran: its served disks go on in their servers.
+        let mut job = vmcrypt_core::VmJob::resume(path).tuning(tuning());
+        if let Some(n) = threads {
+            job = job.threads(n);
+        }
+        let servers = super::online::VmServers { rate: None, out };
+        return job.run_served(&cfg.registry(), &bar, &cancel_on_signal(), &servers);
+    }
     let job = with_threads(DiskJob::resume(path).tuning(tuning()), threads);
     job.run(&cfg.registry(), &bar, &cancel_on_signal())
 }

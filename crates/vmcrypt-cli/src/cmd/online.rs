@@ -108,7 +108,50 @@ pub fn deep_rekey(disk: &Path, rate: Option<u64>, out: &Out) -> Result<Option<Re
         doing: "rekeys it online",
         bar: "rekeying online",
     };
-    run_job(c, disk, &Request::DeepRekey { rate }, &shown, rate, out).map(Some)
+    let req = Request::DeepRekey { rate, vm: None };
+    run_job(c, disk, &req, &shown, rate, out).map(Some)
+}
+
+/// The servers of a running VM's disks, for `vm rekey --deep` (vmcrypt_core::vm::ServedDisks):
+/// each served disk is rekeyed online by its server, at `rate`, with its own progress bar.
+pub struct VmServers<'a> {
+    pub rate: Option<u64>,
+    pub out: &'a Out,
+}
+
+impl vmcrypt_core::vm::ServedDisks for VmServers<'_> {
+    fn serves(&self, disk: &Path) -> bool {
+        matches!(server_of(disk), Ok(Some(_)))
+    }
+
+    fn deep_rekey(&self, disk: &Path, vmx: &Path) -> Result<u64> {
+        let c = server_of(disk)?.ok_or_else(|| {
+            Error::input(format!(
+                "{}: its server went away before its online rekey started; run the VM's rekey again",
+                disk.display()
+            ))
+        })?;
+        let shown = Shown {
+            operation: "rekey",
+            depth: Some("deep"),
+            doing: "rekeys it online for the VM",
+            bar: "rekeying online",
+        };
+        let req = Request::DeepRekey {
+            rate: self.rate,
+            vm: Some(vmx.to_path_buf()),
+        };
+        let r = run_job(c, disk, &req, &shown, self.rate, self.out)?;
+        if r.detached == Some(true) {
+            // The disk's job goes on in its server; the VM commits when the rekey is run
+            // again and finds every disk done.
+            return Err(Error::Cancelled {
+                done: r.bytes,
+                restored: false,
+            });
+        }
+        Ok(r.bytes)
+    }
 }
 
 /// `encrypt --in-place` of a plaintext disk served as such, by its server (`c`), under a new

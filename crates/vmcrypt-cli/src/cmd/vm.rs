@@ -16,6 +16,12 @@ fn with_threads(job: VmJob, threads: Option<usize>) -> VmJob {
     }
 }
 
+/// Whether a server holds any disk of the VM `vmx`.
+fn serves_any(vmx: &std::path::Path, servers: &dyn vmcrypt_core::vm::ServedDisks) -> bool {
+    vmcrypt_core::vm::Vm::open(vmx)
+        .is_ok_and(|vm| vm.disks().iter().any(|d| servers.serves(&d.path)))
+}
+
 /// Runs a VM job; `inspect` prints its own document and gives no report.
 pub fn run(cli: &Cli, cmd: &VmCmd, out: &Out) -> Result<Option<Report>> {
     let mut cfg = load_config(cli)?;
@@ -44,6 +50,7 @@ pub fn run(cli: &Cli, cmd: &VmCmd, out: &Out) -> Result<Option<Report>> {
             vmx,
             depth,
             provider,
+            rate,
         } => {
             if depth.deep {
                 if provider.is_some() {
@@ -54,10 +61,26 @@ pub fn run(cli: &Cli, cmd: &VmCmd, out: &Out) -> Result<Option<Report>> {
                     });
                 }
                 let bar = Bar::new(out.quiet, out.json, "rekeying VM");
-                VmJob::rekey_deep(vmx)
-                    .tuning(tuning())
-                    .run(&cfg.registry(), &bar, &cancel)?
+                // The disks a server holds (the VM runs) are rekeyed online by their servers.
+                let servers = super::online::VmServers { rate: *rate, out };
+                if rate.is_some() && !serves_any(vmx, &servers) {
+                    return Err(vmcrypt_core::Error::input(format!(
+                        "--rate is for the disks of a running VM, and no disk of {} is served (`vmcrypt serve`)",
+                        vmx.display()
+                    )));
+                }
+                VmJob::rekey_deep(vmx).tuning(tuning()).run_served(
+                    &cfg.registry(),
+                    &bar,
+                    &cancel,
+                    &servers,
+                )?
             } else {
+                if rate.is_some() {
+                    return Err(vmcrypt_core::Error::input(
+                        "--rate is for --deep of a running VM (a shallow rekey rewrites no data)",
+                    ));
+                }
                 let mut job = VmJob::rekey_shallow(vmx);
                 if let Some(p) = provider {
                     job = job.provider(p.clone());

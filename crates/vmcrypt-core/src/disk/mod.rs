@@ -55,7 +55,7 @@ pub use resume::ResumeReport;
 
 pub(crate) use decrypt::decrypt;
 pub(crate) use encrypt::{check_encrypt_vm_disk, encrypt_under};
-pub(crate) use rekey_deep::rekey_deep;
+pub(crate) use rekey_deep::{rekey_deep, rekey_keys};
 pub(crate) use rekey_shallow::{commit as rekey_commit, stage as rekey_stage};
 pub(crate) use resume::resume_with;
 

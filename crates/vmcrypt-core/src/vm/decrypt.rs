@@ -23,9 +23,9 @@ pub(crate) fn decrypt(vmx: &Path, ctx: &Ctx<'_>) -> Result<Report> {
     let sealed = vm.open_config(&key.secret, &meta.vm_uuid)?;
     if meta.state == VmState::Decrypting {
         // A disk whose decryption was cut short is finished first.
-        resume_disks_in(&vm, DiskState::Decrypting, ctx)?;
+        resume_disks_in(&vm, &[DiskState::Decrypting], &[], ctx)?;
     }
-    let disks = open_vm_disks(&vm, &meta, ctx.ring, meta.state != VmState::Encrypted)?;
+    let disks = open_vm_disks(&vm, &meta, ctx.ring, meta.state != VmState::Encrypted, &[])?;
     vm.write_meta(&VmMeta {
         state: VmState::Decrypting,
         ..meta.clone()

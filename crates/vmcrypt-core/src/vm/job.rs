@@ -22,12 +22,14 @@ pub(crate) fn disk_options(opts: &JobOptions) -> JobOptions {
     }
 }
 
-/// What a VM job runs with: the job's KEKs, its options, progress and cancel flag.
+/// What a VM job runs with: the job's KEKs, its options, progress and cancel flag, and the
+/// servers of the disks of a running VM, if the caller can reach them.
 pub(crate) struct Ctx<'a> {
     pub ring: &'a KeyRing<'a>,
     pub opts: &'a JobOptions,
     pub progress: &'a dyn Progress,
     pub cancel: &'a AtomicBool,
+    pub served: Option<&'a dyn super::ServedDisks>,
 }
 
 /// Locks a VM for a job ([`crate::lock`]): its VMX, then each disk it lists as
@@ -37,10 +39,17 @@ pub(crate) struct Ctx<'a> {
 /// # Errors
 /// [`crate::Error::InUse`] when another job or program holds the VMX or a disk; open errors.
 pub fn lock_vm(vmx: &Path) -> Result<crate::lock::DiskLock> {
+    lock_vm_except(vmx, &[])
+}
+
+/// [`lock_vm`] but for the disks in `served`, which their servers hold.
+fn lock_vm_except(vmx: &Path, served: &[PathBuf]) -> Result<crate::lock::DiskLock> {
     use crate::lock::{Access, DiskLock};
     let mut lock = DiskLock::acquire(&[(vmx, Access::Write)])?;
     for d in Vm::open(vmx)?.disks() {
-        lock.extend(crate::disk::lock_files(&d.path)?);
+        if !served.contains(&d.path) {
+            lock.extend(crate::disk::lock_files(&d.path)?);
+        }
     }
     crate::failpoint::pause("locked");
     Ok(lock)
@@ -55,8 +64,13 @@ pub(crate) struct Held {
 
 impl Held {
     pub fn begin(vmx: &Path) -> Result<Held> {
+        Self::begin_except(vmx, &[])
+    }
+
+    /// Holds the VM but for the disks in `served` (their servers hold them).
+    pub fn begin_except(vmx: &Path, served: &[PathBuf]) -> Result<Held> {
         Ok(Held {
-            _lock: lock_vm(vmx)?,
+            _lock: lock_vm_except(vmx, served)?,
             _resume: crate::disk::resume_as(vmx),
         })
     }
@@ -141,12 +155,40 @@ impl VmJob {
         progress: &dyn Progress,
         cancel: &AtomicBool,
     ) -> Result<Report> {
+        self.run_in(registry, progress, cancel, None)
+    }
+
+    /// [`VmJob::run`] on a VM whose disks may be served (the VM running): a deep rekey (or
+    /// its resume) has the server of each served disk rekey it online, through `served`,
+    /// and rekeys the others offline. Other jobs meet a served disk as a disk in use.
+    ///
+    /// # Errors
+    /// As [`VmJob::run`]; a server's refusal or failure (the VM stays staged, and the job
+    /// run again goes on).
+    pub fn run_served(
+        &self,
+        registry: &dyn ProviderRegistry,
+        progress: &dyn Progress,
+        cancel: &AtomicBool,
+        served: &dyn super::ServedDisks,
+    ) -> Result<Report> {
+        self.run_in(registry, progress, cancel, Some(served))
+    }
+
+    fn run_in(
+        &self,
+        registry: &dyn ProviderRegistry,
+        progress: &dyn Progress,
+        cancel: &AtomicBool,
+        served: Option<&dyn super::ServedDisks>,
+    ) -> Result<Report> {
         let ring = KeyRing::new(registry);
         let ctx = Ctx {
             ring: &ring,
             opts: &self.opts,
             progress,
             cancel,
+            served,
         };
         let vmx = &self.vmx;
         match self.verb {

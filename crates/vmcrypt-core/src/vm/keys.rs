@@ -64,12 +64,15 @@ pub(crate) fn open_vm_key(vm: &Vm, meta: &VmMeta, ring: &KeyRing<'_>) -> Result<
 }
 
 /// Opens every disk of the VM and unwraps its DEK, checking it belongs to this VM and agrees on
-/// the key generation. Plain disks are allowed only while a VM job was interrupted.
+/// the key generation. Plain disks are allowed only while a VM job was interrupted. A disk in
+/// `served` may be in the middle of its online deep rekey (its server goes on with it): both
+/// its keys are unwrapped, and the old one is given.
 pub(crate) fn open_vm_disks(
     vm: &Vm,
     meta: &VmMeta,
     ring: &KeyRing<'_>,
     interrupted: bool,
+    served: &[std::path::PathBuf],
 ) -> Result<Vec<(Disk, Dek)>> {
     let mut out = Vec::new();
     let mut gens = vec![(meta.generation, meta.rekey_generation)];
@@ -90,7 +93,8 @@ pub(crate) fn open_vm_disks(
                 reason: "the disk's keySafe belongs to another VM (or to no VM)".into(),
             });
         }
-        if e.state != DiskState::Encrypted {
+        let online = e.state == DiskState::RekeyingOnline && served.contains(&d.path);
+        if e.state != DiskState::Encrypted && !online {
             return Err(Error::JobUnderWay {
                 path: d.path.clone(),
                 state: e.state.as_str(),
@@ -98,7 +102,12 @@ pub(crate) fn open_vm_disks(
             });
         }
         gens.push((e.generation, e.rekey_generation));
-        let dek = disk.open_key(ring)?.secret;
+        let dek = if online {
+            disk.check_payload()?;
+            crate::disk::rekey_keys(&e, ring)?.0
+        } else {
+            disk.open_key(ring)?.secret
+        };
         out.push((disk, dek));
     }
     if !generations_agree(&gens) {

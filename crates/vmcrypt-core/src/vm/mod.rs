@@ -22,9 +22,11 @@ mod job;
 mod keys;
 mod rekey;
 mod resume;
+mod served;
 
 pub use inspect::{VmDiskInfo, VmInfo, vm_inspect};
 pub use job::{VmJob, lock_vm};
+pub use served::ServedDisks;
 
 use std::path::{Path, PathBuf};
 

@@ -11,6 +11,7 @@ use std::time::Instant;
 use super::job::{Ctx, Held};
 use super::keys::{VmReport, open_encrypted_vm, open_vm_disks};
 use super::resume::resume_disks_in;
+use super::served::served_disks;
 use super::{Vm, VmMeta};
 use crate::disk::{DiskState, rekey_commit, rekey_stage};
 use crate::keysafe::{KekRef, Opened};
@@ -25,7 +26,7 @@ pub(crate) fn shallow(vmx: &Path, ctx: &Ctx<'_>) -> Result<Report> {
     let started = Instant::now();
     let open = open_encrypted_vm(vmx, ctx.ring)?;
     let (mut vm, meta) = (open.vm, open.meta);
-    let mut disks = open_vm_disks(&vm, &meta, ctx.ring, false)?;
+    let mut disks = open_vm_disks(&vm, &meta, ctx.ring, false, &[])?;
     // A rekey under way (in the VMX or any disk) is finished with its own target.
     let pending = std::iter::once((meta.rekey_generation, meta.key_safe().pending_target()))
         .chain(disks.iter().filter_map(|(d, _)| {
@@ -78,15 +79,23 @@ pub(crate) fn shallow(vmx: &Path, ctx: &Ctx<'_>) -> Result<Report> {
     .report())
 }
 
-/// Deep rekey of a VM, or the rest of an interrupted one.
+/// Deep rekey of a VM, or the rest of an interrupted one. The disks a server holds (the VM
+/// runs) are rekeyed online by their servers (vm::served), the others offline.
 pub(crate) fn deep(vmx: &Path, ctx: &Ctx<'_>) -> Result<Report> {
-    let _held = Held::begin(vmx)?;
+    let served = served_disks(&Vm::open(vmx)?, ctx.served);
+    let _held = Held::begin_except(vmx, &served)?;
     let started = Instant::now();
     let open = open_encrypted_vm(vmx, ctx.ring)?;
     let (mut vm, meta) = (open.vm, open.meta);
-    // Finish any disk job a crash interrupted, then check the whole VM.
-    resume_disks_in(&vm, DiskState::Rekeying, ctx)?;
-    let disks = open_vm_disks(&vm, &meta, ctx.ring, false)?;
+    // Finish any disk job a crash interrupted (a server takes up its own), then check the
+    // whole VM.
+    resume_disks_in(
+        &vm,
+        &[DiskState::Rekeying, DiskState::RekeyingOnline],
+        &served,
+        ctx,
+    )?;
+    let disks = open_vm_disks(&vm, &meta, ctx.ring, false, &served)?;
     let resumed = meta.rekey_generation.is_some();
     let target = meta.rekey_generation.unwrap_or(meta.generation + 1);
     let Opened {
@@ -100,7 +109,12 @@ pub(crate) fn deep(vmx: &Path, ctx: &Ctx<'_>) -> Result<Report> {
     let mut bytes = 0;
     for (disk, _) in &disks {
         let at = disk.encryption().map(|e| e.generation).unwrap_or(target);
-        if at < target {
+        if at < target && served.contains(&disk.path().to_path_buf()) {
+            if let Some(s) = ctx.served {
+                bytes += s.deep_rekey(disk.path(), vmx)?;
+            }
+            at_target(disk.path(), target)?;
+        } else if at < target {
             let (stats, _) = crate::disk::rekey_deep(
                 disk.path(),
                 ctx.ring,
@@ -130,6 +144,26 @@ pub(crate) fn deep(vmx: &Path, ctx: &Ctx<'_>) -> Result<Report> {
         started,
     }
     .report())
+}
+
+/// Checks that a disk a server rekeyed online ended at generation `target`, settled, before
+/// the VMX commits to it.
+fn at_target(disk: &Path, target: u64) -> Result<()> {
+    let d = crate::disk::Disk::open(disk)?;
+    match d.encryption() {
+        Some(e) if e.state == DiskState::Encrypted && e.generation == target => Ok(()),
+        e => Err(Error::Integrity {
+            path: disk.to_path_buf(),
+            reason: format!(
+                "its server ended its online rekey, but the disk is at {} and not at generation {target}: the VM is left staged; run the rekey again",
+                e.map_or("no encryption".to_string(), |e| format!(
+                    "generation {} ({})",
+                    e.generation,
+                    e.state.as_str()
+                ))
+            ),
+        }),
+    }
 }
 
 /// The VM keySafe staged with the new wrapping (idempotent).

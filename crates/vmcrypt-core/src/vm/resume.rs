@@ -14,8 +14,9 @@ use crate::report::Report;
 /// Finishes whatever VM job was interrupted: `vm encrypt`, `vm decrypt`, or a shallow or deep
 /// `vm rekey`. Harmless when nothing is under way: the report says `resumed: false`.
 pub(crate) fn resume(vmx: &Path, ctx: &Ctx<'_>) -> Result<Report> {
-    let _held = Held::begin(vmx)?;
     let vm = Vm::open(vmx)?;
+    let served = super::served::served_disks(&vm, ctx.served);
+    let _held = Held::begin_except(vmx, &served)?;
     let nothing = || Report {
         operation: "resume",
         vmx: Some(vmx.to_path_buf()),
@@ -37,10 +38,11 @@ pub(crate) fn resume(vmx: &Path, ctx: &Ctx<'_>) -> Result<Report> {
             repair_plain_disks(vmx, ctx)?
         }
         _ => {
-            let disk_mid_job = vm
-                .disks()
-                .iter()
-                .any(|d| state_of(d).is_some_and(|e| e.state == DiskState::Rekeying));
+            let disk_mid_job = vm.disks().iter().any(|d| {
+                state_of(d).is_some_and(|e| {
+                    matches!(e.state, DiskState::Rekeying | DiskState::RekeyingOnline)
+                })
+            });
             let pairs = meta.key_safe().pairs();
             let same_key = pairs.len() > 1
                 && pairs.first().map(|p| (p.provider, p.key_id))
@@ -67,12 +69,21 @@ pub(crate) fn resume(vmx: &Path, ctx: &Ctx<'_>) -> Result<Report> {
     })
 }
 
-/// Resumes every disk of the VM whose in-place job stopped in `state`.
-pub(crate) fn resume_disks_in(vm: &Vm, state: DiskState, ctx: &Ctx<'_>) -> Result<()> {
+/// Resumes every disk of the VM whose in-place job stopped in one of `states`, but for the
+/// disks in `served` (their servers take their own jobs up).
+pub(crate) fn resume_disks_in(
+    vm: &Vm,
+    states: &[DiskState],
+    served: &[std::path::PathBuf],
+    ctx: &Ctx<'_>,
+) -> Result<()> {
     for d in vm.disks() {
+        if served.contains(&d.path) {
+            continue;
+        }
         if Disk::open(&d.path)?
             .encryption()
-            .is_some_and(|e| e.state == state)
+            .is_some_and(|e| states.contains(&e.state))
         {
             crate::disk::resume_with(
                 &d.path,

@@ -38,6 +38,11 @@ pub enum Request {
         /// Bytes per second at most; none: the default (see [`Rate`]).
         #[serde(default)]
         rate: Option<u64>,
+        /// For a disk of a VM: the VMX of the VM's deep rekey, which must list the disk and
+        /// be staged for its next generation
+        /// ([`vmcrypt_core::EncryptedDisk::start_deep_rekey_of_vm`]).
+        #[serde(default)]
+        vm: Option<PathBuf>,
     },
     /// Start an online encryption of a plaintext disk served as such (or take a stopped one up
     /// again): a new KEK from this provider (by its name in the server's configuration).

@@ -185,8 +185,9 @@ impl<'a> ControlServer<'a> {
     fn handle(&self, req: &Request) -> Reply {
         match req {
             Request::Status => self.reply(),
-            Request::DeepRekey { rate } => self.start(JobKind::DeepRekey, *rate, || {
-                self.disk.start_deep_rekey(self.registry)
+            Request::DeepRekey { rate, vm } => self.start(JobKind::DeepRekey, *rate, || match vm {
+                Some(vmx) => self.disk.start_deep_rekey_of_vm(self.registry, vmx),
+                None => self.disk.start_deep_rekey(self.registry),
             }),
             Request::Encrypt { provider, rate } => self.start(JobKind::Encrypt, *rate, || {
                 self.disk.start_encrypt(self.registry, provider)

@@ -34,7 +34,7 @@
 //! payload before the metadata is removed (step 5). Cut and not yet recorded, the journal
 //! still says every window is done, and the next open or `resume` records the result.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::EncryptedDisk;
 use super::cipher::UnitCipher;
@@ -216,6 +216,15 @@ pub(super) fn recorded_job(disk: &Disk, ring: &KeyRing<'_>, files: &dyn Files) -
     })
 }
 
+/// What a job start does with a disk of a VM.
+#[derive(Clone, Copy)]
+enum OfVm<'a> {
+    /// Refuses it, with this advice (what to do instead).
+    Refuse(&'a str),
+    /// Allows it when the VM's own job, with this VMX, asks (`check_staged_by`).
+    StagedBy(&'a Path),
+}
+
 /// A fresh job id, and its hex form for the metadata.
 fn new_job_id() -> Result<([u8; 16], String)> {
     let mut id = [0u8; 16];
@@ -244,16 +253,38 @@ impl EncryptedDisk {
     /// disk of a VM (rekey the VM); provider errors (the KEK cannot be fetched, or does not
     /// give the new DEK back): the disk is then as it was; I/O errors.
     pub fn start_deep_rekey(&self, registry: &dyn ProviderRegistry) -> Result<()> {
-        self.start_deep_rekey_in(registry, ONLINE_WINDOW)
+        self.start_deep_rekey_in(registry, None, ONLINE_WINDOW)
+    }
+
+    /// [`EncryptedDisk::start_deep_rekey`] of a disk of the VM `vmx`, as that VM's deep
+    /// rekey asks (crate::vm::ServedDisks): the VMX must list this disk and be staged for
+    /// the disk's next key generation (the VM job stages it first and commits it once every
+    /// disk is there), so that no disk of a VM ever moves ahead of the VM on its own.
+    ///
+    /// # Errors
+    /// [`Error::Integrity`] for a VMX that does not list the disk, is another VM's or is not
+    /// staged for the disk's next generation; else as [`EncryptedDisk::start_deep_rekey`].
+    pub fn start_deep_rekey_of_vm(
+        &self,
+        registry: &dyn ProviderRegistry,
+        vmx: &Path,
+    ) -> Result<()> {
+        self.start_deep_rekey_in(registry, Some(vmx), ONLINE_WINDOW)
     }
 
     pub(super) fn start_deep_rekey_in(
         &self,
         registry: &dyn ProviderRegistry,
+        vmx: Option<&Path>,
         window: u64,
     ) -> Result<()> {
-        let (mut control, meta) =
-            self.settled_for_job("rekey the VM (`vmcrypt vm rekey VMX --deep`)")?;
+        let of_vm = match vmx {
+            Some(vmx) => OfVm::StagedBy(vmx),
+            None => OfVm::Refuse(
+                "rekey the VM (`vmcrypt vm rekey VMX --deep`: the servers of its disks rekey them online)",
+            ),
+        };
+        let (mut control, meta) = self.settled_for_job(of_vm)?;
         let disk = &mut control.disk;
         // 1. The new DEK, wrapped beside the old one, and back through the provider.
         let ring = KeyRing::new(registry);
@@ -394,8 +425,9 @@ impl EncryptedDisk {
         registry: &dyn ProviderRegistry,
         window: u64,
     ) -> Result<()> {
-        let (mut control, meta) =
-            self.settled_for_job("decrypt the VM (`vmcrypt vm decrypt VMX`)")?;
+        let (mut control, meta) = self.settled_for_job(OfVm::Refuse(
+            "decrypt the VM (`vmcrypt vm decrypt VMX`) while it is powered off",
+        ))?;
         let disk = &mut control.disk;
         let shift = meta.identity.payload_offset;
         let window = if shift == 0 {
@@ -447,11 +479,11 @@ impl EncryptedDisk {
     }
 
     /// The metadata of an encrypted disk about to start a job, under the control lock: no
-    /// job under way, room in the metadata file, no offline job, no shallow rekey under way,
-    /// not a disk of a VM (`vm_advice`: what to do instead, while the VM is powered off).
+    /// job under way, room in the metadata file, no offline job, no shallow rekey under way;
+    /// a disk of a VM as `of_vm` says.
     fn settled_for_job(
         &self,
-        vm_advice: &str,
+        of_vm: OfVm<'_>,
     ) -> Result<(std::sync::MutexGuard<'_, Control>, EncryptionMeta)> {
         let control = self.control();
         self.refuse_second_job(&control)?;
@@ -463,13 +495,55 @@ impl EncryptedDisk {
                 self.path.display()
             )));
         }
-        if meta.vm_uuid.is_some() {
-            return Err(Error::BelongsToVm {
-                path: self.path.clone(),
-                advice: format!("{vm_advice} while it is powered off"),
-            });
+        match (of_vm, meta.vm_uuid.as_deref()) {
+            (OfVm::Refuse(advice), Some(_)) => {
+                return Err(Error::BelongsToVm {
+                    path: self.path.clone(),
+                    advice: advice.to_string(),
+                });
+            }
+            (OfVm::StagedBy(vmx), Some(uuid)) => {
+                self.check_staged_by(vmx, uuid, meta.generation + 1)?;
+            }
+            (OfVm::StagedBy(vmx), None) => {
+                return Err(Error::input(format!(
+                    "{} belongs to no VM, so {} cannot ask for its rekey",
+                    self.path.display(),
+                    vmx.display()
+                )));
+            }
+            (OfVm::Refuse(_), None) => {}
         }
         Ok((control, meta))
+    }
+
+    /// Checks that the VMX `vmx` is the VM `uuid`'s, lists this disk, and is staged for
+    /// generation `target` (read without its lock, which the VM job holds).
+    fn check_staged_by(&self, vmx: &Path, uuid: &str, target: u64) -> Result<()> {
+        let vm = crate::vm::Vm::open(vmx)?;
+        let bad = |reason: String| Error::Integrity {
+            path: vmx.to_path_buf(),
+            reason,
+        };
+        let me = std::fs::canonicalize(&self.path).map_err(Error::io("resolve", &self.path))?;
+        let listed = vm
+            .disks()
+            .iter()
+            .any(|d| std::fs::canonicalize(&d.path).is_ok_and(|p| p == me));
+        if !listed {
+            return Err(bad(format!("it does not list {}", self.path.display())));
+        }
+        match vm.meta() {
+            Some(m) if m.vm_uuid != uuid => Err(bad(format!(
+                "it is VM {}, and {} belongs to VM {uuid}",
+                m.vm_uuid,
+                self.path.display()
+            ))),
+            Some(m) if m.rekey_generation == Some(target) => Ok(()),
+            _ => Err(bad(format!(
+                "it is not staged for key generation {target}: only the VM's own deep rekey (`vmcrypt vm rekey VMX --deep`) rekeys its disks"
+            ))),
+        }
     }
 
     /// Steps 2 and 3 of the module docs, and the job handed to the router.

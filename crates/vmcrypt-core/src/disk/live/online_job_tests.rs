@@ -32,10 +32,10 @@ fn an_online_deep_rekey_is_recorded_taken_up_after_a_crash_and_ends_at_the_next_
     let mut model = plain.clone();
     assert_eq!(state(&img), (DiskState::Encrypted, 1, 1));
     assert!(disk.job().is_none());
-    disk.start_deep_rekey_in(&registry(dir.path()), WINDOW)
+    disk.start_deep_rekey_in(&registry(dir.path()), None, WINDOW)
         .expect("start");
     assert!(
-        disk.start_deep_rekey_in(&registry(dir.path()), WINDOW)
+        disk.start_deep_rekey_in(&registry(dir.path()), None, WINDOW)
             .is_err(),
         "one job at a time"
     );
@@ -88,7 +88,7 @@ fn a_crash_at_the_start_or_the_end_of_the_job_leaves_one_key_that_opens_the_disk
     let (disk, img) = disk_with(dir.path(), &plain, SectorSize::S512);
     // Journal made, job not recorded: the next open clears the journal; nothing changed.
     crash_in("online-journal-created", || {
-        disk.start_deep_rekey_in(&registry(dir.path()), WINDOW)
+        disk.start_deep_rekey_in(&registry(dir.path()), None, WINDOW)
     });
     drop(disk);
     assert!(journal_path(&img).exists());
@@ -97,7 +97,7 @@ fn a_crash_at_the_start_or_the_end_of_the_job_leaves_one_key_that_opens_the_disk
     assert_eq!(state(&img), (DiskState::Encrypted, 1, 1));
     assert!(disk.job().is_none());
     // Every window done, the result recorded, the journal still there.
-    disk.start_deep_rekey_in(&registry(dir.path()), WINDOW)
+    disk.start_deep_rekey_in(&registry(dir.path()), None, WINDOW)
         .expect("start");
     while disk.job().is_some_and(|j| j.done < j.len) {
         disk.job_step().expect("step");
@@ -112,7 +112,7 @@ fn a_crash_at_the_start_or_the_end_of_the_job_leaves_one_key_that_opens_the_disk
     disk.read_at(&mut got, 0).expect("read");
     assert!(got == plain);
     // Recorded and died after two windows: `vmcrypt resume` finishes it offline.
-    disk.start_deep_rekey_in(&registry(dir.path()), WINDOW)
+    disk.start_deep_rekey_in(&registry(dir.path()), None, WINDOW)
         .expect("start");
     disk.job_step().expect("step");
     crash_in("online-done-synced", || disk.job_step());
@@ -143,7 +143,7 @@ fn a_provider_that_fails_before_the_new_key_is_held_fails_the_start_and_changes_
             }
             good(name)
         };
-        assert!(disk.start_deep_rekey_in(&flaky, WINDOW).is_err());
+        assert!(disk.start_deep_rekey_in(&flaky, None, WINDOW).is_err());
         assert_eq!(calls.load(Ordering::SeqCst), allowed + 1, "{allowed}");
         assert!(disk.job().is_none());
         assert!(!journal_path(&img).exists(), "no journal");
@@ -200,7 +200,7 @@ fn a_shallow_rekey_of_a_served_disk_rewraps_its_key_while_a_guest_writes() {
     }
     assert_eq!(kek_ids.len(), 3, "a new KEK each time");
 
-    disk.start_deep_rekey_in(&reg, WINDOW).expect("deep");
+    disk.start_deep_rekey_in(&reg, None, WINDOW).expect("deep");
     let err = disk
         .rekey_shallow(&reg, "native")
         .expect_err("refused during a job");
