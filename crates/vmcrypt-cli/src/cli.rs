@@ -106,15 +106,16 @@ pub enum Command {
     Topology(TopologyCmd),
 }
 
-/// `serve DISK --nbd ... | --vhost-user ...`
+/// `serve DISK --nbd ... | --vhost-user ...`, or `serve DISK --status`
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("protocol").required(true).multiple(true).args(["nbd", "vhost_user"])))]
+#[command(group(clap::ArgGroup::new("protocol").multiple(true).args(["nbd", "vhost_user"])))]
 pub struct ServeArgs {
     /// Encrypted disk (or, with --plaintext, a plaintext one): raw image or VMDK descriptor.
     pub disk: PathBuf,
     /// Where to serve NBD: a Unix socket path (created mode 0600), PORT (TCP on 127.0.0.1),
     /// or HOST:PORT. TCP has no TLS: see below.
-    #[arg(long, value_name = "SOCKET|PORT|HOST:PORT")]
+    #[arg(long, value_name = "SOCKET|PORT|HOST:PORT",
+          required_unless_present_any = ["vhost_user", "status"])]
     pub nbd: Option<String>,
     /// Where to serve vhost-user-blk: a Unix socket path (created mode 0600) for QEMU's
     /// `-chardev socket` (libvirt `<disk type='vhostuser'>`). Frontends may disconnect and
@@ -153,6 +154,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub stall_timeout: u64,
+    /// Serve nothing: show the server that holds DISK, if any, and its online job (as
+    /// `vmcrypt jobs DISK`).
+    #[arg(long, conflicts_with_all = ["protocol", "plaintext", "read_only", "queues", "io_threads", "serial", "name"])]
+    pub status: bool,
 }
 
 /// `topology ...`

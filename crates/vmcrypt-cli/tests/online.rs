@@ -293,6 +293,14 @@ fn a_running_vms_deep_rekey_has_the_server_of_its_disk_rekey_it_online() {
     );
     let o = e.run(&["vm", "rekey", "db01.vmx", "--shallow", "--rate", "4"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    // Not done online: the served disk is in use.
+    for job in [
+        &["vm", "rekey", "db01.vmx", "--shallow"][..],
+        &["vm", "decrypt", "db01.vmx"],
+    ] {
+        let o = e.run(job);
+        assert_eq!(o.status.code(), Some(5), "{job:?}: {}", stderr(&o));
+    }
     // Asked straight on its control socket, the server refuses a rekey for a VMX that is not
     // staged for it, or that does not list its disk.
     std::fs::write(e.path("other.vmx"), VMX.replace("db01.vmdk", "x.vmdk")).expect("vmx");
@@ -421,6 +429,17 @@ fn qemu_io_writes_through_online_deep_rekeys_and_a_kill_9_in_the_middle_loses_no
     let j = job(&e, "e.img");
     assert_eq!(j["job"], serde_json::Value::Null);
     assert_eq!(j["last"]["state"], "done");
+    // `serve --status` is `jobs`; it serves nothing, and takes no protocol.
+    assert_eq!(json(&e.ok(&["--json", "serve", "e.img", "--status"])), j);
+    let o = e.run(&["serve", "e.img", "--status", "--nbd", "x.sock"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = e.run(&["serve", "e.img"]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "a protocol or --status: {}",
+        stderr(&o)
+    );
     // Every byte reads back through the server.
     for _ in 0..5 {
         round(&uri, &mut rng, &mut model, n);
@@ -451,6 +470,7 @@ fn qemu_io_writes_through_online_deep_rekeys_and_a_kill_9_in_the_middle_loses_no
     let j = job(&e, "e.img");
     assert_eq!(j["served"], false);
     assert_eq!(j["stopped_job"], true, "{j}");
+    assert_eq!(json(&e.ok(&["--json", "serve", "e.img", "--status"])), j);
 
     // 3. The server restarts and takes the job up on its own; the client goes on meanwhile.
     let server = Served::start(&e, "e.img", &[]);

@@ -17,6 +17,9 @@ use crate::output::{Out, human_bytes};
 use crate::progress::cancel_on_signal;
 
 pub fn run(cli: &Cli, a: &ServeArgs, out: &Out) -> Result<()> {
+    if a.status {
+        return super::online::jobs(&a.disk, false, out);
+    }
     let nbd_at = a
         .nbd
         .as_deref()
