@@ -153,21 +153,13 @@ fn qemu_io_writes_through_an_online_encrypt_and_an_online_decrypt_killed_in_the_
     let server = Served::start(&e, "d.img", &[]);
     let uri = server.uri();
     let r = spawn(&e, &["decrypt", "d.img", "--in-place", "--rate", "4"]);
-    let until = Instant::now() + Duration::from_secs(30);
-    loop {
-        round(&uri, &mut rng, &mut model, n);
-        n += 1;
-        let done = job(&e, "d.img")["job"]["done"].as_u64().unwrap_or(0);
-        if done >= 4 * MIB {
-            break;
-        }
-        assert!(Instant::now() < until, "the decryption never got going");
-    }
-    server.signal("-KILL");
-    let mut child = server.child;
-    child.wait().expect("wait");
-    let out = r.wait_with_output().expect("decrypt");
-    assert_ne!(out.status.code(), Some(0), "its server died");
+    let client = Client {
+        uri: &uri,
+        rng: &mut rng,
+        model: &mut model,
+        n: &mut n,
+    };
+    kill_part_way(&e, server, r, "d.img", client);
     let j = job(&e, "d.img");
     assert_eq!(j["state"], "decrypting-online", "{j}");
     // Not plaintext yet: --plaintext is refused, the plain serve takes the job up.
@@ -351,21 +343,13 @@ fn a_running_vms_deep_rekey_has_the_server_of_its_disk_rekey_it_online() {
 
     // 2. Again, slowly, with kill -9 of the server part way.
     let r = spawn(&e, &["vm", "rekey", "db01.vmx", "--deep", "--rate", "4"]);
-    let until = Instant::now() + Duration::from_secs(30);
-    loop {
-        round(&uri, &mut rng, &mut model, n);
-        n += 1;
-        let done = job(&e, "db01.vmdk")["job"]["done"].as_u64().unwrap_or(0);
-        if done >= 4 * MIB {
-            break;
-        }
-        assert!(Instant::now() < until, "the disk's rekey never got going");
-    }
-    server.signal("-KILL");
-    let mut child = server.child;
-    child.wait().expect("wait");
-    let out = r.wait_with_output().expect("vm rekey");
-    assert_ne!(out.status.code(), Some(0), "its server died");
+    let client = Client {
+        uri: &uri,
+        rng: &mut rng,
+        model: &mut model,
+        n: &mut n,
+    };
+    kill_part_way(&e, server, r, "db01.vmdk", client);
     let i = vm_inspect(&e);
     assert_eq!(i["key_generation"], 2, "{i}");
     assert_eq!(i["rekey_generation"], 3, "staged: {i}");
@@ -388,6 +372,39 @@ fn a_running_vms_deep_rekey_has_the_server_of_its_disk_rekey_it_online() {
         "the served disk is what the client wrote"
     );
     assert!(std::fs::read(e.path("db01_data-flat.vmdk")).expect("flat") == data);
+}
+
+/// The client's view, as `round` keeps it: the NBD address, its random source, the model of
+/// the disk and the round count.
+struct Client<'a> {
+    uri: &'a str,
+    rng: &'a mut Rng,
+    model: &'a mut [u8],
+    n: &'a mut u64,
+}
+
+/// Client rounds until the online job on `disk` has done 4 MiB, then kill -9 of `server`:
+/// `job`, the command that follows the job, cannot end well.
+fn kill_part_way(e: &Env, server: Served, job_cmd: Child, disk: &str, c: Client<'_>) {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        round(c.uri, c.rng, c.model, *c.n);
+        *c.n += 1;
+        let done = job(e, disk)["job"]["done"].as_u64().unwrap_or(0);
+        if done >= 4 * MIB {
+            break;
+        }
+        assert!(Instant::now() < until, "the job on {disk} never got going");
+    }
+    server.signal("-KILL");
+    let mut child = server.child;
+    child.wait().expect("wait");
+    let out = job_cmd.wait_with_output().expect("job");
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "the job cannot end well: its server died"
+    );
 }
 
 /// Client rounds until `child` (which may end at once) ends well.
@@ -448,25 +465,13 @@ fn qemu_io_writes_through_online_deep_rekeys_and_a_kill_9_in_the_middle_loses_no
 
     // 2. A second job, slow; kill -9 of the server part way, with flushed writes before.
     let r = rekey(&e, "4");
-    let until = Instant::now() + Duration::from_secs(30);
-    loop {
-        round(&uri, &mut rng, &mut model, n);
-        n += 1;
-        let done = job(&e, "e.img")["job"]["done"].as_u64().unwrap_or(0);
-        if done >= 4 * MIB {
-            break;
-        }
-        assert!(Instant::now() < until, "the second job never got going");
-    }
-    server.signal("-KILL");
-    let mut child = server.child;
-    child.wait().expect("wait");
-    let out = r.wait_with_output().expect("rekey");
-    assert_ne!(
-        out.status.code(),
-        Some(0),
-        "the rekey cannot end well: its server died"
-    );
+    let client = Client {
+        uri: &uri,
+        rng: &mut rng,
+        model: &mut model,
+        n: &mut n,
+    };
+    kill_part_way(&e, server, r, "e.img", client);
     let j = job(&e, "e.img");
     assert_eq!(j["served"], false);
     assert_eq!(j["stopped_job"], true, "{j}");
