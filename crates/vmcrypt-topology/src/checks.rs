@@ -18,6 +18,7 @@ fn finding(
         check,
         severity,
         components,
+        site: None,
         message,
         why: why.to_string(),
         fix: fix.into(),
@@ -59,7 +60,7 @@ pub fn kms_count(t: &Topology) -> Vec<Finding> {
                     format!("site {site} reaches {n} key server(s) of provider {}", p.name),
                     "with two servers, one failure leaves a single point of failure until it is repaired",
                     format!("list at least three replicating servers in site {site}'s order"),
-                ));
+                ).at(&site));
             }
         }
         let sites: BTreeSet<Option<&str>> = all
@@ -74,7 +75,7 @@ pub fn kms_count(t: &Topology) -> Vec<Finding> {
                 format!("every key server of provider {} is in site {only}", p.name),
                 "a site disaster (fire, flood, a long power cut) takes every copy of the keys with it",
                 "replicate to a server in another site or a cloud key service, last in the order",
-            ));
+            ).at(only));
         }
     }
     out
@@ -206,7 +207,7 @@ pub fn site_order(t: &Topology) -> Vec<Finding> {
                 ),
                 "every key fetch crosses the WAN, and when that remote server hangs every fetch waits out its timeout before reaching a local one",
                 format!("order for site {site}: {}", better.join(", ")),
-            ));
+            ).at(&site));
         }
     }
     out

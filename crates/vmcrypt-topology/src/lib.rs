@@ -37,7 +37,8 @@ pub mod report;
 pub mod timing;
 
 pub use model::{ModelError, Topology};
-pub use report::{Finding, Report, Severity, Timing};
+pub use report::{Finding, Report, Severity};
+pub use timing::{Kind, Mode, Scenario};
 
 /// Runs every check and the failover timing on a validated topology.
 pub fn check(t: &Topology) -> Report {
@@ -49,13 +50,13 @@ pub fn check(t: &Topology) -> Report {
     findings.extend(checks::site_order(t));
     findings.extend(checks::native_backup(t));
     findings.extend(checks::cycles(&g));
-    let (timing, slow) = timing::timing(t);
+    let (scenarios, slow) = timing::timing(t);
     findings.extend(slow);
     findings.sort_by(|a, b| (a.severity, a.check).cmp(&(b.severity, b.check)));
     let availability = availability::estimate(t).unwrap_or_default();
     Report {
         findings,
-        timing,
+        scenarios,
         availability,
     }
 }

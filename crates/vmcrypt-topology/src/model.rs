@@ -50,9 +50,8 @@ pub struct Settings {
     pub cloud_rtt_ms: f64,
     /// Round trips of one successful key fetch (TCP, TLS 1.3, version negotiation, state, Get).
     pub fetch_round_trips: f64,
-    /// A key fetch slower than this in a failure scenario is a warning. Default: the
-    /// provider's timeout plus 5 s, i.e. more than one hung server's worth (one hung server
-    /// costing the timeout is inherent to ordered failover; two stacking up is topology).
+    /// A key fetch slower than this in a failure scenario is a warning (`slow-failover`).
+    /// Default: the provider's timeout, i.e. any wait for a hung server.
     pub max_fetch_secs: Option<f64>,
     /// Connect timeout when packets are dropped (a partition): vmcrypt uses min(timeout, 10 s).
     pub connect_timeout_secs: f64,
@@ -160,6 +159,15 @@ pub struct Provider {
     /// Response timeout per server.
     #[serde(default = "default_timeout")]
     pub timeout_secs: f64,
+    /// Hedged reads (vmcrypt): when the server asked has not answered within this many
+    /// milliseconds, the next one is asked too. Absent: ordered failover, each server
+    /// waited out, as the reference system does.
+    #[serde(default)]
+    pub hedge_ms: Option<f64>,
+    /// Demotion (vmcrypt's agent): a server that failed is tried after the others for this
+    /// many seconds, so later fetches do not pay for it again. Absent: off.
+    #[serde(default)]
+    pub demote_secs: Option<f64>,
     /// Native: a backup of the keystore has been exported.
     #[serde(default)]
     pub backup: bool,
@@ -406,10 +414,16 @@ impl Topology {
             for n in &p.needs {
                 want(&o, "needs", n, &needable)?;
             }
-            if !(p.timeout_secs > 0.0 && p.timeout_secs.is_finite()) {
-                return Err(ModelError::Invalid(format!(
-                    "{o}: timeout_secs must be a positive number"
-                )));
+            for (what, v) in [
+                ("timeout_secs", Some(p.timeout_secs)),
+                ("hedge_ms", p.hedge_ms),
+                ("demote_secs", p.demote_secs),
+            ] {
+                if v.is_some_and(|v| !(v > 0.0 && v.is_finite())) {
+                    return Err(ModelError::Invalid(format!(
+                        "{o}: {what} must be a positive number"
+                    )));
+                }
             }
             if p.kind == ProviderKind::Native && !p.servers.is_empty() {
                 return Err(ModelError::Invalid(format!(

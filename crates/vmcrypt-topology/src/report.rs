@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use crate::timing::{Mode, Scenario, describe, worse};
+
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -21,6 +23,9 @@ pub struct Finding {
     pub severity: Severity,
     /// The components involved (for a cycle: in order, the first repeated at the end).
     pub components: Vec<String>,
+    /// The site it is about, where it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
     /// What is wrong.
     pub message: String,
     /// Why it matters.
@@ -29,30 +34,25 @@ pub struct Finding {
     pub fix: String,
 }
 
-/// Worst-case time to a key for one site, provider and failure scenario.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Timing {
-    /// Provider.
-    pub provider: String,
-    /// The site fetching.
-    pub site: String,
-    /// The scenario (e.g. `first server hung`).
-    pub scenario: String,
-    /// Seconds until the key arrives, or `None` when no server can answer.
-    pub seconds: Option<f64>,
-    /// The server that answers.
-    pub served_by: Option<String>,
-}
-
 /// What `check` found.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
     /// Findings, errors first.
     pub findings: Vec<Finding>,
-    /// Failover timing for every provider, site and scenario.
-    pub timing: Vec<Timing>,
+    /// The time to a key for every provider, site and failure scenario.
+    pub scenarios: Vec<Scenario>,
     /// Key availability per provider and site, when failure probabilities were given.
     pub availability: Vec<crate::availability::Availability>,
+}
+
+impl Finding {
+    /// The finding, about site `site`.
+    pub fn at(self, site: &str) -> Finding {
+        Finding {
+            site: Some(site.to_string()),
+            ..self
+        }
+    }
 }
 
 impl Report {
@@ -90,22 +90,9 @@ impl Report {
             s.push_str(&format!("    why: {}\n", f.why));
             s.push_str(&format!("    fix: {}\n", f.fix));
         }
-        if !self.timing.is_empty() {
-            s.push_str("\nworst-case time to a key (ordered failover: refused = one round trip, hung = the timeout):\n");
-            let w = self
-                .timing
-                .iter()
-                .map(|t| t.provider.len() + t.site.len() + 3)
-                .max()
-                .unwrap_or(0);
-            for t in &self.timing {
-                let at = format!("{} @ {}", t.provider, t.site);
-                let v = match (t.seconds, &t.served_by) {
-                    (Some(secs), Some(by)) => format!("{:>9} by {by}", fmt_secs(secs)),
-                    _ => format!("{:>9}", "no key"),
-                };
-                s.push_str(&format!("  {at:<w$}  {:<34} {v}\n", t.scenario));
-            }
+        if !self.scenarios.is_empty() {
+            s.push_str("\ntime to a key, the worst case of each scenario and mode (refused = one round trip, hung = the timeout, dropped = the connect timeout; every case in --json):\n");
+            s.push_str(&self.render_scenarios());
         }
         if !self.availability.is_empty() {
             s.push_str("\nkey availability (independent failures, seeded Monte Carlo; given the site is up):\n");
@@ -134,6 +121,59 @@ impl Report {
             self.errors(),
             self.warnings()
         ));
+        s
+    }
+}
+
+impl Report {
+    /// The worst row of each provider, site, kind and mode, as an aligned table.
+    fn render_scenarios(&self) -> String {
+        let mut worst: Vec<&Scenario> = Vec::new();
+        for r in &self.scenarios {
+            let same = |w: &&Scenario| {
+                (&w.provider, &w.site, w.kind, w.mode) == (&r.provider, &r.site, r.kind, r.mode)
+            };
+            match worst.iter().position(same) {
+                Some(i) if worse(r, worst[i]) => worst[i] = r,
+                Some(_) => {}
+                None => worst.push(r),
+            }
+        }
+        let rows: Vec<[String; 5]> = worst
+            .iter()
+            .map(|r| {
+                let (secs, by) = match (r.seconds, &r.served_by) {
+                    (Some(secs), Some(by)) => (fmt_secs(secs), format!("by {by}")),
+                    _ => ("no key".to_string(), String::new()),
+                };
+                let mode = match r.mode {
+                    Mode::Mixed => format!("mixed ({} hung)", r.hung.len()),
+                    m => m.as_str().to_string(),
+                };
+                let what = describe(r);
+                let then = r
+                    .repeat_seconds
+                    .map_or(String::new(), |t| format!("; next fetch {}", fmt_secs(t)));
+                [
+                    format!("{} @ {}", r.provider, r.site),
+                    what,
+                    mode,
+                    secs,
+                    format!("{by}{then}"),
+                ]
+            })
+            .collect();
+        let width = |i: usize| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0);
+        let (w0, w1, w2, w3) = (width(0), width(1), width(2), width(3));
+        let mut s = String::new();
+        for r in &rows {
+            let line = format!(
+                "  {:<w0$}  {:<w1$}  {:<w2$}  {:>w3$} {}",
+                r[0], r[1], r[2], r[3], r[4]
+            );
+            s.push_str(line.trim_end());
+            s.push('\n');
+        }
         s
     }
 }

@@ -125,6 +125,8 @@ fn build(s: &Shape) -> Topology {
             servers: sv,
             order: BTreeMap::new(),
             timeout_secs: 60.0,
+            hedge_ms: None,
+            demote_secs: None,
             backup: false,
             needs: if s.components.is_empty() {
                 Vec::new()
@@ -205,7 +207,8 @@ proptest! {
         });
         t.providers.push(Provider {
             name: "loop-p".into(), kind: ProviderKind::Kmip, servers: vec!["loop-k".into()],
-            order: BTreeMap::new(), timeout_secs: 60.0, backup: false, needs: Vec::new(),
+            order: BTreeMap::new(), timeout_secs: 60.0, hedge_ms: None, demote_secs: None,
+            backup: false, needs: Vec::new(),
         });
         t.validate().expect("valid");
         let r = check(&t);
