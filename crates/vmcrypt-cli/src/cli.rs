@@ -165,11 +165,26 @@ pub struct ServeArgs {
 pub enum TopologyCmd {
     /// Check a topology file. Exit 0 when it has no error (warnings allowed), 1 with errors.
     #[command(
-        after_help = "Example:\n  vmcrypt topology check site-a-b.toml\n  vmcrypt topology check site-a-b.toml --json | jq '.findings[].check'"
+        after_help = "Example:\n  vmcrypt topology check site-a-b.toml\n  vmcrypt topology check site-a-b.toml --json | jq '.findings[].check'\n  vmcrypt topology check topology.toml --live     (also ask this host's configured servers now)"
     )]
     Check {
         /// Topology description (TOML; schema in docs/topology.md).
         file: PathBuf,
+        /// Also measure the servers of each provider this host's configuration has (as
+        /// `provider check --replication`: reachable, TLS trust, latency, replication lag,
+        /// with a probe key created and destroyed) and flag those that are down or lag.
+        #[arg(long)]
+        live: bool,
+    },
+    /// Write a topology file to start from, on standard output.
+    #[command(
+        after_help = "Example:\n  vmcrypt topology init --from-config > topology.toml\n  $EDITOR topology.toml     (sites, hosts, datastores, power: what the config cannot know)\n  vmcrypt topology check topology.toml"
+    )]
+    Init {
+        /// Fill in the providers, their servers and orders, timeouts, hedging and demotion
+        /// from this host's vmcrypt configuration (else: a commented skeleton).
+        #[arg(long)]
+        from_config: bool,
     },
 }
 

@@ -47,7 +47,7 @@ fn main() -> ExitCode {
         }
         Command::Agent(a) => cmd::agent::run(&cli, a, &out),
         Command::Serve(a) => cmd::serve::run(&cli, a, &out),
-        Command::Topology(t) => match cmd::topology::run(t, &out) {
+        Command::Topology(t) => match cmd::topology::run(&cli, t, &out) {
             // The report is the output either way; only the exit code tells errors apart.
             Ok(code) => return ExitCode::from(code),
             Err(e) => Err(e),

@@ -378,3 +378,86 @@ fn a_vm_job_opens_its_provider_once_and_fetches_each_kek_once() {
     }
     assert_eq!(std::fs::read_to_string(e.path("n3.vmx")).expect("vmx"), vmx);
 }
+
+/// `topology init --from-config` describes this host's KMIP provider (its servers in order,
+/// timeout, hedging, demotion), and `topology check --live` asks those servers now: two real
+/// PyKMIP servers are up, with a latency and a replication lag; the third address refuses,
+/// which is an error (exit 1) that names it.
+#[test]
+fn topology_init_from_config_then_check_live_flags_the_server_that_is_down() {
+    let c = pykmip::shared();
+    let e = Env::new();
+    let down = vmcrypt_testkit::faults::refused();
+    add_kmip(&e, "prod", &[&c.servers[0], &c.servers[1], &down], 5);
+    let text = e.ok(&["topology", "init", "--from-config"]);
+    assert!(
+        text.contains("name = \"prod\"") && text.contains("timeout_secs = 5"),
+        "{text}"
+    );
+    assert!(
+        text.contains("hedge_ms = 2000") && text.contains("demote_secs = 300"),
+        "{text}"
+    );
+    std::fs::write(e.path("topology.toml"), &text).expect("write");
+    // As written, it checks (warnings only: every server in one site).
+    let out = e.expect(&["topology", "check", "topology.toml"], 0);
+    assert!(out.contains("warning [no-offsite-kms]"), "{out}");
+    let out = e.expect(
+        &["--json", "topology", "check", "topology.toml", "--live"],
+        1,
+    );
+    let j = json(&out);
+    let live = j["live"].as_array().expect("live");
+    assert_eq!(live.len(), 3, "{j}");
+    for (i, s) in live.iter().enumerate() {
+        assert_eq!(s["provider"], "prod");
+        let up = i < 2;
+        assert_eq!(s["error"].is_null(), up, "{s}");
+        assert_eq!(s["latency_ms"].is_f64(), up, "{s}");
+        assert_eq!(s["reachable"], up, "{s}");
+    }
+    // The second server showed the probe key the first one made (one database).
+    assert!(live[1]["lag_ms"].is_f64(), "{}", live[1]);
+    let down_finding = j["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .find(|f| f["check"] == "kms-down")
+        .expect("kms-down");
+    assert_eq!(down_finding["severity"], "error");
+    assert_eq!(down_finding["components"][1], down.as_str());
+    // A topology that describes other servers than the configuration tries is flagged.
+    let fewer = text.replacen(&format!(", \"{down}\"]"), "]", 2);
+    std::fs::write(e.path("fewer.toml"), fewer).expect("write");
+    let j = json(&e.expect(&["--json", "topology", "check", "fewer.toml", "--live"], 1));
+    assert!(
+        j["findings"]
+            .as_array()
+            .expect("findings")
+            .iter()
+            .any(|f| f["check"] == "config-mismatch"),
+        "{j}"
+    );
+    // No provider in common with the configuration: a clear error.
+    let o = e.run(&[
+        "topology",
+        "check",
+        &example_path("two-site-a-f.toml"),
+        "--live",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("vmcrypt provider list"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+fn example_path(name: &str) -> String {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/topologies")
+        .join(name)
+        .to_str()
+        .expect("utf8")
+        .to_string()
+}

@@ -32,6 +32,8 @@
 pub mod availability;
 pub mod checks;
 pub mod graph;
+pub mod init;
+pub mod live;
 pub mod model;
 pub mod report;
 pub mod timing;
@@ -39,6 +41,17 @@ pub mod timing;
 pub use model::{ModelError, Topology};
 pub use report::{Finding, Report, Severity};
 pub use timing::{Kind, Mode, Scenario};
+
+/// [`check`] with what the servers say now ([`live`]): their measurements and findings are
+/// added to the report.
+pub fn check_live(t: &Topology, measured: Vec<live::LiveServer>) -> Report {
+    let mut r = check(t);
+    r.findings.extend(live::findings(t, &measured));
+    r.findings
+        .sort_by(|a, b| (a.severity, a.check).cmp(&(b.severity, b.check)));
+    r.live = measured;
+    r
+}
 
 /// Runs every check and the failover timing on a validated topology.
 pub fn check(t: &Topology) -> Report {
@@ -58,5 +71,6 @@ pub fn check(t: &Topology) -> Report {
         findings,
         scenarios,
         availability,
+        live: Vec::new(),
     }
 }

@@ -43,6 +43,9 @@ pub struct Report {
     pub scenarios: Vec<Scenario>,
     /// Key availability per provider and site, when failure probabilities were given.
     pub availability: Vec<crate::availability::Availability>,
+    /// What each configured server says now (`check --live`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub live: Vec<crate::live::LiveServer>,
 }
 
 impl Finding {
@@ -114,6 +117,44 @@ impl Report {
                     )
                 };
                 s.push_str(&format!("  {at}  {v}\n"));
+            }
+        }
+        if !self.live.is_empty() {
+            s.push_str("\nthe servers now (this host's configuration):\n");
+            let rows: Vec<[String; 5]> = self
+                .live
+                .iter()
+                .map(|l| {
+                    let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1} ms"));
+                    let state = match (&l.error, l.reachable, l.trusted) {
+                        (None, _, _) => "up".to_string(),
+                        (Some(_), false, _) => "unreachable".to_string(),
+                        (Some(_), true, false) => "untrusted".to_string(),
+                        (Some(_), true, true) => "no answer".to_string(),
+                    };
+                    let lag = match (&l.lag_error, l.lag_ms) {
+                        (Some(_), _) => "lag: never".to_string(),
+                        (None, Some(v)) => format!("lag {}", ms(Some(v))),
+                        (None, None) => String::new(),
+                    };
+                    [
+                        format!("{} / {}", l.provider, l.server),
+                        state,
+                        ms(l.latency_ms),
+                        lag,
+                        l.error.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            let width = |i: usize| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0);
+            let (w0, w1, w2, w3) = (width(0), width(1), width(2), width(3));
+            for r in &rows {
+                let line = format!(
+                    "  {:<w0$}  {:<w1$}  {:>w2$}  {:<w3$}  {}",
+                    r[0], r[1], r[2], r[3], r[4]
+                );
+                s.push_str(line.trim_end());
+                s.push('\n');
             }
         }
         s.push_str(&format!(
