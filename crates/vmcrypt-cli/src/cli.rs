@@ -165,7 +165,7 @@ pub struct ServeArgs {
 pub enum TopologyCmd {
     /// Check a topology file. Exit 0 when it has no error (warnings allowed), 1 with errors.
     #[command(
-        after_help = "Example:\n  vmcrypt topology check site-a-b.toml\n  vmcrypt topology check site-a-b.toml --json | jq '.findings[].check'\n  vmcrypt topology check topology.toml --live     (also ask this host's configured servers now)"
+        after_help = "Example:\n  vmcrypt topology check site-a-b.toml\n  vmcrypt topology check site-a-b.toml --json | jq '.findings[].check'\n  vmcrypt topology check topology.toml --live     (also ask this host's configured servers now)\n  vmcrypt topology check topology.toml --svg topology.svg --dot topology.dot"
     )]
     Check {
         /// Topology description (TOML; schema in docs/topology.md).
@@ -175,6 +175,13 @@ pub enum TopologyCmd {
         /// with a probe key created and destroyed) and flag those that are down or lag.
         #[arg(long)]
         live: bool,
+        /// Also write the topology as a Graphviz DOT graph to this file (sites as clusters,
+        /// loops and single points of failure in red, failover orders numbered).
+        #[arg(long, value_name = "OUT.dot")]
+        dot: Option<PathBuf>,
+        /// Also draw the topology as an SVG picture (laid out by vmcrypt) to this file.
+        #[arg(long, value_name = "OUT.svg")]
+        svg: Option<PathBuf>,
     },
     /// Write a topology file to start from, on standard output.
     #[command(

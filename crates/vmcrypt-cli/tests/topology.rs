@@ -82,3 +82,26 @@ fn malformed_or_missing_files_are_clear_errors() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("missing.toml"), "{}", stderr(&o));
 }
+
+#[test]
+fn check_draws_the_topology_to_svg_and_dot_files() {
+    let e = Env::new();
+    // With errors, the pictures are written all the same (and the exit code says 1).
+    e.expect(
+        &[
+            "topology",
+            "check",
+            &example("kms-on-encrypted-datastore.toml"),
+            "--svg",
+            "t.svg",
+            "--dot",
+            "t.dot",
+        ],
+        1,
+    );
+    let svg = std::fs::read_to_string(e.path("t.svg")).expect("svg written");
+    assert!(svg.starts_with("<?xml") && svg.contains("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert!(svg.contains("class=\"edge red\""), "the loop in red");
+    let dot = std::fs::read_to_string(e.path("t.dot")).expect("dot written");
+    assert!(dot.starts_with("digraph topology {") && dot.contains("color=red"));
+}

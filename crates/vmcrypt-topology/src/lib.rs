@@ -35,6 +35,7 @@ pub mod graph;
 pub mod init;
 pub mod live;
 pub mod model;
+pub mod picture;
 pub mod report;
 pub mod timing;
 

@@ -22,7 +22,12 @@ const REPLICATION_WAIT: Duration = Duration::from_secs(30);
 /// Runs the command; returns the exit code (0 clean or warnings only, 1 with errors).
 pub fn run(cli: &Cli, t: &TopologyCmd, out: &Out) -> Result<u8> {
     match t {
-        TopologyCmd::Check { file, live } => check_file(cli, file, *live, out),
+        TopologyCmd::Check {
+            file,
+            live,
+            dot,
+            svg,
+        } => check_file(cli, file, *live, [dot.as_deref(), svg.as_deref()], out),
         TopologyCmd::Init { from_config } => {
             let text = if *from_config {
                 let cfg = load_config(cli)?;
@@ -57,7 +62,13 @@ fn configured(cfg: &Config) -> Vec<ConfiguredProvider> {
         .collect()
 }
 
-fn check_file(cli: &Cli, file: &Path, live: bool, out: &Out) -> Result<u8> {
+fn check_file(
+    cli: &Cli,
+    file: &Path,
+    live: bool,
+    [dot, svg]: [Option<&Path>; 2],
+    out: &Out,
+) -> Result<u8> {
     let bytes = vmcrypt_core::fsutil::read_bounded(file, vmcrypt_core::settings::MAX_SIZE)?;
     let text = String::from_utf8(bytes).map_err(|_| Error::InvalidSettings {
         path: file.to_path_buf(),
@@ -75,6 +86,17 @@ fn check_file(cli: &Cli, file: &Path, live: bool, out: &Out) -> Result<u8> {
     } else {
         check(&topology)
     };
+    for (path, draw) in [
+        (
+            dot,
+            vmcrypt_topology::picture::dot as fn(&Topology, &_) -> String,
+        ),
+        (svg, vmcrypt_topology::picture::svg),
+    ] {
+        if let Some(p) = path {
+            vmcrypt_core::fsutil::write_atomic(p, draw(&topology, &report).as_bytes(), 0o644)?;
+        }
+    }
     let doc = serde_json::to_value(&report).map_err(|e| Error::InvalidInput {
         reason: format!("rendering the report: {e}"),
     })?;
