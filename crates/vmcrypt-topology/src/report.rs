@@ -146,16 +146,7 @@ impl Report {
                     ]
                 })
                 .collect();
-            let width = |i: usize| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0);
-            let (w0, w1, w2, w3) = (width(0), width(1), width(2), width(3));
-            for r in &rows {
-                let line = format!(
-                    "  {:<w0$}  {:<w1$}  {:>w2$}  {:<w3$}  {}",
-                    r[0], r[1], r[2], r[3], r[4]
-                );
-                s.push_str(line.trim_end());
-                s.push('\n');
-            }
+            s.push_str(&aligned(&rows, &[false, false, true, false, false], "  "));
         }
         s.push_str(&format!(
             "\n{} error(s), {} warning(s)\n",
@@ -204,19 +195,37 @@ impl Report {
                 ]
             })
             .collect();
-        let width = |i: usize| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0);
-        let (w0, w1, w2, w3) = (width(0), width(1), width(2), width(3));
-        let mut s = String::new();
-        for r in &rows {
-            let line = format!(
-                "  {:<w0$}  {:<w1$}  {:<w2$}  {:>w3$} {}",
-                r[0], r[1], r[2], r[3], r[4]
-            );
-            s.push_str(line.trim_end());
-            s.push('\n');
-        }
-        s
+        aligned(&rows, &[false, false, false, true, false], "  ")
     }
+}
+
+/// `rows` as a table: each column as wide as its widest cell (in characters), those marked
+/// in `right` aligned right, columns apart by `gap`, each line indented by two spaces and
+/// without trailing blanks.
+fn aligned<const N: usize>(rows: &[[String; N]], right: &[bool; N], gap: &str) -> String {
+    let widths: Vec<usize> = (0..N)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut s = String::new();
+    for r in rows {
+        let mut line = String::from("  ");
+        for (i, cell) in r.iter().enumerate() {
+            let pad = " ".repeat(widths[i] - cell.chars().count());
+            if i > 0 {
+                line.push_str(gap);
+            }
+            if right[i] {
+                line.push_str(&pad);
+                line.push_str(cell);
+            } else {
+                line.push_str(cell);
+                line.push_str(&pad);
+            }
+        }
+        s.push_str(line.trim_end());
+        s.push('\n');
+    }
+    s
 }
 
 /// Seconds for people: milliseconds below one second.
