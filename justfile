@@ -62,3 +62,13 @@ online-rekey DIR="/dev/shm":
 # vhost-user-blk: a QEMU guest on vmcrypt vs qemu-storage-daemon raw and LUKS (TCG; ratios)
 guest-compare:
     bash benches/guest-compare.sh
+
+# The manual pages and shell completions in dist/, made anew from the command line's
+# definition (tests/dist.rs fails when they are out of date).
+dist:
+    cargo build -q -p vmcrypt-cli
+    rm -rf dist/man && target/debug/vmcrypt man dist/man
+    mkdir -p dist/completions
+    target/debug/vmcrypt completions bash > dist/completions/vmcrypt.bash
+    target/debug/vmcrypt completions zsh > dist/completions/_vmcrypt
+    target/debug/vmcrypt completions fish > dist/completions/vmcrypt.fish

@@ -16,9 +16,12 @@
 //! timeout = 60                   # seconds a server may take to answer
 //! ```
 //!
-//! Location: `--config`, else `$VMCRYPT_CONFIG`, else `$XDG_CONFIG_HOME/vmcrypt/config.toml`,
-//! else `~/.config/vmcrypt/config.toml`. Native keystores default to `keystores/NAME.keystore`
-//! beside the config file, so one `--config` keeps a whole setup together.
+//! Location: `--config`, else `$VMCRYPT_CONFIG`, else for root `/etc/vmcrypt/config.toml`
+//! (keystores under `/var/lib/vmcrypt/keystores`), else `$XDG_CONFIG_HOME/vmcrypt/config.toml`
+//! or `~/.config/vmcrypt/config.toml`. Native keystores of any other file default to
+//! `keystores/NAME.keystore` beside it, so one `--config` keeps a whole setup together.
+//! Reading is strict ([`crate::config_parse`]): an unknown key or a bad value is an error
+//! that names the key and its line.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -87,14 +90,12 @@ fn yes() -> bool {
     true
 }
 
-/// The file as written: every key known, every unknown one refused (a typo such as
-/// `servrs` must not pass silently).
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The file as [`Config::save`] writes it. Loading is [`crate::config_parse`]'s, which refuses
+/// every unknown key and names the key of every bad value.
+#[derive(Debug, Serialize)]
 struct FileForm {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     default: Option<String>,
-    #[serde(default)]
     providers: BTreeMap<String, ProviderConfig>,
 }
 
@@ -116,7 +117,7 @@ impl KmipConfig {
     }
 
     /// What the file's form cannot say: at least one server, a positive timeout.
-    fn check(&self, name: &str) -> std::result::Result<(), String> {
+    pub(crate) fn check(&self, name: &str) -> std::result::Result<(), String> {
         if self.servers.is_empty() {
             return Err(format!(
                 "providers.{name}.servers must list host:port strings"
@@ -155,6 +156,46 @@ pub struct Config {
     loaded: Option<Vec<u8>>,
 }
 
+/// The host's configuration, for root when neither `--config` nor `$VMCRYPT_CONFIG` names one.
+pub const SYSTEM_CONFIG: &str = "/etc/vmcrypt/config.toml";
+
+/// The host's state: native keystores of [`SYSTEM_CONFIG`] (`keystores/NAME.keystore`).
+pub const SYSTEM_STATE: &str = "/var/lib/vmcrypt";
+
+/// [`Config::locate`] with the environment and the user given, for tests.
+fn locate_with(
+    flag: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<std::ffi::OsString>,
+    root: bool,
+) -> Result<PathBuf> {
+    // Absolute, so that keystore paths written into the file work from any directory.
+    let abs = |p: PathBuf| {
+        std::path::absolute(&p).map_err(|e| Error::Io {
+            op: "resolve",
+            path: p,
+            source: e,
+        })
+    };
+    let set = |k: &str| env(k).filter(|v| !v.is_empty());
+    if let Some(p) = flag {
+        return abs(p.to_path_buf());
+    }
+    if let Some(p) = set("VMCRYPT_CONFIG") {
+        return abs(PathBuf::from(p));
+    }
+    if root {
+        return Ok(PathBuf::from(SYSTEM_CONFIG));
+    }
+    let base = match set("XDG_CONFIG_HOME") {
+        Some(x) => PathBuf::from(x),
+        None => PathBuf::from(set("HOME").ok_or_else(|| Error::InvalidInput {
+            reason: "neither XDG_CONFIG_HOME nor HOME is set; use --config".into(),
+        })?)
+        .join(".config"),
+    };
+    abs(base.join("vmcrypt").join("config.toml"))
+}
+
 fn changed_meanwhile(path: &Path) -> Error {
     Error::InvalidInput {
         reason: format!(
@@ -165,30 +206,15 @@ fn changed_meanwhile(path: &Path) -> Error {
 }
 
 impl Config {
-    /// The config path from the flag, the environment, or the XDG default.
+    /// The config path: `--config`, else `$VMCRYPT_CONFIG`, else [`SYSTEM_CONFIG`] for root
+    /// (a host service), else the user's `$XDG_CONFIG_HOME/vmcrypt/config.toml` (or
+    /// `~/.config/...`).
     pub fn locate(flag: Option<&Path>) -> Result<PathBuf> {
-        // Absolute, so that keystore paths written into the file work from any directory.
-        let abs = |p: PathBuf| {
-            std::path::absolute(&p).map_err(|e| Error::Io {
-                op: "resolve",
-                path: p,
-                source: e,
-            })
-        };
-        if let Some(p) = flag {
-            return abs(p.to_path_buf());
-        }
-        if let Some(p) = std::env::var_os("VMCRYPT_CONFIG").filter(|v| !v.is_empty()) {
-            return abs(PathBuf::from(p));
-        }
-        let base = match std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
-            Some(x) => PathBuf::from(x),
-            None => PathBuf::from(std::env::var_os("HOME").ok_or_else(|| Error::InvalidInput {
-                reason: "neither XDG_CONFIG_HOME nor HOME is set; use --config".into(),
-            })?)
-            .join(".config"),
-        };
-        abs(base.join("vmcrypt").join("config.toml"))
+        locate_with(
+            flag,
+            &|k| std::env::var_os(k),
+            rustix::process::geteuid().is_root(),
+        )
     }
 
     /// Loads the file, or an empty configuration if it does not exist yet.
@@ -216,24 +242,13 @@ impl Config {
             line: None,
             reason: "not UTF-8 text".into(),
         })?;
-        let form: FileForm = toml::from_str(&text).map_err(|e| Error::InvalidSettings {
+        let form = crate::config_parse::parse(&text).map_err(|e| Error::InvalidSettings {
             path: path.to_path_buf(),
-            line: e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1),
-            reason: e.message().to_string(),
+            line: e.line,
+            reason: e.reason,
         })?;
-        for (name, p) in &form.providers {
-            if let ProviderConfig::Kmip(k) = p {
-                k.check(name).map_err(|reason| Error::InvalidSettings {
-                    path: path.to_path_buf(),
-                    line: None,
-                    reason,
-                })?;
-            }
-        }
         cfg.default = form.default;
-        cfg.providers = form.providers.into_iter().collect();
+        cfg.providers = form.providers;
         Ok(cfg)
     }
 
@@ -306,11 +321,16 @@ impl Config {
         &self.path
     }
 
-    /// The default keystore path for a native provider.
+    /// The default keystore path for a native provider: under [`SYSTEM_STATE`] for the
+    /// host's configuration ([`SYSTEM_CONFIG`]: /etc is for settings, keys are state), else
+    /// `keystores/` beside the file, so that one `--config` keeps a whole setup together.
     pub fn default_keystore(&self, name: &str) -> PathBuf {
-        vmcrypt_core::fsutil::parent_dir(&self.path)
-            .join("keystores")
-            .join(format!("{name}.keystore"))
+        let dir = if self.path == Path::new(SYSTEM_CONFIG) {
+            PathBuf::from(SYSTEM_STATE)
+        } else {
+            vmcrypt_core::fsutil::parent_dir(&self.path)
+        };
+        dir.join("keystores").join(format!("{name}.keystore"))
     }
 
     /// A provider's configuration by name.
@@ -431,7 +451,7 @@ mod tests {
         let kmip = "[providers.k]\ntype = \"kmip\"\nservers = [\"a:5696\"]\nca = \"c\"\ncert = \"c\"\nkey = \"k\"\n";
         assert!(load(kmip).is_ok());
         for (text, needle, line) in [
-            (format!("{kmip}servrs = [\"b:5696\"]\n"), "servrs", Some(1)),
+            (format!("{kmip}servrs = [\"b:5696\"]\n"), "servrs", Some(7)),
             ("defualt = \"k\"\n".to_string(), "defualt", Some(1)),
             (
                 "[providers.n]\ntype = \"native\"\nkeystore = \"x\"\nkeystor = \"y\"\n".to_string(),
@@ -459,6 +479,46 @@ mod tests {
                 other => panic!("{needle}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn root_gets_the_host_config_and_users_their_own() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            }
+        };
+        let user = env(&[("HOME", "/home/op"), ("XDG_CONFIG_HOME", "")]);
+        let xdg = env(&[("HOME", "/home/op"), ("XDG_CONFIG_HOME", "/x")]);
+        let named = env(&[("HOME", "/root"), ("VMCRYPT_CONFIG", "/srv/v.toml")]);
+        let at = |flag: Option<&str>, e: &dyn Fn(&str) -> Option<std::ffi::OsString>, root| {
+            locate_with(flag.map(Path::new), e, root).expect("located")
+        };
+        assert_eq!(at(None, &user, true), Path::new(SYSTEM_CONFIG));
+        assert_eq!(at(None, &xdg, true), Path::new(SYSTEM_CONFIG));
+        assert_eq!(
+            at(None, &user, false),
+            Path::new("/home/op/.config/vmcrypt/config.toml")
+        );
+        assert_eq!(at(None, &xdg, false), Path::new("/x/vmcrypt/config.toml"));
+        assert_eq!(at(None, &named, true), Path::new("/srv/v.toml"));
+        assert_eq!(at(Some("/f.toml"), &named, true), Path::new("/f.toml"));
+        let none = |_: &str| None;
+        assert!(locate_with(None, &none, false).is_err());
+        // Keys are state: the host's keystores under /var/lib, anyone else's beside the file.
+        let mut host = Config::load(Path::new("/nonexistent/dir/config.toml")).expect("empty");
+        assert_eq!(
+            host.default_keystore("n"),
+            Path::new("/nonexistent/dir/keystores/n.keystore")
+        );
+        host.path = PathBuf::from(SYSTEM_CONFIG);
+        assert_eq!(
+            host.default_keystore("n"),
+            Path::new("/var/lib/vmcrypt/keystores/n.keystore")
+        );
     }
 
     #[test]

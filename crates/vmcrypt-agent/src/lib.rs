@@ -46,6 +46,7 @@
 pub mod cache;
 pub mod client;
 pub mod config;
+mod config_parse;
 pub mod limit;
 pub mod proto;
 pub mod server;

@@ -2,7 +2,23 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+
+/// The command line as parsed, shown by `--help` and written into the manual pages: the
+/// derived definition, with the environment variables (from [`crate::environment::VARS`])
+/// in the long help, so that `vmcrypt --help` and vmcrypt(1) list them.
+pub fn command() -> clap::Command {
+    let cmd = Cli::command();
+    let mut long = cmd
+        .get_after_help()
+        .map(|h| h.to_string())
+        .unwrap_or_default();
+    long.push_str("\n\nEnvironment (checked before any command runs; docs/cli.md):");
+    for v in crate::environment::VARS {
+        long.push_str(&format!("\n  {}\n      {}", v.name, v.doc));
+    }
+    cmd.after_long_help(long)
+}
 
 /// vmcrypt: encrypt VM disks with per-disk keys wrapped by a key provider.
 #[derive(Debug, Parser)]
@@ -13,7 +29,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     after_help = "Examples:\n  vmcrypt encrypt disk.vmdk --output disk-enc.vmdk\n  vmcrypt inspect disk-enc.vmdk --json\n  vmcrypt decrypt disk-enc.vmdk --in-place\n\nExit codes: 0 ok, 1 failed, 2 usage, 3 key service unreachable (safe to retry), 4 unwrap or integrity failure, 5 disk in use (another job or program, e.g. QEMU, holds it), 130 interrupted."
 )]
 pub struct Cli {
-    /// Configuration file (default: $VMCRYPT_CONFIG, else $XDG_CONFIG_HOME/vmcrypt/config.toml).
+    /// Configuration file (default: $VMCRYPT_CONFIG, else /etc/vmcrypt/config.toml for root,
+    /// else $XDG_CONFIG_HOME/vmcrypt/config.toml).
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Print one JSON document on stdout (never key material, except `recover`).
@@ -104,6 +121,24 @@ pub enum Command {
     /// failover timing of a described topology (docs/topology.md).
     #[command(subcommand)]
     Topology(TopologyCmd),
+    /// Shell completions (bash, zsh, fish, elvish, powershell) on stdout, made from this
+    /// command line's own definition.
+    #[command(
+        after_help = "Examples:\n  vmcrypt completions bash > /usr/share/bash-completion/completions/vmcrypt\n  vmcrypt completions zsh > /usr/share/zsh/vendor-completions/_vmcrypt\n  vmcrypt completions fish > /usr/share/fish/vendor_completions.d/vmcrypt.fish"
+    )]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Manual pages (troff): vmcrypt(1) on stdout, or given DIR, a page for every command
+    /// written there (vmcrypt.1, vmcrypt-encrypt.1, vmcrypt-provider-add-kmip.1, ...).
+    #[command(
+        after_help = "Examples:\n  vmcrypt man | man -l -\n  vmcrypt man /usr/share/man/man1"
+    )]
+    Man {
+        /// Where to write every page (created if missing; existing pages are replaced).
+        dir: Option<PathBuf>,
+    },
 }
 
 /// `serve DISK --nbd ... | --vhost-user ...`, or `serve DISK --status`

@@ -3,6 +3,7 @@
 
 mod cli;
 mod cmd;
+mod environment;
 mod output;
 mod passphrase;
 mod present;
@@ -10,27 +11,34 @@ mod progress;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::FromArgMatches;
 
 use cli::{Cli, Command};
 use output::Out;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let parsed = cli::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(c) => c,
         Err(e) => return usage_error(e),
     };
     init_logging(&cli);
-    vmcrypt_core::disk::dangerous_allow_outside_folder(cli.allow_outside_folder);
-    // Every command may hold keys: no core dump, no ptrace by other processes of the user.
-    if let Err(e) = vmcrypt_agent::harden_process() {
-        tracing::warn!("{e}");
-    }
     let out = Out {
         json: cli.json,
         quiet: cli.quiet,
         printed: std::cell::Cell::new(false),
     };
+    if let Err(e) = environment::check() {
+        out.error(&e);
+        return ExitCode::from(output::exit_code(&e));
+    }
+    vmcrypt_core::disk::dangerous_allow_outside_folder(cli.allow_outside_folder);
+    // Every command may hold keys: no core dump, no ptrace by other processes of the user.
+    if let Err(e) = vmcrypt_agent::harden_process() {
+        tracing::warn!("{e}");
+    }
     let result = match &cli.command {
         Command::Provider(p) => cmd::provider::run(&cli, p, &out),
         Command::Encrypt(a) => cmd::disk::encrypt(&cli, a, &out).map(|r| present::report(&out, &r)),
@@ -47,6 +55,11 @@ fn main() -> ExitCode {
         }
         Command::Agent(a) => cmd::agent::run(&cli, a, &out),
         Command::Serve(a) => cmd::serve::run(&cli, a, &out),
+        Command::Completions { shell } => {
+            cmd::generate::completions(*shell);
+            Ok(())
+        }
+        Command::Man { dir } => cmd::generate::man(dir.as_deref(), &out),
         Command::Topology(t) => match cmd::topology::run(&cli, t, &out) {
             // The report is the output either way; only the exit code tells errors apart.
             Ok(code) => return ExitCode::from(code),
@@ -95,10 +108,7 @@ fn usage_error(e: clap::Error) -> ExitCode {
 /// only, `-v` info, `-vv` debug; a plain level in `RUST_LOG` wins.
 fn init_logging(cli: &Cli) {
     use tracing::Level;
-    let from_env = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|v| v.trim().parse::<Level>().ok());
-    let level = from_env.unwrap_or(if cli.quiet {
+    let level = environment::log_level().unwrap_or(if cli.quiet {
         Level::ERROR
     } else {
         match cli.verbose {

@@ -272,3 +272,51 @@ fn readme_main_job_on_the_committed_sample() {
     e.ok(&["decrypt", "sample-encrypted.vmdk", "--output", "back.vmdk"]);
     assert_identical(&e.path("sample.vmdk"), &e.path("back.vmdk"));
 }
+
+/// A bad environment variable or a typo in the configuration stops the command before it
+/// does anything, with an error naming the variable or the key; the disk is untouched.
+#[test]
+fn bad_environment_and_config_typos_are_errors_that_name_them() {
+    let e = Env::new();
+    let disk = e.raw_image("d.img", 4 * MIB);
+    let before = std::fs::read(&disk).expect("read disk");
+    let enc = ["encrypt", "d.img", "--in-place"];
+    let o = e.run_env(&enc, &[("VMCRYPT_CHUNK_BYTES", "banana")]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("VMCRYPT_CHUNK_BYTES=\"banana\""), "{err}");
+    let o = e.run_env(&["provider", "list", "--json"], &[("RUST_LOG", "chatty")]);
+    assert_eq!(o.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON document");
+    assert_eq!(doc["error"]["kind"], "invalid_input");
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("RUST_LOG"))
+    );
+    // A secret's value never shows.
+    let o = e.run_env(&["provider", "list"], &[("VMCRYPT_PASSPHRASE", "")]);
+    assert_eq!(o.status.code(), Some(1));
+    // A typo in a variable's name is a warning with the name it may have meant.
+    let o = e.run_env(&["provider", "list"], &[("VMCRYPT_CONFG", "x")]);
+    assert_eq!(o.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("did you mean VMCRYPT_CONFIG"), "{err}");
+    // Now a configuration with a typo'd key, then a bad value.
+    e.ok(&["provider", "add-native", "n"]);
+    let cfg = std::fs::read_to_string(e.config()).expect("config");
+    std::fs::write(e.config(), cfg.replace("keystore =", "keystor =")).expect("write");
+    let err = String::from_utf8_lossy(&e.run(&enc).stderr).into_owned();
+    assert!(err.contains("providers.n.keystor"), "{err}");
+    assert!(err.contains("line "), "{err}");
+    std::fs::write(e.config(), cfg.replace("keystore = ", "keystore = 7 #")).expect("write");
+    let o = e.run(&enc);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("providers.n.keystore: invalid type"), "{err}");
+    assert!(
+        std::fs::read(&disk).expect("read disk") == before,
+        "the disk was changed"
+    );
+    assert!(!e.path("d.img.vmcrypt").exists());
+}

@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod check;
 pub mod disk;
+pub mod generate;
 pub mod inspect;
 pub mod online;
 pub mod provider;
@@ -24,18 +25,14 @@ pub fn load_config(cli: &Cli) -> Result<Config> {
     Ok(cfg)
 }
 
-/// The tuning of in-place jobs from the environment, read here at the front door:
+/// The tuning of in-place jobs from the environment (checked by [`crate::environment`]):
 /// `VMCRYPT_CHUNK_BYTES` (chunk and window size, a multiple of 4096) and
 /// `VMCRYPT_INPLACE_ENGINE=journal` (the journaled engine for every job). Testing and
 /// comparison knobs (docs/cli.md).
 pub fn tuning() -> Tuning {
     Tuning::default()
-        .chunk(
-            std::env::var("VMCRYPT_CHUNK_BYTES")
-                .ok()
-                .and_then(|v| v.parse().ok()),
-        )
-        .journal_only(std::env::var("VMCRYPT_INPLACE_ENGINE").is_ok_and(|v| v == "journal"))
+        .chunk(crate::environment::chunk_bytes())
+        .journal_only(crate::environment::journal_only())
 }
 
 /// The name of the provider for a new key ([`Config::provider_for_new_key`]); the operator is
