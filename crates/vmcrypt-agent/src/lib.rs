@@ -50,6 +50,7 @@ mod config_parse;
 pub mod limit;
 pub mod proto;
 pub mod server;
+pub mod systemd;
 
 pub use cache::{CachingProvider, KeyCache};
 pub use client::{AgentClient, AgentProvider};

@@ -200,6 +200,7 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
 pub struct Shutdown {
     flag: Arc<AtomicBool>,
     path: PathBuf,
+    owns_socket: bool,
     listener: Arc<UnixListener>,
 }
 
@@ -212,6 +213,7 @@ impl Shutdown {
         Ok(Shutdown {
             flag: Arc::new(AtomicBool::new(false)),
             path: path.to_path_buf(),
+            owns_socket: true,
             listener: Arc::new(
                 listener
                     .try_clone()
@@ -220,10 +222,21 @@ impl Shutdown {
         })
     }
 
+    /// Leaves the socket as it is when the loop ends: it belongs to whoever bound it (systemd,
+    /// for a socket-activated agent, which goes on listening for the next start). It is
+    /// neither shut down (that would end it for every holder) nor removed; a stop wakes the
+    /// loop by connecting to it.
+    pub fn keep_socket(mut self) -> Self {
+        self.owns_socket = false;
+        self
+    }
+
     /// Stops the loop (from a signal thread, say).
     pub fn stop(&self) {
         self.flag.store(true, Ordering::SeqCst);
-        let _ = rustix::net::shutdown(&*self.listener, rustix::net::Shutdown::Both);
+        if self.owns_socket {
+            let _ = rustix::net::shutdown(&*self.listener, rustix::net::Shutdown::Both);
+        }
         let _ = UnixStream::connect(&self.path);
     }
 
@@ -333,7 +346,9 @@ pub fn serve(listener: UnixListener, agent: Arc<Agent>, shutdown: &Shutdown) -> 
             }
         }
     }
-    let _ = std::fs::remove_file(&shutdown.path);
+    if shutdown.owns_socket {
+        let _ = std::fs::remove_file(&shutdown.path);
+    }
     agent.cache().clear();
     tracing::info!("agent stopped; cache zeroed");
     Ok(())

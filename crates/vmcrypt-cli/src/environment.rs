@@ -105,6 +105,24 @@ pub const VARS: &[Var] = &[
         check: level,
     },
     Var {
+        name: "NOTIFY_SOCKET",
+        doc: "set by systemd for a `Type=notify` service: where `agent serve` and `serve` send READY=1 and STOPPING=1",
+        secret: false,
+        check: any,
+    },
+    Var {
+        name: "LISTEN_PID",
+        doc: "set by systemd's socket activation, with LISTEN_FDS: the socket `agent serve` is to serve (descriptor 3)",
+        secret: false,
+        check: any,
+    },
+    Var {
+        name: "LISTEN_FDS",
+        doc: "set by systemd's socket activation: how many sockets it passed",
+        secret: false,
+        check: any,
+    },
+    Var {
         name: "XDG_CONFIG_HOME",
         doc: "where a user's configuration is (default ~/.config), as the XDG base directory specification says",
         secret: false,

@@ -3,7 +3,8 @@
 //! - [`LockedSlots`]: memory for cached keys that never reaches swap or a core dump;
 //! - [`LockedBox`]: the same for one value, such as the key schedule of a served disk;
 //! - [`harden_process`]: no core dumps, no ptrace by other processes of the user;
-//! - [`ofd`]: open file description locks, the lock QEMU takes on its images.
+//! - [`ofd`]: open file description locks, the lock QEMU takes on its images;
+//! - [`take_listen_fds`]: the sockets systemd passes at exec (socket activation).
 //!
 //! This crate and the XTS kernel are the only `unsafe` code of vmcrypt: vmcrypt-core forbids
 //! it. Every block says why it is sound.
@@ -19,12 +20,14 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 
 mod boxed;
+mod inherited;
 pub mod ofd;
 mod pages;
 mod process;
 mod slots;
 
 pub use boxed::{LockedBox, scrub_stack};
+pub use inherited::take_listen_fds;
 pub use process::{harden_process, process_dumpable};
 pub use slots::LockedSlots;
 

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
-use vmcrypt_agent::{Agent, AgentClient, KeyCache, Shutdown, cache::check_capacity};
+use vmcrypt_agent::{Agent, AgentClient, KeyCache, Shutdown, cache::check_capacity, systemd};
 use vmcrypt_core::provider::KeyProvider;
 use vmcrypt_core::{Error, Result};
 
@@ -74,14 +74,26 @@ fn serve(
             what: format!("installing the signal handler: {e}"),
         })?;
     }
-    let listener = vmcrypt_agent::bind(socket)?;
-    let shutdown = Shutdown::new(&listener, socket)?;
+    // Socket-activated (vmcrypt-agent.socket): systemd's socket, left as it is when the agent
+    // stops; else one bound here, removed at the end.
+    let (listener, shutdown) = match systemd::activated_listener(socket)? {
+        Some(l) => {
+            let s = Shutdown::new(&l, socket)?.keep_socket();
+            (l, s)
+        }
+        None => {
+            let l = vmcrypt_agent::bind(socket)?;
+            let s = Shutdown::new(&l, socket)?;
+            (l, s)
+        }
+    };
     {
         let shutdown = shutdown.clone();
         std::thread::spawn(move || {
             while !signalled.load(Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_millis(50));
             }
+            systemd::notify("STOPPING=1");
             shutdown.stop();
         });
     }
@@ -90,6 +102,12 @@ fn serve(
         socket.display(),
         std::process::id(),
         agent.cache().capacity()
+    ));
+    systemd::notify(&format!(
+        "READY=1\nSTATUS=serving on {}, room for {} keys\nMAINPID={}",
+        socket.display(),
+        agent.cache().capacity(),
+        std::process::id()
     ));
     vmcrypt_agent::serve(listener, agent, &shutdown)?;
     out.note("vmcrypt agent: stopped; the key cache was zeroed");

@@ -119,6 +119,8 @@ pub fn run(cli: &Cli, a: &ServeArgs, out: &Out) -> Result<()> {
             human_bytes(j.len)
         ));
     }
+    // Under systemd (vmcrypt-serve@.service, Type=notify): the VM may start now.
+    vmcrypt_agent::systemd::notify(&format!("READY=1\nSTATUS=serving {what}"));
     // Each protocol on a thread of its own; when one fails, the other is stopped too.
     let (nbd_stats, vhost_stats) = std::thread::scope(|s| {
         let c = control.as_ref().map(|l| {
@@ -143,6 +145,7 @@ pub fn run(cli: &Cli, a: &ServeArgs, out: &Out) -> Result<()> {
         }
         served
     });
+    vmcrypt_agent::systemd::notify("STOPPING=1");
     let nbd_stats: Option<ServeStats> = nbd_stats.map_err(Error::io("serve", &a.disk))?;
     let vhost_stats: Option<VhostStats> = vhost_stats.map_err(Error::io("serve", &a.disk))?;
     // Closing the listeners removes the sockets; the last holder of the disk releases its lock.
