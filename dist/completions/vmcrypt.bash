@@ -1259,7 +1259,7 @@ _vmcrypt() {
             return 0
             ;;
         vmcrypt__subcmd__provider__subcmd__backup)
-            opts="-q -v -h --out --passphrase-file --config --json --quiet --verbose --agent --allow-outside-folder --help"
+            opts="-q -v -h --out --passphrase-file --allow-short-passphrase --config --json --quiet --verbose --agent --allow-outside-folder --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

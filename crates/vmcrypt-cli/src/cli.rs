@@ -318,7 +318,7 @@ pub enum ProviderCmd {
     },
     /// Export a native provider's key under a passphrase.
     #[command(
-        after_help = "The passphrase comes from --passphrase-file, else $VMCRYPT_PASSPHRASE, else a terminal prompt."
+        after_help = "The passphrase comes from --passphrase-file, else $VMCRYPT_PASSPHRASE, else a terminal prompt; at least 12 characters (--allow-short-passphrase to accept fewer)."
     )]
     Backup {
         /// Provider name.
@@ -328,14 +328,22 @@ pub enum ProviderCmd {
         out: PathBuf,
         #[command(flatten)]
         pass: PassphraseArgs,
+        /// Accept a passphrase shorter than 12 characters. The backup can be attacked offline
+        /// by whoever copies it; a short passphrase is guessed.
+        #[arg(long)]
+        allow_short_passphrase: bool,
     },
     /// Import a native provider from a backup.
+    #[command(
+        after_help = "The passphrase comes from --passphrase-file, else $VMCRYPT_PASSPHRASE, else a terminal prompt.\nDisks name their provider in their keySafes: restore under the name the backup records (the default), or they will not find it."
+    )]
     Restore {
         /// Backup file.
         file: PathBuf,
-        /// Name of the restored provider.
+        /// Name of the restored provider (default: the name the backup records; a backup
+        /// made before vmcrypt recorded it needs --name).
         #[arg(long)]
-        name: String,
+        name: Option<String>,
         /// Keystore file to create (default: beside the config file).
         #[arg(long, value_name = "FILE")]
         keystore: Option<PathBuf>,

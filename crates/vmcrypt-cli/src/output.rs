@@ -99,6 +99,9 @@ fn hint(e: &Error) -> Option<&'static str> {
             "the keystore or KEK does not match this disk, or its metadata was altered or copied from another disk; nothing was changed",
         ),
         Error::Integrity { .. } => Some("the image and its metadata disagree; nothing was changed"),
+        Error::WrongPassphrase { .. } => Some(
+            "give the passphrase the backup was made with (--passphrase-file or VMCRYPT_PASSPHRASE); a backup cannot be opened without it",
+        ),
         Error::KeyService { .. } => {
             Some("the key provider may be unreachable; it is safe to retry")
         }

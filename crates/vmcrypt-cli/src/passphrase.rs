@@ -59,3 +59,25 @@ fn nonempty(p: Zeroizing<String>) -> Result<Zeroizing<String>> {
     }
     Ok(p)
 }
+
+/// The fewest characters a new backup passphrase may have without
+/// `--allow-short-passphrase`. A backup can be copied and attacked offline; Argon2id slows each
+/// guess, but a short passphrase still falls.
+pub const MIN_LEN: usize = 12;
+
+/// Refuses a new passphrase shorter than [`MIN_LEN`] characters unless `allow_short`.
+///
+/// # Errors
+/// [`Error::InvalidInput`], saying how long it must be (never what it was).
+pub fn check_strength(pw: &str, allow_short: bool) -> Result<()> {
+    let n = pw.chars().count();
+    if n < MIN_LEN && !allow_short {
+        return Err(Error::input(format!(
+            "the backup passphrase has {n} characters; use at least {MIN_LEN} (a backup can be attacked offline), or pass --allow-short-passphrase"
+        )));
+    }
+    if n < MIN_LEN {
+        tracing::warn!("the backup passphrase has only {n} characters (--allow-short-passphrase)");
+    }
+    Ok(())
+}

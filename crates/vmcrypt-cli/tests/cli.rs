@@ -320,3 +320,82 @@ fn bad_environment_and_config_typos_are_errors_that_name_them() {
     );
     assert!(!e.path("d.img.vmcrypt").exists());
 }
+
+/// Backups: a new passphrase has at least 12 characters unless the operator says otherwise;
+/// a backup records its provider's name, restored by default and warned about when another is
+/// given; a wrong passphrase says so (exit 4) and creates nothing.
+#[test]
+fn backup_passphrases_names_and_wrong_passphrases() {
+    let e = Env::new();
+    e.ok(&["provider", "add-native", "site-a"]);
+    e.raw_image("d.img", MIB);
+    e.ok(&[
+        "encrypt",
+        "d.img",
+        "--output",
+        "d.enc",
+        "--provider",
+        "site-a",
+    ]);
+    let backup = ["provider", "backup", "site-a", "--out", "a.backup"];
+    let o = e.run_env(&backup, &[("VMCRYPT_PASSPHRASE", "xq7zv")]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("has 5 characters; use at least 12"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stderr(&o).contains("xq7zv"), "the passphrase was echoed");
+    assert!(!e.path("a.backup").exists());
+    let mut weak = backup.to_vec();
+    weak.push("--allow-short-passphrase");
+    let o = e.run_env(&weak, &[("VMCRYPT_PASSPHRASE", "xq7zv")]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    std::fs::remove_file(e.path("a.backup")).expect("rm");
+    let o = e.run_env(&backup, &[("VMCRYPT_PASSPHRASE", "correct horse battery")]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        std::fs::read_to_string(e.path("a.backup"))
+            .expect("backup")
+            .contains("site-a")
+    );
+    // The keystore is lost; a wrong passphrase says so and creates nothing.
+    e.ok(&["provider", "remove", "site-a"]);
+    let restore = [
+        "provider",
+        "restore",
+        "a.backup",
+        "--keystore",
+        "r.keystore",
+    ];
+    let o = e.run_env(
+        &restore,
+        &[("VMCRYPT_PASSPHRASE", "correct horse battery!")],
+    );
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("wrong passphrase for the backup"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!e.path("r.keystore").exists());
+    // Under another name: restored, with a warning that names both.
+    let mut other = restore.to_vec();
+    other.extend(["--name", "site-b"]);
+    let o = e.run_env(&other, &[("VMCRYPT_PASSPHRASE", "correct horse battery")]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("is a backup of provider \"site-a\", restored as \"site-b\""),
+        "{}",
+        stderr(&o)
+    );
+    e.ok(&["provider", "remove", "site-b"]);
+    std::fs::remove_file(e.path("r.keystore")).expect("rm");
+    // No --name: the recorded one, and the disk decrypts again.
+    let o = e.run_env(&restore, &[("VMCRYPT_PASSPHRASE", "correct horse battery")]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("restored as"), "{}", stderr(&o));
+    assert!(e.ok(&["provider", "list"]).contains("site-a"));
+    e.ok(&["decrypt", "d.enc", "--output", "d.dec"]);
+    assert_identical(&e.path("d.img"), &e.path("d.dec"));
+}

@@ -250,6 +250,51 @@ fn add_kmip_refuses_bad_settings() {
     );
 }
 
+/// A server name this host cannot resolve is saved (DNS may come later) but warned about,
+/// by name, in the text and in the JSON.
+#[test]
+fn add_kmip_warns_about_a_server_name_that_does_not_resolve() {
+    let c = pykmip::shared();
+    let e = Env::new();
+    let (ca, cert, key) = (
+        c.pki.ca.to_str().expect("utf8"),
+        c.pki.client_cert.to_str().expect("utf8"),
+        c.pki.client_key.to_str().expect("utf8"),
+    );
+    let o = e.run(&[
+        "provider",
+        "add-kmip",
+        "k",
+        "--server",
+        "127.0.0.1:5696",
+        "--server",
+        "kms-typo.invalid:5696",
+        "--ca",
+        ca,
+        "--cert",
+        cert,
+        "--key",
+        key,
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("server kms-typo.invalid:5696 of provider k does not resolve"),
+        "{err}"
+    );
+    assert!(!err.contains("127.0.0.1:5696 of provider"), "{err}");
+    let doc = json(&String::from_utf8_lossy(&o.stdout));
+    assert_eq!(
+        doc["unresolved"],
+        serde_json::json!(["kms-typo.invalid:5696"])
+    );
+    assert!(
+        e.ok(&["provider", "list"])
+            .contains("kms-typo.invalid:5696")
+    );
+}
+
 #[test]
 fn closing_and_untrusted_servers_are_skipped_with_the_reason_logged() {
     let c = pykmip::shared();

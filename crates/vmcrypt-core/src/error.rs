@@ -68,6 +68,14 @@ pub enum Error {
         "wrapped key did not unwrap (wrong key, tampered metadata, or metadata of another disk)"
     )]
     UnwrapFailed,
+    /// A backup did not open under the passphrase given: a wrong passphrase (or a backup
+    /// altered since it was made). Told apart from [`Error::UnwrapFailed`], which is about
+    /// disks and KEKs, so the operator knows to try the passphrase again.
+    #[error("wrong passphrase for the backup {} (or the backup was altered); nothing was restored", path.display())]
+    WrongPassphrase {
+        /// The backup file.
+        path: PathBuf,
+    },
     /// The image does not match what its metadata records.
     #[error("{} does not match its metadata: {reason}", path.display())]
     Integrity {
@@ -264,7 +272,9 @@ impl Error {
             Error::InvalidSettings { .. }
             | Error::InvalidLocator { .. }
             | Error::Keystore { .. } => ErrorKind::InvalidSettings,
-            Error::UnwrapFailed | Error::Integrity { .. } => ErrorKind::UnwrapFailed,
+            Error::UnwrapFailed | Error::Integrity { .. } | Error::WrongPassphrase { .. } => {
+                ErrorKind::UnwrapFailed
+            }
             Error::InvalidInput { .. }
             | Error::NotEncrypted { .. }
             | Error::AlreadyEncrypted { .. }

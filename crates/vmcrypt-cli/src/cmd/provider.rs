@@ -77,6 +77,15 @@ pub fn run(cli: &Cli, cmd: &ProviderCmd, out: &Out) -> Result<()> {
             };
             // Loads the TLS files and checks every address before anything is saved.
             KmipProvider::new(k.settings(&a.name)).map_err(vmcrypt_core::Error::from)?;
+            // A name this host cannot resolve now is likely a typo: say so, but save it (DNS
+            // may come later, and the order is the operator's).
+            let unresolved = unresolved_servers(&k.servers);
+            for (server, why) in &unresolved {
+                tracing::warn!(
+                    "server {server} of provider {} does not resolve on this host ({why}); check the name, or this host's DNS",
+                    a.name
+                );
+            }
             cfg.providers
                 .push((a.name.clone(), ProviderConfig::Kmip(k.clone())));
             if cfg.default.is_none() {
@@ -91,7 +100,8 @@ pub fn run(cli: &Cli, cmd: &ProviderCmd, out: &Out) -> Result<()> {
                     k.servers.join(", "),
                     a.name
                 ),
-                json!({"provider": a.name, "type": "kmip", "servers": k.servers, "timeout": k.timeout}),
+                json!({"provider": a.name, "type": "kmip", "servers": k.servers, "timeout": k.timeout,
+                       "unresolved": unresolved.iter().map(|(s, _)| s).collect::<Vec<_>>()}),
             );
         }
         ProviderCmd::Check { name, replication } => {
@@ -180,6 +190,7 @@ pub fn run(cli: &Cli, cmd: &ProviderCmd, out: &Out) -> Result<()> {
             name,
             out: file,
             pass,
+            allow_short_passphrase,
         } => {
             let Some(ProviderConfig::Native { keystore }) = cfg.get(name) else {
                 return Err(Error::InvalidInput {
@@ -188,6 +199,7 @@ pub fn run(cli: &Cli, cmd: &ProviderCmd, out: &Out) -> Result<()> {
             };
             let mut p = NativeProvider::open(name, keystore)?;
             let pw = passphrase::read(pass.passphrase_file.as_deref(), true)?;
+            passphrase::check_strength(&pw, *allow_short_passphrase)?;
             p.backup(file, pw.as_bytes(), BackupParams::default())?;
             out.result(
                 &format!("backed up provider {name} to {}; keep it and its passphrase apart from this host", file.display()),
@@ -200,7 +212,24 @@ pub fn run(cli: &Cli, cmd: &ProviderCmd, out: &Out) -> Result<()> {
             keystore,
             pass,
         } => {
+            let info = NativeProvider::backup_info(file)?;
+            let name = match (name, &info.provider) {
+                (Some(n), _) => n,
+                (None, Some(recorded)) => recorded,
+                (None, None) => {
+                    return Err(Error::input(format!(
+                        "{} does not record the name of its provider (a version 1 backup): give --name, the name the disks' keySafes use",
+                        file.display()
+                    )));
+                }
+            };
             Config::check_name(name)?;
+            if let Some(recorded) = info.provider.as_deref().filter(|r| r != name) {
+                tracing::warn!(
+                    "{} is a backup of provider {recorded:?}, restored as {name:?}: disks whose keySafes name {recorded:?} will not find it under this name; restore it as {recorded:?} unless you mean to rekey them to {name:?} (`vmcrypt rekey DISK --shallow --provider {name}` needs the provider they name)",
+                    file.display()
+                );
+            }
             if cfg.get(name).is_some() {
                 return Err(Error::InvalidInput {
                     reason: format!("provider {name:?} already exists"),
@@ -228,4 +257,40 @@ pub fn run(cli: &Cli, cmd: &ProviderCmd, out: &Out) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// How long `add-kmip` waits for each server's name to resolve.
+const RESOLVE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The servers whose host does not resolve now, with why: every name looked up at once, each
+/// given [`RESOLVE_WAIT`] (a resolver that hangs must not hang the command).
+fn unresolved_servers(servers: &[String]) -> Vec<(String, String)> {
+    use std::net::ToSocketAddrs;
+    let lookups: Vec<_> = servers
+        .iter()
+        .map(|s| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let name = s.clone();
+            std::thread::spawn(move || {
+                let r = name.to_socket_addrs().map(|mut a| a.next().is_some());
+                let _ = tx.send(r);
+            });
+            (s, rx)
+        })
+        .collect();
+    let until = std::time::Instant::now() + RESOLVE_WAIT;
+    let mut bad = Vec::new();
+    for (server, rx) in lookups {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => bad.push((server.clone(), "no address".to_string())),
+            Ok(Err(e)) => bad.push((server.clone(), e.to_string())),
+            Err(_) => bad.push((
+                server.clone(),
+                format!("no answer within {} s", RESOLVE_WAIT.as_secs()),
+            )),
+        }
+    }
+    bad
 }

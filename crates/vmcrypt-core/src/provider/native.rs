@@ -212,7 +212,10 @@ impl NativeProvider {
                 "Restore with `vmcrypt provider restore FILE --name NAME`.",
             ],
         );
-        s.set(&format!("{B_PREFIX}version"), "1")?;
+        // Version 2 records the provider's name, authenticated with the key: disks name their
+        // provider in their keySafes, so a restore under another name would not be found.
+        s.set(&format!("{B_PREFIX}version"), "2")?;
+        s.set(&format!("{B_PREFIX}provider"), &self.name)?;
         s.set(&format!("{B_PREFIX}kdf"), "argon2id")?;
         s.set(
             &format!("{B_PREFIX}kdf.memoryKiB"),
@@ -229,7 +232,7 @@ impl NativeProvider {
         s.set(&format!("{B_PREFIX}salt"), &B64.encode(salt))?;
         s.set(&format!("{B_PREFIX}nonce"), &B64.encode(nonce))?;
         let key = stretch(passphrase, &salt, params)?;
-        let aad = backup_aad(&params, &salt);
+        let aad = backup_aad(&params, &salt, Some(&self.name));
         let ct = crate::wrap::aead_seal(&key, &nonce, &aad, self.kdk.expose_secret())?;
         s.set(&format!("{B_PREFIX}data"), &B64.encode(ct))?;
         // Write through a temp file so a partial backup never looks like a complete one.
@@ -244,7 +247,7 @@ impl NativeProvider {
     /// backed up.
     ///
     /// # Errors
-    /// [`Error::UnwrapFailed`] for a wrong passphrase or a tampered backup;
+    /// [`Error::WrongPassphrase`] for a wrong passphrase or a tampered backup;
     /// [`Error::InvalidSettings`] for a file that is not a backup.
     pub fn restore(name: &str, backup: &Path, passphrase: &[u8], keystore: &Path) -> Result<Self> {
         if keystore.exists() {
@@ -267,12 +270,9 @@ impl NativeProvider {
                 Error::settings(backup, None, format!("{B_PREFIX}{k} is not a number"))
             })
         };
-        if get("version")? != "1" || get("kdf")? != "argon2id" {
-            return Err(Error::settings(
-                backup,
-                None,
-                "unsupported backup version or KDF",
-            ));
+        let info = backup_info_of(&s, backup)?;
+        if get("kdf")? != "argon2id" {
+            return Err(Error::settings(backup, None, "unsupported backup KDF"));
         }
         let params = BackupParams {
             memory_kib: num("kdf.memoryKiB")?,
@@ -296,13 +296,19 @@ impl NativeProvider {
             return Err(Error::settings(backup, None, "bad nonce length"));
         }
         let key = stretch(passphrase, &salt, params)?;
-        let aad = backup_aad(&params, &salt);
+        let aad = backup_aad(&params, &salt, info.provider.as_deref());
         let nonce: [u8; 12] = nonce
             .as_slice()
             .try_into()
             .map_err(|_| Error::UnwrapFailed)?;
-        let raw = crate::wrap::aead_open(&key, &nonce, &aad, &data)?;
-        let kdk = Kdk::from_slice(&raw).map_err(|_| Error::UnwrapFailed)?;
+        let wrong = || Error::WrongPassphrase {
+            path: backup.to_path_buf(),
+        };
+        let raw = crate::wrap::aead_open(&key, &nonce, &aad, &data).map_err(|e| match e {
+            Error::UnwrapFailed => wrong(),
+            other => other,
+        })?;
+        let kdk = Kdk::from_slice(&raw).map_err(|_| wrong())?;
         let p = NativeProvider {
             name: name.to_string(),
             path: keystore.to_path_buf(),
@@ -314,6 +320,16 @@ impl NativeProvider {
         }
         p.save(true)?;
         Ok(p)
+    }
+
+    /// What a backup file says about itself (its version, the provider it was made from),
+    /// without its passphrase: `provider restore` restores under the recorded name by default
+    /// and warns when told another.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSettings`] for a file that is not a backup or of an unknown version.
+    pub fn backup_info(backup: &Path) -> Result<BackupInfo> {
+        backup_info_of(&Settings::read(backup, Flavor::Vmx)?, backup)
     }
 
     /// Writes the keystore: a new one only if none exists (`new`), else in place of the old.
@@ -414,13 +430,64 @@ fn mem_available() -> Option<u64> {
     Some(kib * 1024)
 }
 
-fn backup_aad(p: &BackupParams, salt: &[u8]) -> Vec<u8> {
+/// What a backup's seal authenticates besides the key: its KDF parameters, its salt and, from
+/// version 2 on, the provider's name (length-prefixed after the salt).
+fn backup_aad(p: &BackupParams, salt: &[u8], provider: Option<&str>) -> Vec<u8> {
     let mut a = BACKUP_AAD.to_vec();
     for v in [p.memory_kib, p.iterations, p.parallelism] {
         a.extend_from_slice(&v.to_be_bytes());
     }
     a.extend_from_slice(salt);
+    if let Some(name) = provider {
+        a.extend_from_slice(&(name.len() as u32).to_be_bytes());
+        a.extend_from_slice(name.as_bytes());
+    }
     a
+}
+
+fn backup_info_of(s: &Settings, backup: &Path) -> Result<BackupInfo> {
+    let version = match s.get(&format!("{B_PREFIX}version")) {
+        Some("1") => 1,
+        Some("2") => 2,
+        Some(v) => {
+            return Err(Error::settings(
+                backup,
+                None,
+                format!("unsupported backup version {v:?} (this vmcrypt reads 1 and 2)"),
+            ));
+        }
+        None => {
+            return Err(Error::settings(
+                backup,
+                None,
+                format!("not a vmcrypt backup: no {B_PREFIX}version"),
+            ));
+        }
+    };
+    let provider = match version {
+        1 => None,
+        _ => Some(
+            s.get(&format!("{B_PREFIX}provider"))
+                .ok_or_else(|| {
+                    Error::settings(
+                        backup,
+                        None,
+                        format!("not a vmcrypt backup: no {B_PREFIX}provider"),
+                    )
+                })?
+                .to_string(),
+        ),
+    };
+    Ok(BackupInfo { version, provider })
+}
+
+/// What a backup says about itself, read without the passphrase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupInfo {
+    /// The format version (1: no provider name recorded; 2: recorded).
+    pub version: u32,
+    /// The name of the provider it was made from (version 2).
+    pub provider: Option<String>,
 }
 
 #[cfg(test)]
@@ -466,7 +533,7 @@ mod tests {
         let restored_path = d.path().join("restored.keystore");
         assert!(matches!(
             NativeProvider::restore("r", &backup, b"wrong", &restored_path),
-            Err(Error::UnwrapFailed)
+            Err(Error::WrongPassphrase { .. })
         ));
         assert!(!restored_path.exists());
         let r = NativeProvider::restore("r", &backup, b"correct horse", &restored_path)
@@ -491,6 +558,86 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn a_backup_records_its_provider_and_the_seal_covers_the_name() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let ks = d.path().join("k");
+        let mut p = NativeProvider::create("site-a", &ks).expect("create");
+        let (id, kek) = p.create_kek(&KeyPurpose::Disk("d".into())).expect("kek");
+        let backup = d.path().join("backup");
+        p.backup(&backup, b"correct horse", FAST).expect("backup");
+        assert_eq!(
+            NativeProvider::backup_info(&backup).expect("info"),
+            BackupInfo {
+                version: 2,
+                provider: Some("site-a".into())
+            }
+        );
+        // Renaming the provider in the file breaks the seal: the name cannot be swapped.
+        let text = std::fs::read_to_string(&backup).expect("read");
+        let renamed = d.path().join("renamed");
+        std::fs::write(&renamed, text.replace("\"site-a\"", "\"site-b\"")).expect("write");
+        assert_eq!(
+            NativeProvider::backup_info(&renamed)
+                .expect("info")
+                .provider
+                .as_deref(),
+            Some("site-b")
+        );
+        assert!(matches!(
+            NativeProvider::restore("x", &renamed, b"correct horse", &d.path().join("x.ks")),
+            Err(Error::WrongPassphrase { .. })
+        ));
+        // A version 1 backup (no name; the seal without it) still restores.
+        let mut s = Settings::read(&backup, Flavor::Vmx).expect("settings");
+        let salt = B64
+            .decode(s.get(&format!("{B_PREFIX}salt")).expect("salt"))
+            .expect("b64");
+        let nonce = [9u8; 12];
+        let key = stretch(b"correct horse", &salt, FAST).expect("stretch");
+        let ct = crate::wrap::aead_seal(
+            &key,
+            &nonce,
+            &backup_aad(&FAST, &salt, None),
+            p.kdk.expose_secret(),
+        )
+        .expect("seal");
+        s.set(&format!("{B_PREFIX}version"), "1").expect("set");
+        s.set(&format!("{B_PREFIX}nonce"), &B64.encode(nonce))
+            .expect("set");
+        s.set(&format!("{B_PREFIX}data"), &B64.encode(ct))
+            .expect("set");
+        let text = s
+            .render()
+            .replace(&format!("{B_PREFIX}provider = \"site-a\"\n"), "");
+        let v1 = d.path().join("v1");
+        std::fs::write(&v1, text).expect("write");
+        assert_eq!(
+            NativeProvider::backup_info(&v1).expect("info"),
+            BackupInfo {
+                version: 1,
+                provider: None
+            }
+        );
+        let r = NativeProvider::restore("site-a", &v1, b"correct horse", &d.path().join("r.ks"))
+            .expect("restore a version 1 backup");
+        assert_eq!(
+            r.fetch_kek(&id).expect("fetch").expose_secret(),
+            kek.expose_secret()
+        );
+        // An unknown version is refused with its number.
+        let v9 = d.path().join("v9");
+        std::fs::write(
+            &v9,
+            std::fs::read_to_string(&backup)
+                .expect("read")
+                .replace("version = \"2\"", "version = \"9\""),
+        )
+        .expect("write");
+        let e = NativeProvider::backup_info(&v9).expect_err("version 9");
+        assert!(e.to_string().contains("\"9\""), "{e}");
     }
 
     #[test]
