@@ -305,7 +305,7 @@ _vmcrypt() {
 
     case "${cmd}" in
         vmcrypt)
-            opts="-q -v -h -V --config --json --quiet --verbose --agent --allow-outside-folder --help --version provider encrypt decrypt inspect rekey jobs resume vm recover agent serve topology completions man help"
+            opts="-q -v -h -V --config --json --quiet --verbose --agent --audit-log --allow-outside-folder --help --version provider encrypt decrypt inspect rekey jobs resume vm recover agent serve topology completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -319,6 +319,10 @@ _vmcrypt() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --audit-log)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -327,7 +331,7 @@ _vmcrypt() {
             return 0
             ;;
         vmcrypt__subcmd__agent)
-            opts="-q -v -h --config --json --quiet --verbose --agent --allow-outside-folder --help serve status forget help"
+            opts="-q -v -h --config --json --quiet --verbose --agent --audit-log --allow-outside-folder --help serve status forget help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -341,6 +345,10 @@ _vmcrypt() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --audit-log)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -349,7 +357,7 @@ _vmcrypt() {
             return 0
             ;;
         vmcrypt__subcmd__agent__subcmd__forget)
-            opts="-q -v -h --socket --provider --key-id --all --config --json --quiet --verbose --agent --allow-outside-folder --help"
+            opts="-q -v -h --socket --provider --key-id --all --config --json --quiet --verbose --agent --audit-log --allow-outside-folder --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -372,6 +380,10 @@ _vmcrypt() {
                     return 0
                     ;;
                 --agent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --audit-log)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -453,7 +465,7 @@ _vmcrypt() {
             return 0
             ;;
         vmcrypt__subcmd__agent__subcmd__serve)
-            opts="-q -v -h --socket --cache-size --max-in-flight --config --json --quiet --verbose --agent --allow-outside-folder --help"
+            opts="-q -v -h --socket --cache-size --max-in-flight --config --json --quiet --verbose --agent --audit-log --allow-outside-folder --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -479,6 +491,10 @@ _vmcrypt() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --audit-log)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -487,7 +503,7 @@ _vmcrypt() {
             return 0
             ;;
         vmcrypt__subcmd__agent__subcmd__status)
-            opts="-q -v -h --socket --config --json --quiet --verbose --agent --allow-outside-folder --help"
+            opts="-q -v -h --socket --config --json --quiet --verbose --agent --audit-log --allow-outside-folder --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -505,6 +521,10 @@ _vmcrypt() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --audit-log)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -513,7 +533,7 @@ _vmcrypt() {
             return 0
             ;;
         vmcrypt__subcmd__completions)
-            opts="-q -v -h --config --json --quiet --verbose --agent --allow-outside-folder --help bash elvish fish powershell zsh"
+            opts="-q -v -h --config --json --quiet --verbose --agent --audit-log --allow-outside-folder --help bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -527,6 +547,10 @@ _vmcrypt() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --audit-log)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -535,7 +559,7 @@ _vmcrypt() {
             return 0
             ;;
         vmcrypt__subcmd__decrypt)
-            opts="-q -v -h --in-place --output --threads --rate --config --json --quiet --verbose --agent --allow-outside-folder --help"
+            opts="-q -v -h --in-place --output --threads --rate --config --json --quiet --verbose --agent --audit-log --allow-outside-folder --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -561,6 +585,10 @@ _vmcrypt() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --audit-log)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -569,7 +597,7 @@ _vmcrypt() {
             return 0
             ;;
         vmcrypt__subcmd__encrypt)
-            opts="-q -v -h --provider --sector-size --in-place --output --threads --rate --format --config --json --quiet --verbose --agent --allow-outside-folder --help"
+            opts="-q -v -h --provider --sector-size --in-place --output --threads --rate --format --config --json --quiet --verbose --agent --audit-log --allow-outside-folder --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -604,6 +632,10 @@ _vmcrypt() {
                     return 0
                     ;;
                 --agent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --audit-log)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1091,7 +1123,7 @@ _vmcrypt() {
             return 0
             ;;
         vmcrypt__subcmd__inspect)
-            opts="-q -v -h --config --json --quiet --verbose --agent --allow-outside-folder --help"
+            opts="-q -v -h --config --json --quiet --verbose --agent --audit-log --allow-outside-folder --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1102,6 +1134,10 @@ _vmcrypt() {
                     return 0
                     ;;
                 --agent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --audit-log)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1113,7 +1149,7 @@ _vmcrypt() {
             return 0
             ;;
         vmcrypt__subcmd__jobs)
-            opts="-q -v -h --follow --config --json --quiet --verbose --agent --allow-outside-folder --help"
+            opts="-q -v -h --follow --config --json --quiet --verbose --agent --audit-log --allow-outside-folder --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1124,6 +1160,10 @@ _vmcrypt() {
                     return 0
                     ;;
                 --agent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --audit-log)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1135,7 +1175,7 @@ _vmcrypt() {
             return 0
             ;;
         vmcrypt__subcmd__man)
-            opts="-q -v -h --config --json --quiet --verbose --agent --allow-outside-folder --help"
+            opts="-q -v -h --config --json --quiet --verbose --agent --audit-log --allow-outside-folder --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1146,6 +1186,10 @@ _vmcrypt() {
                     return 0
                     ;;
                 --agent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --audit-log)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1157,7 +1201,7 @@ _vmcrypt() {
             return 0
             ;;
         vmcrypt__subcmd__provider)
-            opts="-q -v -h --config --json --quiet --verbose --agent --allow-outside-folder --help add-native add-kmip check list default remove backup restore help"
+            opts="-q -v -h --config --json --quiet --verbose --agent --audit-log --allow-outside-folder --help add-native add-kmip check list default remove backup restore help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1171,6 +1215,10 @@ _vmcrypt() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --audit-log)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1179,7 +1227,7 @@ _vmcrypt() {
             return 0
             ;;
         vmcrypt__subcmd__provider__subcmd__add__subcmd__kmip)
-            opts="-q -v -h --server --ca --cert --key --server-name --timeout --hedge-ms --demote-secs --no-reuse --config --json --quiet --verbose --agent --allow-outside-folder --help"
+            opts="-q -v -h --server --ca --cert --key --server-name --timeout --hedge-ms --demote-secs --no-reuse --config --json --quiet --verbose --agent --audit-log --allow-outside-folder --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1225,6 +1273,10 @@ _vmcrypt() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --audit-log)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1233,7 +1285,7 @@ _vmcrypt() {
             return 0
             ;;
         vmcrypt__subcmd__provider__subcmd__add__subcmd__native)
-            opts="-q -v -h --keystore --config --json --quiet --verbose --agent --allow-outside-folder --help"
+            opts="-q -v -h --keystore --config --json --quiet --verbose --agent --audit-log --allow-outside-folder --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1251,6 +1303,10 @@ _vmcrypt() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --audit-log)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1259,7 +1315,7 @@ _vmcrypt() {
             return 0
             ;;
         vmcrypt__subcmd__provider__subcmd__backup)
-            opts="-q -v -h --out --passphrase-file --allow-short-passphrase --config --json --quiet --verbose --agent --allow-outside-folder --help"
+            opts="-q -v -h --out --passphrase-file --allow-short-passphrase --config --json --quiet --verbose --agent --audit-log --allow-outside-folder --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1281,6 +1337,10 @@ _vmcrypt() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --audit-log)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1289,7 +1349,7 @@ _vmcrypt() {
             return 0
             ;;
         vmcrypt__subcmd__provider__subcmd__check)
-            opts="-q -v -h --replication --config --json --quiet --verbose --agent --allow-outside-folder --help"
+            opts="-q -v -h --replication --config --json --quiet --verbose --agent --audit-log --allow-outside-folder --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1300,6 +1360,10 @@ _vmcrypt() {
                     return 0
                     ;;
                 --agent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --audit-log)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1311,7 +1375,7 @@ _vmcrypt() {
             return 0
             ;;
         vmcrypt__subcmd__provider__subcmd__default)
-            opts="-q -v -h --config --json --quiet --verbose --agent --allow-outside-folder --help"
+            opts="-q -v -h --config --json --quiet --verbose --agent --audit-log --allow-outside-folder --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1322,6 +1386,10 @@ _vmcrypt() {
                     return 0
                     ;;
                 --agent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --audit-log)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1473,7 +1541,7 @@ _vmcrypt() {
             return 0
             ;;
         vmcrypt__subcmd__provider__subcmd__list)
-            opts="-q -v -h --config --json --quiet --verbose --agent --allow-outside-folder --help"
+            opts="-q -v -h --config --json --quiet --verbose --agent --audit-log --allow-outside-folder --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1484,6 +1552,10 @@ _vmcrypt() {
                     return 0
                     ;;
                 --agent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --audit-log)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1495,7 +1567,7 @@ _vmcrypt() {
             return 0
             ;;
         vmcrypt__subcmd__provider__subcmd__remove)
-            opts="-q -v -h --config --json --quiet --verbose --agent --allow-outside-folder --help"
+            opts="-q -v -h --config --json --quiet --verbose --agent --audit-log --allow-outside-folder --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1509,6 +1581,10 @@ _vmcrypt() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --audit-log)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1517,7 +1593,7 @@ _vmcrypt() {
             return 0
             ;;
         vmcrypt__subcmd__provider__subcmd__restore)
-            opts="-q -v -h --name --keystore --passphrase-file --config --json --quiet --verbose --agent --allow-outside-folder --help"
+            opts="-q -v -h --name --keystore --passphrase-file --config --json --quiet --verbose --agent --audit-log --allow-outside-folder --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1543,6 +1619,10 @@ _vmcrypt() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --audit-log)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1551,7 +1631,7 @@ _vmcrypt() {
             return 0
             ;;
         vmcrypt__subcmd__recover)
-            opts="-q -v -h --config --json --quiet --verbose --agent --allow-outside-folder --help dm-table help"
+            opts="-q -v -h --config --json --quiet --verbose --agent --audit-log --allow-outside-folder --help dm-table help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1565,6 +1645,10 @@ _vmcrypt() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --audit-log)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1573,7 +1657,7 @@ _vmcrypt() {
             return 0
             ;;
         vmcrypt__subcmd__recover__subcmd__dm__subcmd__table)
-            opts="-q -v -h --reveal-key --config --json --quiet --verbose --agent --allow-outside-folder --help"
+            opts="-q -v -h --reveal-key --config --json --quiet --verbose --agent --audit-log --allow-outside-folder --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1584,6 +1668,10 @@ _vmcrypt() {
                     return 0
                     ;;
                 --agent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --audit-log)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1637,7 +1725,7 @@ _vmcrypt() {
             return 0
             ;;
         vmcrypt__subcmd__rekey)
-            opts="-q -v -h --shallow --deep --provider --threads --rate --config --json --quiet --verbose --agent --allow-outside-folder --help"
+            opts="-q -v -h --shallow --deep --provider --threads --rate --config --json --quiet --verbose --agent --audit-log --allow-outside-folder --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1663,6 +1751,10 @@ _vmcrypt() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --audit-log)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1671,7 +1763,7 @@ _vmcrypt() {
             return 0
             ;;
         vmcrypt__subcmd__resume)
-            opts="-q -v -h --threads --config --json --quiet --verbose --agent --allow-outside-folder --help"
+            opts="-q -v -h --threads --config --json --quiet --verbose --agent --audit-log --allow-outside-folder --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1689,6 +1781,10 @@ _vmcrypt() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --audit-log)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1697,7 +1793,7 @@ _vmcrypt() {
             return 0
             ;;
         vmcrypt__subcmd__serve)
-            opts="-q -v -h --nbd --vhost-user --queues --queue-size --io-threads --serial --name --plaintext --read-only --stall-timeout --status --config --json --quiet --verbose --agent --allow-outside-folder --help"
+            opts="-q -v -h --nbd --vhost-user --queues --queue-size --io-threads --serial --name --plaintext --read-only --stall-timeout --status --config --json --quiet --verbose --agent --audit-log --allow-outside-folder --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1743,6 +1839,10 @@ _vmcrypt() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --audit-log)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1751,7 +1851,7 @@ _vmcrypt() {
             return 0
             ;;
         vmcrypt__subcmd__topology)
-            opts="-q -v -h --config --json --quiet --verbose --agent --allow-outside-folder --help check init help"
+            opts="-q -v -h --config --json --quiet --verbose --agent --audit-log --allow-outside-folder --help check init help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1765,6 +1865,10 @@ _vmcrypt() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --audit-log)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1773,7 +1877,7 @@ _vmcrypt() {
             return 0
             ;;
         vmcrypt__subcmd__topology__subcmd__check)
-            opts="-q -v -h --live --dot --svg --config --json --quiet --verbose --agent --allow-outside-folder --help"
+            opts="-q -v -h --live --dot --svg --config --json --quiet --verbose --agent --audit-log --allow-outside-folder --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1792,6 +1896,10 @@ _vmcrypt() {
                     return 0
                     ;;
                 --agent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --audit-log)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1859,7 +1967,7 @@ _vmcrypt() {
             return 0
             ;;
         vmcrypt__subcmd__topology__subcmd__init)
-            opts="-q -v -h --from-config --config --json --quiet --verbose --agent --allow-outside-folder --help"
+            opts="-q -v -h --from-config --config --json --quiet --verbose --agent --audit-log --allow-outside-folder --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1873,6 +1981,10 @@ _vmcrypt() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --audit-log)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1881,7 +1993,7 @@ _vmcrypt() {
             return 0
             ;;
         vmcrypt__subcmd__vm)
-            opts="-q -v -h --config --json --quiet --verbose --agent --allow-outside-folder --help encrypt decrypt rekey inspect help"
+            opts="-q -v -h --config --json --quiet --verbose --agent --audit-log --allow-outside-folder --help encrypt decrypt rekey inspect help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1895,6 +2007,10 @@ _vmcrypt() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --audit-log)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1903,7 +2019,7 @@ _vmcrypt() {
             return 0
             ;;
         vmcrypt__subcmd__vm__subcmd__decrypt)
-            opts="-q -v -h --threads --config --json --quiet --verbose --agent --allow-outside-folder --help"
+            opts="-q -v -h --threads --config --json --quiet --verbose --agent --audit-log --allow-outside-folder --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1921,6 +2037,10 @@ _vmcrypt() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --audit-log)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1929,7 +2049,7 @@ _vmcrypt() {
             return 0
             ;;
         vmcrypt__subcmd__vm__subcmd__encrypt)
-            opts="-q -v -h --provider --sector-size --threads --config --json --quiet --verbose --agent --allow-outside-folder --help"
+            opts="-q -v -h --provider --sector-size --threads --config --json --quiet --verbose --agent --audit-log --allow-outside-folder --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1952,6 +2072,10 @@ _vmcrypt() {
                     return 0
                     ;;
                 --agent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --audit-log)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -2047,7 +2171,7 @@ _vmcrypt() {
             return 0
             ;;
         vmcrypt__subcmd__vm__subcmd__inspect)
-            opts="-q -v -h --config --json --quiet --verbose --agent --allow-outside-folder --help"
+            opts="-q -v -h --config --json --quiet --verbose --agent --audit-log --allow-outside-folder --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2061,6 +2185,10 @@ _vmcrypt() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --audit-log)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -2069,7 +2197,7 @@ _vmcrypt() {
             return 0
             ;;
         vmcrypt__subcmd__vm__subcmd__rekey)
-            opts="-q -v -h --shallow --deep --provider --rate --config --json --quiet --verbose --agent --allow-outside-folder --help"
+            opts="-q -v -h --shallow --deep --provider --rate --config --json --quiet --verbose --agent --audit-log --allow-outside-folder --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2088,6 +2216,10 @@ _vmcrypt() {
                     return 0
                     ;;
                 --agent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --audit-log)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_vmcrypt_global_optspecs
-    string join \n config= json q/quiet v/verbose agent= allow-outside-folder h/help V/version
+    string join \n config= json q/quiet v/verbose agent= audit-log= allow-outside-folder h/help V/version
 end
 
 function __fish_vmcrypt_needs_command
@@ -26,6 +26,7 @@ end
 
 complete -c vmcrypt -n "__fish_vmcrypt_needs_command" -l config -d 'Configuration file (default: $VMCRYPT_CONFIG, else /etc/vmcrypt/config.toml for root, else $XDG_CONFIG_HOME/vmcrypt/config.toml)' -r -F
 complete -c vmcrypt -n "__fish_vmcrypt_needs_command" -l agent -d 'Route every key operation through the host agent on this socket (`vmcrypt agent serve`): keys it holds work even when every key server is down' -r -F
+complete -c vmcrypt -n "__fish_vmcrypt_needs_command" -l audit-log -d 'Record every key operation (create, fetch, rekey, backup, restore, reveal-key, forget) as a JSON line in this file, or `journald` (default: the config\'s `audit_log`)' -r
 complete -c vmcrypt -n "__fish_vmcrypt_needs_command" -l json -d 'Print one JSON document on stdout (never key material, except `recover`)'
 complete -c vmcrypt -n "__fish_vmcrypt_needs_command" -s q -l quiet -d 'Only print errors'
 complete -c vmcrypt -n "__fish_vmcrypt_needs_command" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
@@ -49,6 +50,7 @@ complete -c vmcrypt -n "__fish_vmcrypt_needs_command" -f -a "man" -d 'Manual pag
 complete -c vmcrypt -n "__fish_vmcrypt_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and not __fish_seen_subcommand_from add-native add-kmip check list default remove backup restore help" -l config -d 'Configuration file (default: $VMCRYPT_CONFIG, else /etc/vmcrypt/config.toml for root, else $XDG_CONFIG_HOME/vmcrypt/config.toml)' -r -F
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and not __fish_seen_subcommand_from add-native add-kmip check list default remove backup restore help" -l agent -d 'Route every key operation through the host agent on this socket (`vmcrypt agent serve`): keys it holds work even when every key server is down' -r -F
+complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and not __fish_seen_subcommand_from add-native add-kmip check list default remove backup restore help" -l audit-log -d 'Record every key operation (create, fetch, rekey, backup, restore, reveal-key, forget) as a JSON line in this file, or `journald` (default: the config\'s `audit_log`)' -r
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and not __fish_seen_subcommand_from add-native add-kmip check list default remove backup restore help" -l json -d 'Print one JSON document on stdout (never key material, except `recover`)'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and not __fish_seen_subcommand_from add-native add-kmip check list default remove backup restore help" -s q -l quiet -d 'Only print errors'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and not __fish_seen_subcommand_from add-native add-kmip check list default remove backup restore help" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
@@ -66,6 +68,7 @@ complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and not __fish
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from add-native" -l keystore -d 'Keystore file (default: beside the config file)' -r -F
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from add-native" -l config -d 'Configuration file (default: $VMCRYPT_CONFIG, else /etc/vmcrypt/config.toml for root, else $XDG_CONFIG_HOME/vmcrypt/config.toml)' -r -F
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from add-native" -l agent -d 'Route every key operation through the host agent on this socket (`vmcrypt agent serve`): keys it holds work even when every key server is down' -r -F
+complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from add-native" -l audit-log -d 'Record every key operation (create, fetch, rekey, backup, restore, reveal-key, forget) as a JSON line in this file, or `journald` (default: the config\'s `audit_log`)' -r
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from add-native" -l json -d 'Print one JSON document on stdout (never key material, except `recover`)'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from add-native" -s q -l quiet -d 'Only print errors'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from add-native" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
@@ -81,6 +84,7 @@ complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_see
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from add-kmip" -l demote-secs -d 'Key fetches only: try a server that was unreachable after the others for this many seconds (matters in a long-running agent). 0 turns it off' -r
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from add-kmip" -l config -d 'Configuration file (default: $VMCRYPT_CONFIG, else /etc/vmcrypt/config.toml for root, else $XDG_CONFIG_HOME/vmcrypt/config.toml)' -r -F
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from add-kmip" -l agent -d 'Route every key operation through the host agent on this socket (`vmcrypt agent serve`): keys it holds work even when every key server is down' -r -F
+complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from add-kmip" -l audit-log -d 'Record every key operation (create, fetch, rekey, backup, restore, reveal-key, forget) as a JSON line in this file, or `journald` (default: the config\'s `audit_log`)' -r
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from add-kmip" -l no-reuse -d 'Open a new TLS connection for every operation instead of keeping connections open'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from add-kmip" -l json -d 'Print one JSON document on stdout (never key material, except `recover`)'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from add-kmip" -s q -l quiet -d 'Only print errors'
@@ -89,6 +93,7 @@ complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_see
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from add-kmip" -s h -l help -d 'Print help'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from check" -l config -d 'Configuration file (default: $VMCRYPT_CONFIG, else /etc/vmcrypt/config.toml for root, else $XDG_CONFIG_HOME/vmcrypt/config.toml)' -r -F
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from check" -l agent -d 'Route every key operation through the host agent on this socket (`vmcrypt agent serve`): keys it holds work even when every key server is down' -r -F
+complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from check" -l audit-log -d 'Record every key operation (create, fetch, rekey, backup, restore, reveal-key, forget) as a JSON line in this file, or `journald` (default: the config\'s `audit_log`)' -r
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from check" -l replication -d 'Create a probe key, time its arrival on each server, then destroy it'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from check" -l json -d 'Print one JSON document on stdout (never key material, except `recover`)'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from check" -s q -l quiet -d 'Only print errors'
@@ -97,6 +102,7 @@ complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_see
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from check" -s h -l help -d 'Print help'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from list" -l config -d 'Configuration file (default: $VMCRYPT_CONFIG, else /etc/vmcrypt/config.toml for root, else $XDG_CONFIG_HOME/vmcrypt/config.toml)' -r -F
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from list" -l agent -d 'Route every key operation through the host agent on this socket (`vmcrypt agent serve`): keys it holds work even when every key server is down' -r -F
+complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from list" -l audit-log -d 'Record every key operation (create, fetch, rekey, backup, restore, reveal-key, forget) as a JSON line in this file, or `journald` (default: the config\'s `audit_log`)' -r
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from list" -l json -d 'Print one JSON document on stdout (never key material, except `recover`)'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from list" -s q -l quiet -d 'Only print errors'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from list" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
@@ -104,6 +110,7 @@ complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_see
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from default" -l config -d 'Configuration file (default: $VMCRYPT_CONFIG, else /etc/vmcrypt/config.toml for root, else $XDG_CONFIG_HOME/vmcrypt/config.toml)' -r -F
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from default" -l agent -d 'Route every key operation through the host agent on this socket (`vmcrypt agent serve`): keys it holds work even when every key server is down' -r -F
+complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from default" -l audit-log -d 'Record every key operation (create, fetch, rekey, backup, restore, reveal-key, forget) as a JSON line in this file, or `journald` (default: the config\'s `audit_log`)' -r
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from default" -l json -d 'Print one JSON document on stdout (never key material, except `recover`)'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from default" -s q -l quiet -d 'Only print errors'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from default" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
@@ -111,6 +118,7 @@ complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_see
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from default" -s h -l help -d 'Print help'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from remove" -l config -d 'Configuration file (default: $VMCRYPT_CONFIG, else /etc/vmcrypt/config.toml for root, else $XDG_CONFIG_HOME/vmcrypt/config.toml)' -r -F
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from remove" -l agent -d 'Route every key operation through the host agent on this socket (`vmcrypt agent serve`): keys it holds work even when every key server is down' -r -F
+complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from remove" -l audit-log -d 'Record every key operation (create, fetch, rekey, backup, restore, reveal-key, forget) as a JSON line in this file, or `journald` (default: the config\'s `audit_log`)' -r
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from remove" -l json -d 'Print one JSON document on stdout (never key material, except `recover`)'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from remove" -s q -l quiet -d 'Only print errors'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from remove" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
@@ -120,6 +128,7 @@ complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_see
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from backup" -l passphrase-file -d 'Read the passphrase from the first line of this file' -r -F
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from backup" -l config -d 'Configuration file (default: $VMCRYPT_CONFIG, else /etc/vmcrypt/config.toml for root, else $XDG_CONFIG_HOME/vmcrypt/config.toml)' -r -F
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from backup" -l agent -d 'Route every key operation through the host agent on this socket (`vmcrypt agent serve`): keys it holds work even when every key server is down' -r -F
+complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from backup" -l audit-log -d 'Record every key operation (create, fetch, rekey, backup, restore, reveal-key, forget) as a JSON line in this file, or `journald` (default: the config\'s `audit_log`)' -r
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from backup" -l allow-short-passphrase -d 'Accept a passphrase shorter than 12 characters. The backup can be attacked offline by whoever copies it; a short passphrase is guessed'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from backup" -l json -d 'Print one JSON document on stdout (never key material, except `recover`)'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from backup" -s q -l quiet -d 'Only print errors'
@@ -131,6 +140,7 @@ complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_see
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from restore" -l passphrase-file -d 'Read the passphrase from the first line of this file' -r -F
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from restore" -l config -d 'Configuration file (default: $VMCRYPT_CONFIG, else /etc/vmcrypt/config.toml for root, else $XDG_CONFIG_HOME/vmcrypt/config.toml)' -r -F
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from restore" -l agent -d 'Route every key operation through the host agent on this socket (`vmcrypt agent serve`): keys it holds work even when every key server is down' -r -F
+complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from restore" -l audit-log -d 'Record every key operation (create, fetch, rekey, backup, restore, reveal-key, forget) as a JSON line in this file, or `journald` (default: the config\'s `audit_log`)' -r
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from restore" -l json -d 'Print one JSON document on stdout (never key material, except `recover`)'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from restore" -s q -l quiet -d 'Only print errors'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand provider; and __fish_seen_subcommand_from restore" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
@@ -154,6 +164,7 @@ complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand encrypt" -l rate -d 'Onl
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand encrypt" -l format -d 'Treat DISK as a raw image even though its first bytes name another format (qcow2, VHD, VHDX, VDI, QED, LUKS): only for a raw image that merely starts with such bytes' -r -f -a "raw\t'A raw image'"
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand encrypt" -l config -d 'Configuration file (default: $VMCRYPT_CONFIG, else /etc/vmcrypt/config.toml for root, else $XDG_CONFIG_HOME/vmcrypt/config.toml)' -r -F
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand encrypt" -l agent -d 'Route every key operation through the host agent on this socket (`vmcrypt agent serve`): keys it holds work even when every key server is down' -r -F
+complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand encrypt" -l audit-log -d 'Record every key operation (create, fetch, rekey, backup, restore, reveal-key, forget) as a JSON line in this file, or `journald` (default: the config\'s `audit_log`)' -r
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand encrypt" -l in-place -d 'Rewrite the disk itself'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand encrypt" -l json -d 'Print one JSON document on stdout (never key material, except `recover`)'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand encrypt" -s q -l quiet -d 'Only print errors'
@@ -165,6 +176,7 @@ complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand decrypt" -l threads -d '
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand decrypt" -l rate -d 'Online --in-place only (a disk `vmcrypt serve` holds): at most this many MB/s. Default: as for `rekey --deep`' -r
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand decrypt" -l config -d 'Configuration file (default: $VMCRYPT_CONFIG, else /etc/vmcrypt/config.toml for root, else $XDG_CONFIG_HOME/vmcrypt/config.toml)' -r -F
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand decrypt" -l agent -d 'Route every key operation through the host agent on this socket (`vmcrypt agent serve`): keys it holds work even when every key server is down' -r -F
+complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand decrypt" -l audit-log -d 'Record every key operation (create, fetch, rekey, backup, restore, reveal-key, forget) as a JSON line in this file, or `journald` (default: the config\'s `audit_log`)' -r
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand decrypt" -l in-place -d 'Rewrite the disk itself'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand decrypt" -l json -d 'Print one JSON document on stdout (never key material, except `recover`)'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand decrypt" -s q -l quiet -d 'Only print errors'
@@ -173,6 +185,7 @@ complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand decrypt" -l allow-outsid
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand decrypt" -s h -l help -d 'Print help'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand inspect" -l config -d 'Configuration file (default: $VMCRYPT_CONFIG, else /etc/vmcrypt/config.toml for root, else $XDG_CONFIG_HOME/vmcrypt/config.toml)' -r -F
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand inspect" -l agent -d 'Route every key operation through the host agent on this socket (`vmcrypt agent serve`): keys it holds work even when every key server is down' -r -F
+complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand inspect" -l audit-log -d 'Record every key operation (create, fetch, rekey, backup, restore, reveal-key, forget) as a JSON line in this file, or `journald` (default: the config\'s `audit_log`)' -r
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand inspect" -l json -d 'Print one JSON document on stdout (never key material, except `recover`)'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand inspect" -s q -l quiet -d 'Only print errors'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand inspect" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
@@ -183,6 +196,7 @@ complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand rekey" -l threads -d 'Wo
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand rekey" -l rate -d 'Online --deep only: at most this many MB/s (10^6 bytes). Default: the job holds the disk at most half the time while guests do I/O, and goes full speed while they idle' -r
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand rekey" -l config -d 'Configuration file (default: $VMCRYPT_CONFIG, else /etc/vmcrypt/config.toml for root, else $XDG_CONFIG_HOME/vmcrypt/config.toml)' -r -F
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand rekey" -l agent -d 'Route every key operation through the host agent on this socket (`vmcrypt agent serve`): keys it holds work even when every key server is down' -r -F
+complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand rekey" -l audit-log -d 'Record every key operation (create, fetch, rekey, backup, restore, reveal-key, forget) as a JSON line in this file, or `journald` (default: the config\'s `audit_log`)' -r
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand rekey" -l shallow -d 'New KEK, DEK re-wrapped: metadata only, seconds'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand rekey" -l deep -d 'New DEK, every sector re-encrypted in place (crash-safe; `resume` finishes it)'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand rekey" -l json -d 'Print one JSON document on stdout (never key material, except `recover`)'
@@ -192,6 +206,7 @@ complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand rekey" -l allow-outside-
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand rekey" -s h -l help -d 'Print help'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand jobs" -l config -d 'Configuration file (default: $VMCRYPT_CONFIG, else /etc/vmcrypt/config.toml for root, else $XDG_CONFIG_HOME/vmcrypt/config.toml)' -r -F
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand jobs" -l agent -d 'Route every key operation through the host agent on this socket (`vmcrypt agent serve`): keys it holds work even when every key server is down' -r -F
+complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand jobs" -l audit-log -d 'Record every key operation (create, fetch, rekey, backup, restore, reveal-key, forget) as a JSON line in this file, or `journald` (default: the config\'s `audit_log`)' -r
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand jobs" -l follow -d 'Follow the job until it is done (Ctrl-C stops following; the job goes on)'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand jobs" -l json -d 'Print one JSON document on stdout (never key material, except `recover`)'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand jobs" -s q -l quiet -d 'Only print errors'
@@ -201,6 +216,7 @@ complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand jobs" -s h -l help -d 'P
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand resume" -l threads -d 'Worker threads (default: all cores)' -r
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand resume" -l config -d 'Configuration file (default: $VMCRYPT_CONFIG, else /etc/vmcrypt/config.toml for root, else $XDG_CONFIG_HOME/vmcrypt/config.toml)' -r -F
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand resume" -l agent -d 'Route every key operation through the host agent on this socket (`vmcrypt agent serve`): keys it holds work even when every key server is down' -r -F
+complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand resume" -l audit-log -d 'Record every key operation (create, fetch, rekey, backup, restore, reveal-key, forget) as a JSON line in this file, or `journald` (default: the config\'s `audit_log`)' -r
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand resume" -l json -d 'Print one JSON document on stdout (never key material, except `recover`)'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand resume" -s q -l quiet -d 'Only print errors'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand resume" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
@@ -208,6 +224,7 @@ complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand resume" -l allow-outside
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand resume" -s h -l help -d 'Print help'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and not __fish_seen_subcommand_from encrypt decrypt rekey inspect help" -l config -d 'Configuration file (default: $VMCRYPT_CONFIG, else /etc/vmcrypt/config.toml for root, else $XDG_CONFIG_HOME/vmcrypt/config.toml)' -r -F
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and not __fish_seen_subcommand_from encrypt decrypt rekey inspect help" -l agent -d 'Route every key operation through the host agent on this socket (`vmcrypt agent serve`): keys it holds work even when every key server is down' -r -F
+complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and not __fish_seen_subcommand_from encrypt decrypt rekey inspect help" -l audit-log -d 'Record every key operation (create, fetch, rekey, backup, restore, reveal-key, forget) as a JSON line in this file, or `journald` (default: the config\'s `audit_log`)' -r
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and not __fish_seen_subcommand_from encrypt decrypt rekey inspect help" -l json -d 'Print one JSON document on stdout (never key material, except `recover`)'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and not __fish_seen_subcommand_from encrypt decrypt rekey inspect help" -s q -l quiet -d 'Only print errors'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and not __fish_seen_subcommand_from encrypt decrypt rekey inspect help" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
@@ -224,6 +241,7 @@ complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subc
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subcommand_from encrypt" -l threads -d 'Worker threads (default: all cores)' -r
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subcommand_from encrypt" -l config -d 'Configuration file (default: $VMCRYPT_CONFIG, else /etc/vmcrypt/config.toml for root, else $XDG_CONFIG_HOME/vmcrypt/config.toml)' -r -F
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subcommand_from encrypt" -l agent -d 'Route every key operation through the host agent on this socket (`vmcrypt agent serve`): keys it holds work even when every key server is down' -r -F
+complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subcommand_from encrypt" -l audit-log -d 'Record every key operation (create, fetch, rekey, backup, restore, reveal-key, forget) as a JSON line in this file, or `journald` (default: the config\'s `audit_log`)' -r
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subcommand_from encrypt" -l json -d 'Print one JSON document on stdout (never key material, except `recover`)'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subcommand_from encrypt" -s q -l quiet -d 'Only print errors'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subcommand_from encrypt" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
@@ -232,6 +250,7 @@ complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subc
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subcommand_from decrypt" -l threads -d 'Worker threads (default: all cores)' -r
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subcommand_from decrypt" -l config -d 'Configuration file (default: $VMCRYPT_CONFIG, else /etc/vmcrypt/config.toml for root, else $XDG_CONFIG_HOME/vmcrypt/config.toml)' -r -F
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subcommand_from decrypt" -l agent -d 'Route every key operation through the host agent on this socket (`vmcrypt agent serve`): keys it holds work even when every key server is down' -r -F
+complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subcommand_from decrypt" -l audit-log -d 'Record every key operation (create, fetch, rekey, backup, restore, reveal-key, forget) as a JSON line in this file, or `journald` (default: the config\'s `audit_log`)' -r
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subcommand_from decrypt" -l json -d 'Print one JSON document on stdout (never key material, except `recover`)'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subcommand_from decrypt" -s q -l quiet -d 'Only print errors'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subcommand_from decrypt" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
@@ -241,6 +260,7 @@ complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subc
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subcommand_from rekey" -l rate -d '--deep of a running VM: the most each server rekeys its disk at, in MB/s (default: one that leaves the guests at least half of their I/O)' -r
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subcommand_from rekey" -l config -d 'Configuration file (default: $VMCRYPT_CONFIG, else /etc/vmcrypt/config.toml for root, else $XDG_CONFIG_HOME/vmcrypt/config.toml)' -r -F
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subcommand_from rekey" -l agent -d 'Route every key operation through the host agent on this socket (`vmcrypt agent serve`): keys it holds work even when every key server is down' -r -F
+complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subcommand_from rekey" -l audit-log -d 'Record every key operation (create, fetch, rekey, backup, restore, reveal-key, forget) as a JSON line in this file, or `journald` (default: the config\'s `audit_log`)' -r
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subcommand_from rekey" -l shallow -d 'New KEK, DEK re-wrapped: metadata only, seconds'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subcommand_from rekey" -l deep -d 'New DEK, every sector re-encrypted in place (crash-safe; `resume` finishes it)'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subcommand_from rekey" -l json -d 'Print one JSON document on stdout (never key material, except `recover`)'
@@ -250,6 +270,7 @@ complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subc
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subcommand_from rekey" -s h -l help -d 'Print help'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subcommand_from inspect" -l config -d 'Configuration file (default: $VMCRYPT_CONFIG, else /etc/vmcrypt/config.toml for root, else $XDG_CONFIG_HOME/vmcrypt/config.toml)' -r -F
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subcommand_from inspect" -l agent -d 'Route every key operation through the host agent on this socket (`vmcrypt agent serve`): keys it holds work even when every key server is down' -r -F
+complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subcommand_from inspect" -l audit-log -d 'Record every key operation (create, fetch, rekey, backup, restore, reveal-key, forget) as a JSON line in this file, or `journald` (default: the config\'s `audit_log`)' -r
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subcommand_from inspect" -l json -d 'Print one JSON document on stdout (never key material, except `recover`)'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subcommand_from inspect" -s q -l quiet -d 'Only print errors'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subcommand_from inspect" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
@@ -262,6 +283,7 @@ complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subc
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand recover; and not __fish_seen_subcommand_from dm-table help" -l config -d 'Configuration file (default: $VMCRYPT_CONFIG, else /etc/vmcrypt/config.toml for root, else $XDG_CONFIG_HOME/vmcrypt/config.toml)' -r -F
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand recover; and not __fish_seen_subcommand_from dm-table help" -l agent -d 'Route every key operation through the host agent on this socket (`vmcrypt agent serve`): keys it holds work even when every key server is down' -r -F
+complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand recover; and not __fish_seen_subcommand_from dm-table help" -l audit-log -d 'Record every key operation (create, fetch, rekey, backup, restore, reveal-key, forget) as a JSON line in this file, or `journald` (default: the config\'s `audit_log`)' -r
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand recover; and not __fish_seen_subcommand_from dm-table help" -l json -d 'Print one JSON document on stdout (never key material, except `recover`)'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand recover; and not __fish_seen_subcommand_from dm-table help" -s q -l quiet -d 'Only print errors'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand recover; and not __fish_seen_subcommand_from dm-table help" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
@@ -271,6 +293,7 @@ complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand recover; and not __fish_
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand recover; and not __fish_seen_subcommand_from dm-table help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand recover; and __fish_seen_subcommand_from dm-table" -l config -d 'Configuration file (default: $VMCRYPT_CONFIG, else /etc/vmcrypt/config.toml for root, else $XDG_CONFIG_HOME/vmcrypt/config.toml)' -r -F
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand recover; and __fish_seen_subcommand_from dm-table" -l agent -d 'Route every key operation through the host agent on this socket (`vmcrypt agent serve`): keys it holds work even when every key server is down' -r -F
+complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand recover; and __fish_seen_subcommand_from dm-table" -l audit-log -d 'Record every key operation (create, fetch, rekey, backup, restore, reveal-key, forget) as a JSON line in this file, or `journald` (default: the config\'s `audit_log`)' -r
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand recover; and __fish_seen_subcommand_from dm-table" -l reveal-key -d 'Acknowledge that the output contains the disk\'s key in clear'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand recover; and __fish_seen_subcommand_from dm-table" -l json -d 'Print one JSON document on stdout (never key material, except `recover`)'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand recover; and __fish_seen_subcommand_from dm-table" -s q -l quiet -d 'Only print errors'
@@ -281,6 +304,7 @@ complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand recover; and __fish_seen
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand recover; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand agent; and not __fish_seen_subcommand_from serve status forget help" -l config -d 'Configuration file (default: $VMCRYPT_CONFIG, else /etc/vmcrypt/config.toml for root, else $XDG_CONFIG_HOME/vmcrypt/config.toml)' -r -F
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand agent; and not __fish_seen_subcommand_from serve status forget help" -l agent -d 'Route every key operation through the host agent on this socket (`vmcrypt agent serve`): keys it holds work even when every key server is down' -r -F
+complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand agent; and not __fish_seen_subcommand_from serve status forget help" -l audit-log -d 'Record every key operation (create, fetch, rekey, backup, restore, reveal-key, forget) as a JSON line in this file, or `journald` (default: the config\'s `audit_log`)' -r
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand agent; and not __fish_seen_subcommand_from serve status forget help" -l json -d 'Print one JSON document on stdout (never key material, except `recover`)'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand agent; and not __fish_seen_subcommand_from serve status forget help" -s q -l quiet -d 'Only print errors'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand agent; and not __fish_seen_subcommand_from serve status forget help" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
@@ -295,6 +319,7 @@ complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand agent; and __fish_seen_s
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand agent; and __fish_seen_subcommand_from serve" -l max-in-flight -d 'Key requests under way at one provider at a time; the rest wait in the agent (a boot storm must not drown the key servers)' -r
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand agent; and __fish_seen_subcommand_from serve" -l config -d 'Configuration file (default: $VMCRYPT_CONFIG, else /etc/vmcrypt/config.toml for root, else $XDG_CONFIG_HOME/vmcrypt/config.toml)' -r -F
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand agent; and __fish_seen_subcommand_from serve" -l agent -d 'Route every key operation through the host agent on this socket (`vmcrypt agent serve`): keys it holds work even when every key server is down' -r -F
+complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand agent; and __fish_seen_subcommand_from serve" -l audit-log -d 'Record every key operation (create, fetch, rekey, backup, restore, reveal-key, forget) as a JSON line in this file, or `journald` (default: the config\'s `audit_log`)' -r
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand agent; and __fish_seen_subcommand_from serve" -l json -d 'Print one JSON document on stdout (never key material, except `recover`)'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand agent; and __fish_seen_subcommand_from serve" -s q -l quiet -d 'Only print errors'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand agent; and __fish_seen_subcommand_from serve" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
@@ -303,6 +328,7 @@ complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand agent; and __fish_seen_s
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand agent; and __fish_seen_subcommand_from status" -l socket -d 'Socket path (default: --agent)' -r -F
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand agent; and __fish_seen_subcommand_from status" -l config -d 'Configuration file (default: $VMCRYPT_CONFIG, else /etc/vmcrypt/config.toml for root, else $XDG_CONFIG_HOME/vmcrypt/config.toml)' -r -F
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand agent; and __fish_seen_subcommand_from status" -l agent -d 'Route every key operation through the host agent on this socket (`vmcrypt agent serve`): keys it holds work even when every key server is down' -r -F
+complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand agent; and __fish_seen_subcommand_from status" -l audit-log -d 'Record every key operation (create, fetch, rekey, backup, restore, reveal-key, forget) as a JSON line in this file, or `journald` (default: the config\'s `audit_log`)' -r
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand agent; and __fish_seen_subcommand_from status" -l json -d 'Print one JSON document on stdout (never key material, except `recover`)'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand agent; and __fish_seen_subcommand_from status" -s q -l quiet -d 'Only print errors'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand agent; and __fish_seen_subcommand_from status" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
@@ -313,6 +339,7 @@ complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand agent; and __fish_seen_s
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand agent; and __fish_seen_subcommand_from forget" -l key-id -d 'One key of --provider' -r
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand agent; and __fish_seen_subcommand_from forget" -l config -d 'Configuration file (default: $VMCRYPT_CONFIG, else /etc/vmcrypt/config.toml for root, else $XDG_CONFIG_HOME/vmcrypt/config.toml)' -r -F
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand agent; and __fish_seen_subcommand_from forget" -l agent -d 'Route every key operation through the host agent on this socket (`vmcrypt agent serve`): keys it holds work even when every key server is down' -r -F
+complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand agent; and __fish_seen_subcommand_from forget" -l audit-log -d 'Record every key operation (create, fetch, rekey, backup, restore, reveal-key, forget) as a JSON line in this file, or `journald` (default: the config\'s `audit_log`)' -r
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand agent; and __fish_seen_subcommand_from forget" -l all -d 'Every cached key'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand agent; and __fish_seen_subcommand_from forget" -l json -d 'Print one JSON document on stdout (never key material, except `recover`)'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand agent; and __fish_seen_subcommand_from forget" -s q -l quiet -d 'Only print errors'
@@ -333,6 +360,7 @@ complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand serve" -l name -d 'NBD e
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand serve" -l stall-timeout -d 'Seconds an NBD client may stall in the middle of a request before it is cut off' -r
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand serve" -l config -d 'Configuration file (default: $VMCRYPT_CONFIG, else /etc/vmcrypt/config.toml for root, else $XDG_CONFIG_HOME/vmcrypt/config.toml)' -r -F
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand serve" -l agent -d 'Route every key operation through the host agent on this socket (`vmcrypt agent serve`): keys it holds work even when every key server is down' -r -F
+complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand serve" -l audit-log -d 'Record every key operation (create, fetch, rekey, backup, restore, reveal-key, forget) as a JSON line in this file, or `journald` (default: the config\'s `audit_log`)' -r
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand serve" -l plaintext -d 'Serve a plaintext disk (one vmcrypt has not encrypted) as it is, under the same lock: no key is needed, and no other program may write it meanwhile'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand serve" -l read-only -d 'Refuse writes, trims and zeroing'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand serve" -l status -d 'Serve nothing: show the server that holds DISK, if any, and its online job (as `vmcrypt jobs DISK`)'
@@ -343,6 +371,7 @@ complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand serve" -l allow-outside-
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand serve" -s h -l help -d 'Print help'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand topology; and not __fish_seen_subcommand_from check init help" -l config -d 'Configuration file (default: $VMCRYPT_CONFIG, else /etc/vmcrypt/config.toml for root, else $XDG_CONFIG_HOME/vmcrypt/config.toml)' -r -F
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand topology; and not __fish_seen_subcommand_from check init help" -l agent -d 'Route every key operation through the host agent on this socket (`vmcrypt agent serve`): keys it holds work even when every key server is down' -r -F
+complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand topology; and not __fish_seen_subcommand_from check init help" -l audit-log -d 'Record every key operation (create, fetch, rekey, backup, restore, reveal-key, forget) as a JSON line in this file, or `journald` (default: the config\'s `audit_log`)' -r
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand topology; and not __fish_seen_subcommand_from check init help" -l json -d 'Print one JSON document on stdout (never key material, except `recover`)'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand topology; and not __fish_seen_subcommand_from check init help" -s q -l quiet -d 'Only print errors'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand topology; and not __fish_seen_subcommand_from check init help" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
@@ -355,6 +384,7 @@ complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand topology; and __fish_see
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand topology; and __fish_seen_subcommand_from check" -l svg -d 'Also draw the topology as an SVG picture (laid out by vmcrypt) to this file' -r -F
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand topology; and __fish_seen_subcommand_from check" -l config -d 'Configuration file (default: $VMCRYPT_CONFIG, else /etc/vmcrypt/config.toml for root, else $XDG_CONFIG_HOME/vmcrypt/config.toml)' -r -F
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand topology; and __fish_seen_subcommand_from check" -l agent -d 'Route every key operation through the host agent on this socket (`vmcrypt agent serve`): keys it holds work even when every key server is down' -r -F
+complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand topology; and __fish_seen_subcommand_from check" -l audit-log -d 'Record every key operation (create, fetch, rekey, backup, restore, reveal-key, forget) as a JSON line in this file, or `journald` (default: the config\'s `audit_log`)' -r
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand topology; and __fish_seen_subcommand_from check" -l live -d 'Also measure the servers of each provider this host\'s configuration has (as `provider check --replication`: reachable, TLS trust, latency, replication lag, with a probe key created and destroyed) and flag those that are down or lag'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand topology; and __fish_seen_subcommand_from check" -l json -d 'Print one JSON document on stdout (never key material, except `recover`)'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand topology; and __fish_seen_subcommand_from check" -s q -l quiet -d 'Only print errors'
@@ -363,6 +393,7 @@ complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand topology; and __fish_see
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand topology; and __fish_seen_subcommand_from check" -s h -l help -d 'Print help'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand topology; and __fish_seen_subcommand_from init" -l config -d 'Configuration file (default: $VMCRYPT_CONFIG, else /etc/vmcrypt/config.toml for root, else $XDG_CONFIG_HOME/vmcrypt/config.toml)' -r -F
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand topology; and __fish_seen_subcommand_from init" -l agent -d 'Route every key operation through the host agent on this socket (`vmcrypt agent serve`): keys it holds work even when every key server is down' -r -F
+complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand topology; and __fish_seen_subcommand_from init" -l audit-log -d 'Record every key operation (create, fetch, rekey, backup, restore, reveal-key, forget) as a JSON line in this file, or `journald` (default: the config\'s `audit_log`)' -r
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand topology; and __fish_seen_subcommand_from init" -l from-config -d 'Fill in the providers, their servers and orders, timeouts, hedging and demotion from this host\'s vmcrypt configuration (else: a commented skeleton)'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand topology; and __fish_seen_subcommand_from init" -l json -d 'Print one JSON document on stdout (never key material, except `recover`)'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand topology; and __fish_seen_subcommand_from init" -s q -l quiet -d 'Only print errors'
@@ -374,6 +405,7 @@ complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand topology; and __fish_see
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand topology; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand completions" -l config -d 'Configuration file (default: $VMCRYPT_CONFIG, else /etc/vmcrypt/config.toml for root, else $XDG_CONFIG_HOME/vmcrypt/config.toml)' -r -F
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand completions" -l agent -d 'Route every key operation through the host agent on this socket (`vmcrypt agent serve`): keys it holds work even when every key server is down' -r -F
+complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand completions" -l audit-log -d 'Record every key operation (create, fetch, rekey, backup, restore, reveal-key, forget) as a JSON line in this file, or `journald` (default: the config\'s `audit_log`)' -r
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand completions" -l json -d 'Print one JSON document on stdout (never key material, except `recover`)'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand completions" -s q -l quiet -d 'Only print errors'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand completions" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
@@ -381,6 +413,7 @@ complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand completions" -l allow-ou
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand man" -l config -d 'Configuration file (default: $VMCRYPT_CONFIG, else /etc/vmcrypt/config.toml for root, else $XDG_CONFIG_HOME/vmcrypt/config.toml)' -r -F
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand man" -l agent -d 'Route every key operation through the host agent on this socket (`vmcrypt agent serve`): keys it holds work even when every key server is down' -r -F
+complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand man" -l audit-log -d 'Record every key operation (create, fetch, rekey, backup, restore, reveal-key, forget) as a JSON line in this file, or `journald` (default: the config\'s `audit_log`)' -r
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand man" -l json -d 'Print one JSON document on stdout (never key material, except `recover`)'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand man" -s q -l quiet -d 'Only print errors'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand man" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'

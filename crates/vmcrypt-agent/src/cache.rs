@@ -221,19 +221,30 @@ impl KeyProvider for CachingProvider {
     }
 
     fn fetch_kek(&self, id: &KeyId) -> Result<Kek> {
+        self.fetch_traced(id).map(|(k, _)| k)
+    }
+}
+
+impl CachingProvider {
+    /// [`KeyProvider::fetch_kek`], saying whether the cache had the key (true) or the provider
+    /// was asked: the agent's audit log tells a cache hit from a fetch.
+    ///
+    /// # Errors
+    /// The provider's, when the key is not cached.
+    pub fn fetch_traced(&self, id: &KeyId) -> Result<(Kek, bool)> {
         if let Some(k) = self.cache.get(self.name(), id.as_str()) {
             tracing::debug!(provider = %self.name(), key_id = %id, "key fetch: cache hit");
-            return Ok(k);
+            return Ok((k, true));
         }
         let started = Instant::now();
         let _slot = self.limit.as_ref().map(|l| l.acquire());
         // While this request waited for a slot, another may have fetched the same key.
         if let Some(k) = self.cache.get(self.name(), id.as_str()) {
             tracing::debug!(provider = %self.name(), key_id = %id, "key fetch: cache hit after waiting");
-            return Ok(k);
+            return Ok((k, true));
         }
-        match self.inner.fetch_kek(id) {
-            Ok(kek) => {
+        match self.inner.fetch_kek(id).map(|k| (k, false)) {
+            Ok((kek, hit)) => {
                 self.cache.insert(self.name(), id.as_str(), &kek);
                 tracing::info!(
                     provider = %self.name(),
@@ -241,7 +252,7 @@ impl KeyProvider for CachingProvider {
                     ms = started.elapsed().as_secs_f64() * 1e3,
                     "key fetch: cache miss, fetched from the provider and cached"
                 );
-                Ok(kek)
+                Ok((kek, hit))
             }
             Err(e) => {
                 tracing::warn!(

@@ -96,6 +96,8 @@ fn yes() -> bool {
 struct FileForm {
     #[serde(skip_serializing_if = "Option::is_none")]
     default: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audit_log: Option<String>,
     providers: BTreeMap<String, ProviderConfig>,
 }
 
@@ -151,6 +153,12 @@ pub struct Config {
     pub default: Option<String>,
     /// Providers by name, in name order.
     pub providers: Vec<(String, ProviderConfig)>,
+    /// Where key operations are recorded, as the file's `audit_log` says (a path, or
+    /// `journald`); `--audit-log` and `VMCRYPT_AUDIT_LOG` come before it.
+    pub audit_log: Option<String>,
+    /// The open audit log: when set, every provider [`Config::open`] gives records its
+    /// creates and fetches there.
+    pub audit: Option<std::sync::Arc<crate::audit::AuditLog>>,
     /// The file's bytes as loaded (None: it did not exist), so that a save can tell whether
     /// another command changed it in between.
     loaded: Option<Vec<u8>>,
@@ -224,6 +232,8 @@ impl Config {
             agent: None,
             default: None,
             providers: Vec::new(),
+            audit_log: None,
+            audit: None,
             loaded: None,
         };
         // Non-blocking, regular files only, bounded: a FIFO or /dev/zero given as the config
@@ -248,6 +258,7 @@ impl Config {
             reason: e.reason,
         })?;
         cfg.default = form.default;
+        cfg.audit_log = form.audit_log;
         cfg.providers = form.providers;
         Ok(cfg)
     }
@@ -263,6 +274,7 @@ impl Config {
     pub fn save(&mut self) -> Result<()> {
         let form = FileForm {
             default: self.default.clone(),
+            audit_log: self.audit_log.clone(),
             providers: self.providers.iter().cloned().collect(),
         };
         let body = toml::to_string(&form).map_err(|e| Error::InvalidInput {
@@ -341,12 +353,20 @@ impl Config {
             .map(|(_, p)| p)
     }
 
-    /// Opens a provider: the agent's when `--agent` is given, else a configured one.
+    /// Opens a provider: the agent's when `--agent` is given, else a configured one; with an
+    /// audit log, one whose every create and fetch is recorded.
     pub fn open(&self, name: &str) -> Result<Box<dyn KeyProvider>> {
-        if let Some(socket) = &self.agent {
-            return Ok(Box::new(crate::AgentClient::new(socket).provider(name)));
-        }
-        self.open_local(name)
+        let p: Box<dyn KeyProvider> = match &self.agent {
+            Some(socket) => Box::new(crate::AgentClient::new(socket).provider(name)),
+            None => self.open_local(name)?,
+        };
+        Ok(match &self.audit {
+            Some(log) => Box::new(crate::audit::Audited::new(
+                std::sync::Arc::from(p),
+                log.clone(),
+            )),
+            None => p,
+        })
     }
 
     /// The registry of this configuration: each provider opened on first use and kept for
@@ -527,6 +547,7 @@ mod tests {
         let path = dir.path().join("config.toml");
         let mut cfg = Config::load(&path).expect("empty");
         cfg.default = Some("k".into());
+        cfg.audit_log = Some("/var/log/vmcrypt/audit.jsonl".into());
         cfg.providers.push((
             "k".into(),
             ProviderConfig::Kmip(KmipConfig {
@@ -550,6 +571,7 @@ mod tests {
         cfg.save().expect("save");
         let back = Config::load(&path).expect("load");
         assert_eq!(back.default, cfg.default);
+        assert_eq!(back.audit_log, cfg.audit_log);
         assert_eq!(back.providers, cfg.providers);
     }
 }

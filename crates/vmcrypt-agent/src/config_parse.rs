@@ -17,6 +17,7 @@ use crate::config::{KmipConfig, ProviderConfig};
 #[derive(Debug)]
 pub(crate) struct Parsed {
     pub default: Option<String>,
+    pub audit_log: Option<String>,
     pub providers: Vec<(String, ProviderConfig)>,
 }
 
@@ -33,6 +34,8 @@ struct TopLevel {
     #[serde(default)]
     default: Option<String>,
     #[serde(default)]
+    audit_log: Option<String>,
+    #[serde(default)]
     providers: BTreeMap<String, toml::Spanned<toml::Table>>,
 }
 
@@ -48,6 +51,12 @@ pub(crate) fn parse(text: &str) -> Result<Parsed, ParseError> {
         line: e.span().map(|s| line_of(text, s.start)),
         reason: e.message().trim_end().to_string(),
     })?;
+    if top.audit_log.as_deref() == Some("") {
+        return Err(ParseError {
+            line: key_line(text, 0, "audit_log"),
+            reason: "audit_log must name a file, or be \"journald\"".into(),
+        });
+    }
     let mut providers = Vec::new();
     for (name, table) in top.providers {
         let start = table.span().start;
@@ -64,6 +73,7 @@ pub(crate) fn parse(text: &str) -> Result<Parsed, ParseError> {
     }
     Ok(Parsed {
         default: top.default,
+        audit_log: top.audit_log,
         providers,
     })
 }
@@ -224,6 +234,14 @@ mod tests {
         assert_eq!(e.line, Some(2));
         let e = err("[providers.n]\ntype = 3\n");
         assert!(e.reason.contains("not integer"), "{}", e.reason);
+        let e = err("audit_log = \"\"\n");
+        assert!(e.reason.contains("audit_log"), "{}", e.reason);
+        let e = err("audit_log = 3\n");
+        assert!(
+            e.reason.contains("audit_log") || e.reason.contains("string"),
+            "{}",
+            e.reason
+        );
         let e = err(&format!("{KMIP}timeout = 0\n"));
         assert!(e.reason.contains("positive"), "{}", e.reason);
         assert_eq!(e.line, Some(7), "{}", e.reason);
@@ -234,10 +252,11 @@ mod tests {
     #[test]
     fn a_good_file_parses() {
         let p = parse(&format!(
-            "default = \"k\"\n{KMIP}timeout = 9\n[providers.n]\ntype = \"native\"\nkeystore = \"n.ks\"\n"
+            "default = \"k\"\naudit_log = \"journald\"\n{KMIP}timeout = 9\n[providers.n]\ntype = \"native\"\nkeystore = \"n.ks\"\n"
         ))
         .expect("parses");
         assert_eq!(p.default.as_deref(), Some("k"));
+        assert_eq!(p.audit_log.as_deref(), Some("journald"));
         assert_eq!(p.providers.len(), 2);
         match &p.providers[0] {
             (n, ProviderConfig::Kmip(k)) => assert_eq!((n.as_str(), k.timeout), ("k", 9)),

@@ -43,6 +43,7 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod cache;
 pub mod client;
 pub mod config;

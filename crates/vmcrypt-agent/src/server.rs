@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use super::audit::{AuditLog, Peer, Record};
 use super::cache::{CachingProvider, KeyCache};
 use super::limit::{DEFAULT_IN_FLIGHT, Limiter};
 use super::proto::{self, Frame, Request, Response, Status};
@@ -32,6 +33,7 @@ pub struct Agent {
     open: Box<dyn ProviderRegistry + Send>,
     in_flight: usize,
     providers: Mutex<HashMap<String, Opened>>,
+    audit: Option<Arc<AuditLog>>,
 }
 
 impl Agent {
@@ -43,7 +45,20 @@ impl Agent {
             open: Box::new(open),
             in_flight: DEFAULT_IN_FLIGHT,
             providers: Mutex::new(HashMap::new()),
+            audit: None,
         }
+    }
+
+    /// Records every request that touches a key (create, fetch, cache hit, forget), with the
+    /// peer that made it, in `log` ([`crate::audit`]).
+    pub fn audit(mut self, log: Arc<AuditLog>) -> Self {
+        self.audit = Some(log);
+        self
+    }
+
+    /// Whether requests are audited (the server then reads each peer's command line).
+    pub fn audited(&self) -> bool {
+        self.audit.is_some()
     }
 
     /// Sets how many requests may be under way at one provider (cache misses and creates;
@@ -87,22 +102,53 @@ impl Agent {
         Ok(CachingProvider::new(inner, self.cache.clone()).limited(limit))
     }
 
-    /// Answers one request.
-    pub fn handle(&self, req: &Request) -> Response {
+    /// Answers one request (from `peer`, when the server knows it).
+    pub fn handle(&self, req: &Request, peer: Option<&Peer>) -> Response {
+        let audit = |rec: Record| {
+            if let Some(log) = &self.audit {
+                log.record(rec.peer(peer));
+            }
+        };
         let r = match req {
-            Request::Fetch { provider, key_id } => KeyId::new(key_id.clone())
-                .and_then(|id| self.provider(provider)?.fetch_kek(&id))
-                .map(Response::Key),
-            Request::Create { provider, purpose } => self
-                .provider(provider)
-                .and_then(|p| p.create_kek(purpose))
-                .map(|(id, k)| Response::Created(id.to_string(), k)),
+            Request::Fetch { provider, key_id } => {
+                let r = KeyId::new(key_id.clone())
+                    .and_then(|id| self.provider(provider)?.fetch_traced(&id));
+                let op = match &r {
+                    Ok((_, true)) => "cache-hit",
+                    _ => "fetch",
+                };
+                audit(
+                    Record::new(op)
+                        .with("provider", provider.as_str())
+                        .with("key_id", key_id.as_str())
+                        .result(&r),
+                );
+                r.map(|(k, _)| Response::Key(k))
+            }
+            Request::Create { provider, purpose } => {
+                let r = self.provider(provider).and_then(|p| p.create_kek(purpose));
+                let mut rec = Record::new("create")
+                    .with("provider", provider.as_str())
+                    .purpose(purpose);
+                if let Ok((id, _)) = &r {
+                    rec = rec.with("key_id", id.as_str());
+                }
+                audit(rec.result(&r));
+                r.map(|(id, k)| Response::Created(id.to_string(), k))
+            }
             Request::Forget { provider, key_id } => {
                 let n = self.cache.forget(
                     Some(provider.as_str()).filter(|s| !s.is_empty()),
                     Some(key_id.as_str()).filter(|s| !s.is_empty()),
                 );
                 tracing::info!(provider = %provider, key_id = %key_id, forgotten = n, "cached keys forgotten on request");
+                audit(
+                    Record::new("forget")
+                        .with("provider", provider.as_str())
+                        .with("key_id", key_id.as_str())
+                        .with("forgotten", n)
+                        .result(&Ok::<(), Error>(())),
+                );
                 Ok(Response::Forgotten(u32::try_from(n).unwrap_or(u32::MAX)))
             }
             Request::Status => Ok(Response::Status(Status {
@@ -246,13 +292,13 @@ impl Shutdown {
 }
 
 /// Whether the peer may use the agent: the same effective user, or root.
-fn peer_allowed(s: &UnixStream) -> std::result::Result<u32, (u32, i32)> {
+fn peer_allowed(s: &UnixStream) -> std::result::Result<(u32, i32), (u32, i32)> {
     match rustix::net::sockopt::socket_peercred(s) {
         Ok(c) => {
             let uid = c.uid.as_raw();
             let me = rustix::process::geteuid().as_raw();
             if uid == me || uid == 0 {
-                Ok(uid)
+                Ok((uid, c.pid.as_raw_nonzero().get()))
             } else {
                 Err((uid, c.pid.as_raw_nonzero().get()))
             }
@@ -283,8 +329,8 @@ pub fn serve(listener: UnixListener, agent: Arc<Agent>, shutdown: &Shutdown) -> 
                 continue;
             }
         };
-        let uid = match peer_allowed(&stream) {
-            Ok(uid) => uid,
+        let (uid, pid) = match peer_allowed(&stream) {
+            Ok(p) => p,
             Err((uid, pid)) => {
                 tracing::warn!(uid, pid, "agent: refused a peer of another user");
                 let body = Response::Failed {
@@ -333,7 +379,9 @@ pub fn serve(listener: UnixListener, agent: Arc<Agent>, shutdown: &Shutdown) -> 
             .name("vmcrypt-agent-conn".into())
             .stack_size(CONNECTION_STACK)
             .spawn(move || {
-                connection(stream, &agent, uid);
+                // Read once per connection, and only for the audit log.
+                let peer = agent.audited().then(|| Peer::of(uid, pid));
+                connection(stream, &agent, uid, peer.as_ref());
                 release();
             });
         if let Err(e) = spawned {
@@ -381,7 +429,7 @@ impl std::io::Read for Deadlined<'_> {
 
 /// One connection: requests until the peer closes, goes idle, is too slow to send a request,
 /// or sends something malformed.
-fn connection(mut s: UnixStream, agent: &Agent, uid: u32) {
+fn connection(mut s: UnixStream, agent: &Agent, uid: u32, peer: Option<&Peer>) {
     let _ = s.set_write_timeout(Some(Duration::from_secs(10)));
     loop {
         let mut r = Deadlined {
@@ -412,7 +460,7 @@ fn connection(mut s: UnixStream, agent: &Agent, uid: u32) {
                 return;
             }
         };
-        let resp = agent.handle(&req);
+        let resp = agent.handle(&req, peer);
         if proto::write_frame(&mut s, &resp.encode()).is_err() {
             return;
         }

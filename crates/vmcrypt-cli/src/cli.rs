@@ -46,6 +46,15 @@ pub struct Cli {
     /// serve`): keys it holds work even when every key server is down.
     #[arg(long, global = true, value_name = "SOCKET", env = "VMCRYPT_AGENT")]
     pub agent: Option<PathBuf>,
+    /// Record every key operation (create, fetch, rekey, backup, restore, reveal-key, forget)
+    /// as a JSON line in this file, or `journald` (default: the config's `audit_log`).
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE|journald",
+        env = "VMCRYPT_AUDIT_LOG"
+    )]
+    pub audit_log: Option<String>,
     /// Allow a VMDK's flat extent, or a VMX's disks, to resolve (symlink, absolute path)
     /// outside the folder of the file that names them; refused by default, since a hostile
     /// descriptor could otherwise point a job at any file.

@@ -75,6 +75,12 @@ pub const VARS: &[Var] = &[
         check: path,
     },
     Var {
+        name: "VMCRYPT_AUDIT_LOG",
+        doc: "the audit log, as `--audit-log`: a file, or `journald`",
+        secret: false,
+        check: path,
+    },
+    Var {
         name: "VMCRYPT_PASSPHRASE",
         doc: "the passphrase of `provider backup` and `provider restore` when no `--passphrase-file` is given (it is visible to root in /proc: prefer the file)",
         secret: true,

@@ -66,6 +66,13 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         },
     };
+    // A command that is a key operation in itself is recorded once it is over.
+    if let (Ok(Some(log)), Some(rec)) = (
+        cmd::audit_log(&cli, None),
+        cmd::command_record(&cli, &result),
+    ) {
+        log.record(rec);
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

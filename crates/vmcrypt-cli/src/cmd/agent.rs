@@ -62,10 +62,16 @@ fn serve(
     // Providers come from the configuration file, read again for each provider not yet
     // opened: a provider added while the agent runs (the rescue target) is found.
     let cfg_path = Config::locate(cli.config.as_deref())?;
+    // The audit log: --audit-log, $VMCRYPT_AUDIT_LOG, or the file's audit_log, opened now.
+    let audit = super::audit_log(cli, Some(&Config::load(&cfg_path)?))?;
     let open = move |name: &str| -> Result<Arc<dyn KeyProvider>> {
         Ok(Arc::from(Config::load(&cfg_path)?.open_local(name)?))
     };
-    let agent = Arc::new(Agent::new(cache, open).in_flight(max_in_flight));
+    let mut agent = Agent::new(cache, open).in_flight(max_in_flight);
+    if let Some(log) = audit {
+        agent = agent.audit(log);
+    }
+    let agent = Arc::new(agent);
     // The handlers before the socket: a supervisor may signal as soon as it can connect, and
     // a signal that met the default action would kill the agent without zeroing its cache.
     let signalled = Arc::new(AtomicBool::new(false));
