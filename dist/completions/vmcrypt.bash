@@ -465,7 +465,7 @@ _vmcrypt() {
             return 0
             ;;
         vmcrypt__subcmd__agent__subcmd__serve)
-            opts="-q -v -h --socket --cache-size --max-in-flight --config --json --quiet --verbose --agent --audit-log --allow-outside-folder --help"
+            opts="-q -v -h --socket --cache-size --max-in-flight --metrics --config --json --quiet --verbose --agent --audit-log --allow-outside-folder --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -480,6 +480,10 @@ _vmcrypt() {
                     return 0
                     ;;
                 --max-in-flight)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1793,7 +1797,7 @@ _vmcrypt() {
             return 0
             ;;
         vmcrypt__subcmd__serve)
-            opts="-q -v -h --nbd --vhost-user --queues --queue-size --io-threads --serial --name --plaintext --read-only --stall-timeout --status --config --json --quiet --verbose --agent --audit-log --allow-outside-folder --help"
+            opts="-q -v -h --nbd --vhost-user --queues --queue-size --io-threads --serial --name --plaintext --read-only --stall-timeout --status --metrics --config --json --quiet --verbose --agent --audit-log --allow-outside-folder --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1828,6 +1832,10 @@ _vmcrypt() {
                     return 0
                     ;;
                 --stall-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

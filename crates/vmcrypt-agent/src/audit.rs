@@ -322,6 +322,10 @@ impl KeyProvider for Audited {
         r
     }
 
+    fn servers(&self) -> Vec<vmcrypt_core::provider::ServerStat> {
+        self.inner.servers()
+    }
+
     fn fetch_kek(&self, id: &KeyId) -> Result<Kek> {
         let r = self.inner.fetch_kek(id);
         self.log.record(

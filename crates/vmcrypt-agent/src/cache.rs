@@ -7,10 +7,12 @@
 //! rescue of a VM whose key server is gone, independent of the key servers.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use super::limit::Limiter;
+use super::metrics::AgentMetrics;
 use vmcrypt_core::provider::{KeyId, KeyProvider, KeyPurpose};
 use vmcrypt_core::secret::Kek;
 use vmcrypt_core::{Error, Result};
@@ -182,6 +184,7 @@ pub struct CachingProvider {
     inner: Arc<dyn KeyProvider>,
     cache: KeyCache,
     limit: Option<Arc<Limiter>>,
+    metrics: Option<Arc<AgentMetrics>>,
 }
 
 impl CachingProvider {
@@ -191,6 +194,19 @@ impl CachingProvider {
             inner,
             cache,
             limit: None,
+            metrics: None,
+        }
+    }
+
+    /// Counts hits, misses, creates and provider latency in `m` (the agent's metrics).
+    pub fn counted(mut self, m: Arc<AgentMetrics>) -> Self {
+        self.metrics = Some(m);
+        self
+    }
+
+    fn count(&self, f: impl FnOnce(&AgentMetrics)) {
+        if let Some(m) = &self.metrics {
+            f(m);
         }
     }
 
@@ -206,10 +222,25 @@ impl KeyProvider for CachingProvider {
         self.inner.name()
     }
 
+    fn servers(&self) -> Vec<vmcrypt_core::provider::ServerStat> {
+        self.inner.servers()
+    }
+
     fn create_kek(&self, purpose: &KeyPurpose) -> Result<(KeyId, Kek)> {
         let started = Instant::now();
         let _slot = self.limit.as_ref().map(|l| l.acquire());
-        let (id, kek) = self.inner.create_kek(purpose)?;
+        self.count(|m| {
+            m.creates.fetch_add(1, Ordering::Relaxed);
+            m.in_flight.fetch_add(1, Ordering::Relaxed);
+        });
+        let r = self.inner.create_kek(purpose);
+        self.count(|m| {
+            m.in_flight.fetch_sub(1, Ordering::Relaxed);
+            if r.is_err() {
+                m.create_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        let (id, kek) = r?;
         self.cache.insert(self.name(), id.as_str(), &kek);
         tracing::info!(
             provider = %self.name(),
@@ -234,6 +265,9 @@ impl CachingProvider {
     pub fn fetch_traced(&self, id: &KeyId) -> Result<(Kek, bool)> {
         if let Some(k) = self.cache.get(self.name(), id.as_str()) {
             tracing::debug!(provider = %self.name(), key_id = %id, "key fetch: cache hit");
+            self.count(|m| {
+                m.hits.fetch_add(1, Ordering::Relaxed);
+            });
             return Ok((k, true));
         }
         let started = Instant::now();
@@ -241,9 +275,24 @@ impl CachingProvider {
         // While this request waited for a slot, another may have fetched the same key.
         if let Some(k) = self.cache.get(self.name(), id.as_str()) {
             tracing::debug!(provider = %self.name(), key_id = %id, "key fetch: cache hit after waiting");
+            self.count(|m| {
+                m.hits.fetch_add(1, Ordering::Relaxed);
+            });
             return Ok((k, true));
         }
-        match self.inner.fetch_kek(id).map(|k| (k, false)) {
+        self.count(|m| {
+            m.misses.fetch_add(1, Ordering::Relaxed);
+            m.in_flight.fetch_add(1, Ordering::Relaxed);
+        });
+        let r = self.inner.fetch_kek(id);
+        self.count(|m| {
+            m.in_flight.fetch_sub(1, Ordering::Relaxed);
+            m.fetch_seconds.observe(started.elapsed());
+            if r.is_err() {
+                m.fetch_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        match r.map(|k| (k, false)) {
             Ok((kek, hit)) => {
                 self.cache.insert(self.name(), id.as_str(), &kek);
                 tracing::info!(

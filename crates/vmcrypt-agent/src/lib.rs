@@ -49,6 +49,7 @@ pub mod client;
 pub mod config;
 mod config_parse;
 pub mod limit;
+pub mod metrics;
 pub mod proto;
 pub mod server;
 pub mod systemd;

@@ -19,6 +19,7 @@ use std::time::Duration;
 use super::audit::{AuditLog, Peer, Record};
 use super::cache::{CachingProvider, KeyCache};
 use super::limit::{DEFAULT_IN_FLIGHT, Limiter};
+use super::metrics::{AgentMetrics, Page};
 use super::proto::{self, Frame, Request, Response, Status};
 use vmcrypt_core::provider::{KeyId, KeyProvider, ProviderRegistry};
 use vmcrypt_core::{Error, Result};
@@ -34,6 +35,7 @@ pub struct Agent {
     in_flight: usize,
     providers: Mutex<HashMap<String, Opened>>,
     audit: Option<Arc<AuditLog>>,
+    metrics: Arc<AgentMetrics>,
 }
 
 impl Agent {
@@ -46,7 +48,90 @@ impl Agent {
             in_flight: DEFAULT_IN_FLIGHT,
             providers: Mutex::new(HashMap::new()),
             audit: None,
+            metrics: Arc::new(AgentMetrics::default()),
         }
+    }
+
+    /// The metrics page ([`crate::metrics`]): the cache's hits, misses and size, provider
+    /// latency and requests under way, and each key server's failures and demotions.
+    pub fn metrics_page(&self) -> String {
+        use std::sync::atomic::Ordering::Relaxed;
+        let m = &self.metrics;
+        let mut p = Page::default();
+        let n = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
+        p.counter(
+            "vmcrypt_agent_cache_hits_total",
+            "Key fetches the cache answered without asking a provider.",
+            n(&m.hits),
+        );
+        p.counter(
+            "vmcrypt_agent_cache_misses_total",
+            "Key fetches that went to the provider.",
+            n(&m.misses),
+        );
+        p.counter(
+            "vmcrypt_agent_fetch_errors_total",
+            "Key fetches from a provider that failed (the key was not cached).",
+            n(&m.fetch_errors),
+        );
+        p.counter(
+            "vmcrypt_agent_creates_total",
+            "Keys created at a provider.",
+            n(&m.creates),
+        );
+        p.counter(
+            "vmcrypt_agent_create_errors_total",
+            "Key creations that failed.",
+            n(&m.create_errors),
+        );
+        p.histogram(
+            "vmcrypt_agent_fetch_seconds",
+            "Time to fetch a key from its provider on a cache miss, waiting for a slot included.",
+            &m.fetch_seconds,
+        );
+        p.gauge(
+            "vmcrypt_agent_in_flight",
+            "Requests under way at providers now.",
+            m.in_flight.load(Relaxed),
+        );
+        p.gauge(
+            "vmcrypt_agent_keys_cached",
+            "Keys held in the cache (locked memory).",
+            self.cache.len() as i64,
+        );
+        p.gauge(
+            "vmcrypt_agent_cache_capacity",
+            "Keys the cache can hold.",
+            self.cache.capacity() as i64,
+        );
+        let mut servers: Vec<(String, vmcrypt_core::provider::ServerStat)> = {
+            let opened = self
+                .providers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            opened
+                .iter()
+                .flat_map(|(name, (p, _))| p.servers().into_iter().map(|s| (name.clone(), s)))
+                .collect()
+        };
+        servers.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut f = p.family(
+            "vmcrypt_kms_server_failures_total",
+            "counter",
+            "Operations a key server failed (unreachable, timed out, garbage), each a failover.",
+        );
+        for (name, s) in &servers {
+            f.sample(&[("provider", name), ("server", &s.server)], s.failures);
+        }
+        let mut d = p.family(
+            "vmcrypt_kms_server_demotions_total",
+            "counter",
+            "Times a key server that failed recently was tried after the others.",
+        );
+        for (name, s) in &servers {
+            d.sample(&[("provider", name), ("server", &s.server)], s.demotions);
+        }
+        p.finish()
     }
 
     /// Records every request that touches a key (create, fetch, cache hit, forget), with the
@@ -99,7 +184,9 @@ impl Agent {
                     .clone()
             }
         };
-        Ok(CachingProvider::new(inner, self.cache.clone()).limited(limit))
+        Ok(CachingProvider::new(inner, self.cache.clone())
+            .limited(limit)
+            .counted(self.metrics.clone()))
     }
 
     /// Answers one request (from `peer`, when the server knows it).

@@ -200,8 +200,12 @@ pub struct ServeArgs {
     pub stall_timeout: u64,
     /// Serve nothing: show the server that holds DISK, if any, and its online job (as
     /// `vmcrypt jobs DISK`).
-    #[arg(long, conflicts_with_all = ["protocol", "plaintext", "read_only", "queues", "io_threads", "serial", "name"])]
+    #[arg(long, conflicts_with_all = ["protocol", "plaintext", "read_only", "queues", "io_threads", "serial", "name", "metrics"])]
     pub status: bool,
+    /// Export I/O counters and the online job's progress for Prometheus on
+    /// http://ADDR/metrics: PORT (127.0.0.1) or HOST:PORT.
+    #[arg(long, value_name = "PORT|HOST:PORT")]
+    pub metrics: Option<String>,
 }
 
 /// `topology ...`
@@ -260,6 +264,10 @@ pub enum AgentCmd {
         #[arg(long, default_value_t = vmcrypt_agent::limit::DEFAULT_IN_FLIGHT as u64,
               value_parser = clap::value_parser!(u64).range(1..=4096))]
         max_in_flight: u64,
+        /// Export the cache's and the key servers' counters for Prometheus on
+        /// http://ADDR/metrics: PORT (127.0.0.1) or HOST:PORT. No key ids, no keys.
+        #[arg(long, value_name = "PORT|HOST:PORT")]
+        metrics: Option<String>,
     },
     /// Show what a running agent holds (provider and key id of each cached key; never keys).
     Status {

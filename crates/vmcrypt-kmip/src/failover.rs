@@ -37,6 +37,8 @@ pub(crate) struct Cluster {
     tls: Arc<ClientConfig>,
     idle: Mutex<HashMap<String, Vec<KmipClient>>>,
     failed_at: Mutex<HashMap<String, Instant>>,
+    /// Per server: (failures, demotions), for metrics.
+    counts: Mutex<HashMap<String, (u64, u64)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -55,7 +57,25 @@ impl Cluster {
             tls,
             idle: Mutex::new(HashMap::new()),
             failed_at: Mutex::new(HashMap::new()),
+            counts: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Each server's failures and demotions so far, in the operator's order.
+    pub fn stats(&self) -> Vec<vmcrypt_core::provider::ServerStat> {
+        let counts = lock(&self.counts);
+        self.settings
+            .servers
+            .iter()
+            .map(|s| {
+                let (failures, demotions) = counts.get(s).copied().unwrap_or_default();
+                vmcrypt_core::provider::ServerStat {
+                    server: s.clone(),
+                    failures,
+                    demotions,
+                }
+            })
+            .collect()
     }
 
     /// A new TLS connection with the KMIP version negotiated.
@@ -133,6 +153,7 @@ impl Cluster {
             }
             Err(e) if unwell(e) => {
                 f.insert(server.to_string(), Instant::now());
+                lock(&self.counts).entry(server.to_string()).or_default().0 += 1;
             }
             Err(_) => {}
         }
@@ -151,6 +172,10 @@ impl Cluster {
             servers.iter().cloned().partition(|s| !recent(s));
         if !late.is_empty() {
             tracing::debug!(provider = %self.settings.name, demoted = ?late, "recently failed servers are tried last");
+            let mut counts = lock(&self.counts);
+            for s in &late {
+                counts.entry(s.clone()).or_default().1 += 1;
+            }
         }
         healthy.extend(late);
         healthy

@@ -230,6 +230,10 @@ impl KeyProvider for KmipProvider {
         &self.cluster.settings.name
     }
 
+    fn servers(&self) -> Vec<vmcrypt_core::provider::ServerStat> {
+        self.cluster.stats()
+    }
+
     fn create_kek(&self, purpose: &KeyPurpose) -> vmcrypt_core::Result<(KeyId, Kek)> {
         let name = match purpose {
             KeyPurpose::Disk(u) => format!("vmcrypt-disk-{u}"),

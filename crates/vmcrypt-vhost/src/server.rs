@@ -161,10 +161,18 @@ impl VhostUserBlk {
         let flushed = self.disk.flush().map_err(io::Error::other);
         result?;
         flushed?;
+        let mut stats = self.stats();
+        stats.connections = connections;
+        Ok(stats)
+    }
+
+    /// What the backend has done so far (while it serves, for metrics): every counter but
+    /// `connections`, which [`VhostUserBlk::serve`]'s result has.
+    pub fn stats(&self) -> VhostStats {
         let c = &self.backend.counters;
         let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        Ok(VhostStats {
-            connections,
+        VhostStats {
+            connections: 0,
             requests: get(&c.requests),
             bytes_read: get(&c.bytes_read),
             bytes_written: get(&c.bytes_written),
@@ -173,7 +181,7 @@ impl VhostUserBlk {
             write_through: get(&c.write_through),
             broken: get(&c.broken),
             per_queue: c.per_queue.iter().map(get).collect(),
-        })
+        }
     }
 
     fn accept_loop(

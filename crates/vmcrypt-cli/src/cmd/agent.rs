@@ -20,7 +20,15 @@ pub fn run(cli: &Cli, a: &AgentCmd, out: &Out) -> Result<()> {
             socket,
             cache_size,
             max_in_flight,
-        } => serve(cli, socket, *cache_size, *max_in_flight as usize, out),
+            metrics,
+        } => serve(
+            cli,
+            socket,
+            *cache_size,
+            *max_in_flight as usize,
+            metrics.as_deref(),
+            out,
+        ),
         AgentCmd::Status { socket } => status(which(cli, socket.as_deref())?, out),
         AgentCmd::Forget {
             socket,
@@ -53,8 +61,12 @@ fn serve(
     socket: &Path,
     cache_size: usize,
     max_in_flight: usize,
+    metrics: Option<&str>,
     out: &Out,
 ) -> Result<()> {
+    let metrics_at = metrics
+        .map(vmcrypt_agent::metrics::parse_addr)
+        .transpose()?;
     // No core dumps, no ptrace by other processes of this user: the agent holds keys for as
     // long as the host runs.
     vmcrypt_agent::harden_process()?;
@@ -72,6 +84,18 @@ fn serve(
         agent = agent.audit(log);
     }
     let agent = Arc::new(agent);
+    let _exporter = match metrics_at {
+        Some(at) => {
+            let a = agent.clone();
+            let ex = vmcrypt_agent::metrics::Exporter::start(at, move || a.metrics_page())?;
+            out.note(&format!(
+                "vmcrypt agent: metrics on http://{}/metrics",
+                ex.addr()
+            ));
+            Some(ex)
+        }
+        None => None,
+    };
     // The handlers before the socket: a supervisor may signal as soon as it can connect, and
     // a signal that met the default action would kill the agent without zeroing its cache.
     let signalled = Arc::new(AtomicBool::new(false));

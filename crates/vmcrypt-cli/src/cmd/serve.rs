@@ -60,11 +60,18 @@ pub fn run(cli: &Cli, a: &ServeArgs, out: &Out) -> Result<()> {
     };
     let controller = ControlServer::new(&disk, &registry, a.disk.clone());
     let bind = |at: &Endpoint| Listener::bind(at).map_err(Error::io("listen on", at.to_string()));
+    let metrics_at = a
+        .metrics
+        .as_deref()
+        .map(vmcrypt_agent::metrics::parse_addr)
+        .transpose()?;
     let nbd = match &nbd_at {
         Some(at) => Some((
             bind(at)?,
-            NbdServer::new(Arc::clone(&disk), a.name.clone(), a.read_only)
-                .stall_deadline(Duration::from_secs(a.stall_timeout)),
+            Arc::new(
+                NbdServer::new(Arc::clone(&disk), a.name.clone(), a.read_only)
+                    .stall_deadline(Duration::from_secs(a.stall_timeout)),
+            ),
         )),
         None => None,
     };
@@ -84,7 +91,7 @@ pub fn run(cli: &Cli, a: &ServeArgs, out: &Out) -> Result<()> {
             }
             let device = VhostUserBlk::new(Arc::clone(&disk), &opts)
                 .map_err(|e| Error::input(format!("--vhost-user: {e}")))?;
-            Some((bind(at)?, device, opts))
+            Some((bind(at)?, Arc::new(device), opts))
         }
         None => None,
     };
@@ -119,6 +126,19 @@ pub fn run(cli: &Cli, a: &ServeArgs, out: &Out) -> Result<()> {
             human_bytes(j.len)
         ));
     }
+    let exporter = match metrics_at {
+        Some(at) => {
+            let page = metrics_page(
+                Arc::clone(&disk),
+                nbd.as_ref().map(|(_, s)| Arc::clone(s)),
+                vhost.as_ref().map(|(_, d, _)| Arc::clone(d)),
+            );
+            let ex = vmcrypt_agent::metrics::Exporter::start(at, page)?;
+            out.note(&format!("vmcrypt: metrics on http://{}/metrics", ex.addr()));
+            Some(ex)
+        }
+        None => None,
+    };
     // Under systemd (vmcrypt-serve@.service, Type=notify): the VM may start now.
     vmcrypt_agent::systemd::notify(&format!("READY=1\nSTATUS=serving {what}"));
     // Each protocol on a thread of its own; when one fails, the other is stopped too.
@@ -148,7 +168,9 @@ pub fn run(cli: &Cli, a: &ServeArgs, out: &Out) -> Result<()> {
     vmcrypt_agent::systemd::notify("STOPPING=1");
     let nbd_stats: Option<ServeStats> = nbd_stats.map_err(Error::io("serve", &a.disk))?;
     let vhost_stats: Option<VhostStats> = vhost_stats.map_err(Error::io("serve", &a.disk))?;
-    // Closing the listeners removes the sockets; the last holder of the disk releases its lock.
+    // Closing the listeners removes the sockets; the last holder of the disk releases its lock
+    // (the exporter holds the servers: it goes first).
+    drop(exporter);
     drop(nbd);
     drop(vhost);
     drop(control);
@@ -206,4 +228,81 @@ fn join<T>(
             .unwrap_or_else(|_| Err(std::io::Error::other("server thread panicked")))
     })
     .transpose()
+}
+
+/// The serving process's metrics page: each protocol's I/O counters, the disk's size and its
+/// online job's progress.
+fn metrics_page(
+    disk: Arc<EncryptedDisk>,
+    nbd: Option<Arc<NbdServer>>,
+    vhost: Option<Arc<VhostUserBlk>>,
+) -> impl Fn() -> String + Send + 'static {
+    use vmcrypt_agent::metrics::Page;
+    move || {
+        let path = disk.path().display().to_string();
+        let mut rows: Vec<(&str, [u64; 4])> = Vec::new();
+        if let Some(s) = &nbd {
+            let st = s.stats();
+            rows.push((
+                "nbd",
+                [st.requests, st.bytes_read, st.bytes_written, st.errors],
+            ));
+        }
+        if let Some(d) = &vhost {
+            let st = d.stats();
+            rows.push((
+                "vhost-user",
+                [st.requests, st.bytes_read, st.bytes_written, st.errors],
+            ));
+        }
+        let mut p = Page::default();
+        for (i, (name, help)) in [
+            ("vmcrypt_serve_requests_total", "Requests carried out."),
+            (
+                "vmcrypt_serve_read_bytes_total",
+                "Bytes read by clients and guests.",
+            ),
+            (
+                "vmcrypt_serve_written_bytes_total",
+                "Bytes written by clients and guests.",
+            ),
+            (
+                "vmcrypt_serve_errors_total",
+                "Requests that failed (an I/O error to the client).",
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut f = p.family(name, "counter", help);
+            for (proto, v) in &rows {
+                f.sample(&[("disk", &path), ("protocol", proto)], v[i]);
+            }
+        }
+        if let Some(s) = &nbd {
+            p.family(
+                "vmcrypt_serve_nbd_clients_total",
+                "counter",
+                "NBD clients that reached transmission.",
+            )
+            .sample(&[("disk", &path)], s.stats().clients);
+        }
+        p.family(
+            "vmcrypt_serve_disk_bytes",
+            "gauge",
+            "The served disk's size.",
+        )
+        .sample(&[("disk", &path)], disk.len());
+        let job = disk.job();
+        p.family(
+            "vmcrypt_serve_job_done_bytes",
+            "gauge",
+            "Bytes the online job (rekey, encrypt, decrypt) has done; job=\"none\" and 0 without one.",
+        )
+        .sample(
+            &[("disk", &path), ("job", job.as_ref().map(|j| j.kind.as_str()).unwrap_or("none"))],
+            job.as_ref().map(|j| j.done).unwrap_or(0),
+        );
+        p.finish()
+    }
 }

@@ -65,4 +65,22 @@ pub trait KeyProvider: Send + Sync {
     /// # Errors
     /// [`Error::KeyService`] when the provider cannot be reached or does not have the key.
     fn fetch_kek(&self, id: &KeyId) -> Result<Kek>;
+
+    /// How each of the provider's servers has fared since it was opened, for a long-running
+    /// process's metrics; empty for a provider without servers (native). A wrapper passes its
+    /// inner provider's on.
+    fn servers(&self) -> Vec<ServerStat> {
+        Vec::new()
+    }
+}
+
+/// One server's record, as [`KeyProvider::servers`] gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerStat {
+    /// `host:port`.
+    pub server: String,
+    /// Operations it failed (unreachable, timed out, garbage): each one cost a failover.
+    pub failures: u64,
+    /// Times it was tried after the others because it had failed recently (demotion).
+    pub demotions: u64,
 }

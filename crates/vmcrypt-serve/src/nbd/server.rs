@@ -49,6 +49,8 @@ pub struct NbdServer {
     max_clients: usize,
     workers: usize,
     budget: usize,
+    counters: Counters,
+    served: AtomicUsize,
 }
 
 impl NbdServer {
@@ -75,6 +77,8 @@ impl NbdServer {
             workers: (2 * worker_threads(None)).max(4),
             // The largest write, and room beside it for many small ones.
             budget: MAX_PAYLOAD as usize + (16 << 20),
+            counters: Counters::default(),
+            served: AtomicUsize::new(0),
         }
     }
 
@@ -115,7 +119,7 @@ impl NbdServer {
     /// The listener cannot be made non-blocking, or the final flush fails.
     pub fn serve(&self, listener: &Listener, stop: &AtomicBool) -> io::Result<ServeStats> {
         listener.set_nonblocking()?;
-        let counters = Counters::default();
+        let counters = &self.counters;
         let queue = Queue::default();
         let buffers = Buffers::new(self.budget);
         let export = Export {
@@ -126,7 +130,7 @@ impl NbdServer {
             read_only: self.offer.read_only,
         };
         let clients = AtomicUsize::new(0);
-        let served = AtomicUsize::new(0);
+        let served = &self.served;
         let submit = |t: Task| queue.push(t);
         let ctx = Ctx {
             export,
@@ -138,7 +142,7 @@ impl NbdServer {
         std::thread::scope(|scope| -> io::Result<()> {
             let mut workers = Vec::new();
             for i in 0..self.workers {
-                let (queue, counters, disk) = (&queue, &counters, &*self.disk);
+                let (queue, disk) = (&queue, &*self.disk);
                 let w = std::thread::Builder::new()
                     .name(format!("nbd-worker-{i}"))
                     .spawn_scoped(scope, move || {
@@ -171,7 +175,7 @@ impl NbdServer {
                     continue;
                 }
                 clients.fetch_add(1, Ordering::Relaxed);
-                let (ctx, clients, served) = (&ctx, &clients, &served);
+                let (ctx, clients) = (&ctx, &clients);
                 let spawned = std::thread::Builder::new()
                     .name("nbd-client".into())
                     .spawn_scoped(scope, move || {
@@ -200,13 +204,19 @@ impl NbdServer {
             Ok(())
         })?;
         self.disk.flush().map_err(io::Error::other)?;
-        Ok(ServeStats {
-            clients: served.load(Ordering::Relaxed) as u64,
-            requests: counters.requests.load(Ordering::Relaxed),
-            bytes_read: counters.bytes_read.load(Ordering::Relaxed),
-            bytes_written: counters.bytes_written.load(Ordering::Relaxed),
-            errors: counters.errors.load(Ordering::Relaxed),
-        })
+        Ok(self.stats())
+    }
+
+    /// What the server has done so far (while it serves, for metrics; the totals at the end).
+    pub fn stats(&self) -> ServeStats {
+        let c = &self.counters;
+        ServeStats {
+            clients: self.served.load(Ordering::Relaxed) as u64,
+            requests: c.requests.load(Ordering::Relaxed),
+            bytes_read: c.bytes_read.load(Ordering::Relaxed),
+            bytes_written: c.bytes_written.load(Ordering::Relaxed),
+            errors: c.errors.load(Ordering::Relaxed),
+        }
     }
 
     /// One connection: handshake, then requests. Returns whether it reached transmission.
