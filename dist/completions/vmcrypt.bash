@@ -2057,7 +2057,7 @@ _vmcrypt() {
             return 0
             ;;
         vmcrypt__subcmd__vm__subcmd__encrypt)
-            opts="-q -v -h --provider --sector-size --threads --config --json --quiet --verbose --agent --audit-log --allow-outside-folder --help"
+            opts="-q -v -h --provider --sector-size --threads --from-file --parallel --results --config --json --quiet --verbose --agent --audit-log --allow-outside-folder --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2072,6 +2072,18 @@ _vmcrypt() {
                     return 0
                     ;;
                 --threads)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --from-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --parallel)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --results)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -2205,7 +2217,7 @@ _vmcrypt() {
             return 0
             ;;
         vmcrypt__subcmd__vm__subcmd__rekey)
-            opts="-q -v -h --shallow --deep --provider --rate --config --json --quiet --verbose --agent --audit-log --allow-outside-folder --help"
+            opts="-q -v -h --shallow --deep --provider --rate --from-file --parallel --results --config --json --quiet --verbose --agent --audit-log --allow-outside-folder --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2216,6 +2228,18 @@ _vmcrypt() {
                     return 0
                     ;;
                 --rate)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --from-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --parallel)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --results)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

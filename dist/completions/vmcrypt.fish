@@ -239,6 +239,9 @@ complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subc
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subcommand_from encrypt" -l sector-size -d 'XTS data unit size for the disks' -r -f -a "512\t'512-byte data units'
 4096\t'4096-byte data units'"
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subcommand_from encrypt" -l threads -d 'Worker threads (default: all cores)' -r
+complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subcommand_from encrypt" -l from-file -d 'Also the VMs listed in this file, one .vmx path per line (`#` comments allowed)' -r -F
+complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subcommand_from encrypt" -l parallel -d 'VMs run at once' -r
+complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subcommand_from encrypt" -l results -d 'Append each VM\'s JSON line to FILE, and skip the VMs FILE already records as done by the same operation: the same command again does only what is left' -r -F
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subcommand_from encrypt" -l config -d 'Configuration file (default: $VMCRYPT_CONFIG, else /etc/vmcrypt/config.toml for root, else $XDG_CONFIG_HOME/vmcrypt/config.toml)' -r -F
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subcommand_from encrypt" -l agent -d 'Route every key operation through the host agent on this socket (`vmcrypt agent serve`): keys it holds work even when every key server is down' -r -F
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subcommand_from encrypt" -l audit-log -d 'Record every key operation (create, fetch, rekey, backup, restore, reveal-key, forget) as a JSON line in this file, or `journald` (default: the config\'s `audit_log`)' -r
@@ -258,6 +261,9 @@ complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subc
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subcommand_from decrypt" -s h -l help -d 'Print help'
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subcommand_from rekey" -l provider -d 'Provider of the new KEK (default: the VM\'s current provider)' -r
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subcommand_from rekey" -l rate -d '--deep of a running VM: the most each server rekeys its disk at, in MB/s (default: one that leaves the guests at least half of their I/O)' -r
+complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subcommand_from rekey" -l from-file -d 'Also the VMs listed in this file, one .vmx path per line (`#` comments allowed)' -r -F
+complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subcommand_from rekey" -l parallel -d 'VMs run at once' -r
+complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subcommand_from rekey" -l results -d 'Append each VM\'s JSON line to FILE, and skip the VMs FILE already records as done by the same operation: the same command again does only what is left' -r -F
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subcommand_from rekey" -l config -d 'Configuration file (default: $VMCRYPT_CONFIG, else /etc/vmcrypt/config.toml for root, else $XDG_CONFIG_HOME/vmcrypt/config.toml)' -r -F
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subcommand_from rekey" -l agent -d 'Route every key operation through the host agent on this socket (`vmcrypt agent serve`): keys it holds work even when every key server is down' -r -F
 complete -c vmcrypt -n "__fish_vmcrypt_using_subcommand vm; and __fish_seen_subcommand_from rekey" -l audit-log -d 'Record every key operation (create, fetch, rekey, backup, restore, reveal-key, forget) as a JSON line in this file, or `journald` (default: the config\'s `audit_log`)' -r

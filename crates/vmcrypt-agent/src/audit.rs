@@ -16,7 +16,6 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -175,23 +174,14 @@ impl AuditLog {
     pub fn open(target: &Target) -> Result<Arc<AuditLog>> {
         let sink = match target {
             Target::File(path) => {
-                let dir = vmcrypt_core::fsutil::parent_dir(path);
-                if !dir.exists() {
-                    vmcrypt_core::fsutil::create_private_dir(&dir)?;
-                }
-                let file = std::fs::OpenOptions::new()
-                    .append(true)
-                    .create(true)
-                    .mode(0o600)
-                    .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                    .open(path)
-                    .map_err(Error::io("open the audit log", path))?;
-                let meta = file
-                    .metadata()
-                    .map_err(Error::io("open the audit log", path))?;
-                if !meta.is_file() {
-                    return Err(Error::NotRegularFile { path: path.clone() });
-                }
+                let file = vmcrypt_core::fsutil::open_append(path, 0o600).map_err(|e| match e {
+                    Error::Io { source, .. } => Error::Io {
+                        op: "open the audit log",
+                        path: path.clone(),
+                        source,
+                    },
+                    other => other,
+                })?;
                 Sink::File {
                     file: Mutex::new(file),
                     path: path.clone(),

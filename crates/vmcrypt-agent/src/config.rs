@@ -184,19 +184,20 @@ fn locate_with(
             source: e,
         })
     };
-    let set = |k: &str| env(k).filter(|v| !v.is_empty());
+    // An empty variable counts as unset.
+    let set = |v: Option<std::ffi::OsString>| v.filter(|v| !v.is_empty());
     if let Some(p) = flag {
         return abs(p.to_path_buf());
     }
-    if let Some(p) = set("VMCRYPT_CONFIG") {
+    if let Some(p) = set(env("VMCRYPT_CONFIG")) {
         return abs(PathBuf::from(p));
     }
     if root {
         return Ok(PathBuf::from(SYSTEM_CONFIG));
     }
-    let base = match set("XDG_CONFIG_HOME") {
+    let base = match set(env("XDG_CONFIG_HOME")) {
         Some(x) => PathBuf::from(x),
-        None => PathBuf::from(set("HOME").ok_or_else(|| Error::InvalidInput {
+        None => PathBuf::from(set(env("HOME")).ok_or_else(|| Error::InvalidInput {
             reason: "neither XDG_CONFIG_HOME nor HOME is set; use --config".into(),
         })?)
         .join(".config"),

@@ -523,8 +523,9 @@ pub enum VmCmd {
     /// Encrypt a VM: one KEK, its configuration sealed, every disk in place under its own DEK.
     #[command(after_help = "Example:\n  vmcrypt vm encrypt /vms/web01/web01.vmx --provider site-a")]
     Encrypt {
-        /// The .vmx file.
-        vmx: PathBuf,
+        /// The .vmx file; several, or --from-file, for a fleet (one JSON line per VM).
+        #[arg(required_unless_present = "from_file")]
+        vmx: Vec<PathBuf>,
         /// Key provider for the VM's KEK (default: the configured default).
         #[arg(long)]
         provider: Option<String>,
@@ -534,6 +535,8 @@ pub enum VmCmd {
         /// Worker threads (default: all cores).
         #[arg(long)]
         threads: Option<usize>,
+        #[command(flatten)]
+        fleet: FleetArgs,
     },
     /// Decrypt a VM: every disk, then the .vmx back to its original bytes.
     Decrypt {
@@ -545,8 +548,9 @@ pub enum VmCmd {
     },
     /// Rotate a VM's keys: --shallow wraps every key under a new KEK (no data rewritten).
     Rekey {
-        /// The .vmx file.
-        vmx: PathBuf,
+        /// The .vmx file; several, or --from-file, for a fleet (one JSON line per VM).
+        #[arg(required_unless_present = "from_file")]
+        vmx: Vec<PathBuf>,
         #[command(flatten)]
         depth: RekeyDepth,
         /// Provider of the new KEK (default: the VM's current provider).
@@ -556,12 +560,36 @@ pub enum VmCmd {
         /// one that leaves the guests at least half of their I/O).
         #[arg(long, value_name = "MB/s", value_parser = parse_rate)]
         rate: Option<u64>,
+        #[command(flatten)]
+        fleet: FleetArgs,
     },
     /// Show a VM's encryption state and each disk's (no key material).
     Inspect {
         /// The .vmx file.
         vmx: PathBuf,
     },
+}
+
+/// Many VMs at once (`vm encrypt`, `vm rekey`): docs/vm.md, "Fleets".
+#[derive(Debug, Args)]
+pub struct FleetArgs {
+    /// Also the VMs listed in this file, one .vmx path per line (`#` comments allowed).
+    #[arg(long, value_name = "LIST")]
+    pub from_file: Option<PathBuf>,
+    /// VMs run at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub parallel: u64,
+    /// Append each VM's JSON line to FILE, and skip the VMs FILE already records as done by
+    /// the same operation: the same command again does only what is left.
+    #[arg(long, value_name = "FILE")]
+    pub results: Option<PathBuf>,
+}
+
+impl FleetArgs {
+    /// Whether a fleet run was asked for beyond the one VM named.
+    pub fn wanted(&self, named: usize) -> bool {
+        named != 1 || self.from_file.is_some() || self.results.is_some()
+    }
 }
 
 /// `inspect`

@@ -329,17 +329,30 @@ mod tests {
                     && !p.ends_with("vmcrypt-cli/src/environment.rs")
                 {
                     let text = std::fs::read_to_string(&p).expect("read source");
-                    for (i, _) in text.match_indices("\"VMCRYPT_") {
-                        let name: String = text[i + 1..]
-                            .chars()
-                            .take_while(|c| c.is_ascii_uppercase() || *c == '_')
-                            .collect();
-                        read.insert(name);
+                    // The ways the sources read a variable: std::env, clap's `env =`, and
+                    // a lookup function passed in for tests (`env("...")`).
+                    for how in ["var(\"", "var_os(\"", "env = \"", "env(\""] {
+                        for (i, _) in text.match_indices(how) {
+                            let name: String = text[i + how.len()..]
+                                .chars()
+                                .take_while(|c| c.is_ascii_uppercase() || *c == '_')
+                                .collect();
+                            if name.starts_with("VMCRYPT_") {
+                                read.insert(name);
+                            }
+                        }
                     }
                 }
             }
         }
-        assert!(read.contains("VMCRYPT_XTS_BACKEND"), "{read:?}");
+        for known in [
+            "VMCRYPT_XTS_BACKEND",
+            "VMCRYPT_AGENT",
+            "VMCRYPT_AUDIT_LOG",
+            "VMCRYPT_CONFIG",
+        ] {
+            assert!(read.contains(known), "the scan missed {known}: {read:?}");
+        }
         for name in &read {
             assert!(
                 VARS.iter().any(|v| v.name == name) || INTERNAL.contains(&name.as_str()),

@@ -50,6 +50,8 @@ fn main() -> ExitCode {
         Command::Resume { disk, threads } => {
             cmd::disk::resume(&cli, disk, *threads, &out).map(|r| present::report(&out, &r))
         }
+        // Many VMs: one JSON line each, and the exit code says whether all of them succeeded.
+        Command::Vm(v) if cmd::vm::is_fleet(v) => return cmd::vm::run_fleet(&cli, v, &out),
         Command::Vm(v) => {
             cmd::vm::run(&cli, v, &out).map(|r| r.iter().for_each(|r| present::report(&out, r)))
         }

@@ -173,6 +173,20 @@ for _ in range(starts):
 sys.exit(code)
 "#;
 
+/// The activator and the service it started: both killed if a test fails half way, so that
+/// no agent outlives its test.
+struct Activated(Child);
+
+impl Drop for Activated {
+    fn drop(&mut self) {
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-P", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn sigterm(pid: u32) {
     let ok = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
@@ -214,19 +228,21 @@ fn a_socket_activated_agent_says_ready_serves_and_leaves_the_socket_for_its_next
     let mut argv: Vec<String> = exec.split_whitespace().map(String::from).collect();
     argv[0] = env!("CARGO_BIN_EXE_vmcrypt").into();
     argv.splice(1..1, ["--config".into(), e.config().display().to_string()]);
-    let mut activator = Command::new("python3")
-        .args(["-c", ACTIVATOR, socket.to_str().expect("utf8"), "2"])
-        .args(&argv)
-        .env("NOTIFY_SOCKET", &notify.path)
-        .env_remove("VMCRYPT_AGENT")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("python3 (the activator)");
-    let mut to = activator.stdin.take().expect("stdin");
-    let mut from = BufReader::new(activator.stdout.take().expect("stdout"));
+    let mut activator = Activated(
+        Command::new("python3")
+            .args(["-c", ACTIVATOR, socket.to_str().expect("utf8"), "2"])
+            .args(&argv)
+            .env("NOTIFY_SOCKET", &notify.path)
+            .env_remove("VMCRYPT_AGENT")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("python3 (the activator)"),
+    );
+    let mut to = activator.0.stdin.take().expect("stdin");
+    let mut from = BufReader::new(activator.0.stdout.take().expect("stdout"));
     let mut line = String::new();
     from.read_line(&mut line).expect("activator");
     assert_eq!(line.trim(), "listening");
@@ -275,7 +291,7 @@ fn a_socket_activated_agent_says_ready_serves_and_leaves_the_socket_for_its_next
         // systemd's socket stays for the next start.
         assert!(socket.exists(), "the agent removed the socket systemd owns");
     }
-    assert_eq!(wait(&mut activator, "the activator"), 0);
+    assert_eq!(wait(&mut activator.0, "the activator"), 0);
 }
 
 #[test]
@@ -286,23 +302,25 @@ fn an_activated_agent_refuses_a_socket_that_is_not_the_one_it_was_told() {
     let bound = dir.path().join("bound.sock");
     let said = dir.path().join("other.sock");
     let log = dir.path().join("agent.log");
-    let mut activator = Command::new("python3")
-        .args(["-c", ACTIVATOR, bound.to_str().expect("utf8"), "1"])
-        .arg(env!("CARGO_BIN_EXE_vmcrypt"))
-        .args(["--config", e.config().to_str().expect("utf8")])
-        .args(["agent", "serve", "--socket", said.to_str().expect("utf8")])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("python3 (the activator)");
-    let mut to = activator.stdin.take().expect("stdin");
-    let mut from = BufReader::new(activator.stdout.take().expect("stdout"));
+    let mut activator = Activated(
+        Command::new("python3")
+            .args(["-c", ACTIVATOR, bound.to_str().expect("utf8"), "1"])
+            .arg(env!("CARGO_BIN_EXE_vmcrypt"))
+            .args(["--config", e.config().to_str().expect("utf8")])
+            .args(["agent", "serve", "--socket", said.to_str().expect("utf8")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("python3 (the activator)"),
+    );
+    let mut to = activator.0.stdin.take().expect("stdin");
+    let mut from = BufReader::new(activator.0.stdout.take().expect("stdout"));
     let mut line = String::new();
     from.read_line(&mut line).expect("activator");
     writeln!(to, "start").expect("start");
     drop(to);
-    assert_eq!(wait(&mut activator, "the activator"), 1);
+    assert_eq!(wait(&mut activator.0, "the activator"), 1);
     let err = std::fs::read_to_string(&log).expect("log");
     assert!(err.contains("ListenStream= and --socket"), "{err}");
     assert!(!said.exists(), "the agent bound a socket of its own");

@@ -142,6 +142,33 @@ pub fn open_regular(path: &Path) -> Result<File> {
     Ok(f)
 }
 
+/// Opens a log for appending (created with `mode` if missing, its missing parent directories
+/// 0700): never through a symlink, and only a regular file. Each `write` of a line on it lands
+/// whole at the end, whoever else appends (`O_APPEND`).
+///
+/// # Errors
+/// [`Error::Io`] (a symlink is `ELOOP`); [`Error::NotRegularFile`].
+pub fn open_append(path: &Path, mode: u32) -> Result<File> {
+    let dir = parent_dir(path);
+    if !dir.exists() {
+        create_private_dir(&dir)?;
+    }
+    let f = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(Error::io("open", path))?;
+    let meta = f.metadata().map_err(Error::io("stat", path))?;
+    if !meta.is_file() {
+        return Err(Error::NotRegularFile {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(f)
+}
+
 /// Reads a whole metadata file of at most `cap` bytes, opened as [`open_regular`] does; a
 /// longer file is refused without reading more than `cap + 1` bytes, whatever its size says
 /// (a file can grow while it is read).

@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod check;
 pub mod disk;
+pub mod fleet;
 pub mod generate;
 pub mod inspect;
 pub mod online;
@@ -65,7 +66,10 @@ pub fn command_record<T>(cli: &Cli, r: &Result<T>) -> Option<Record> {
             .with("disk", path(&a.disk))
             .with("depth", if a.depth.deep { "deep" } else { "shallow" }),
         Command::Vm(VmCmd::Rekey { vmx, depth, .. }) => Record::new("rekey")
-            .with("vmx", path(vmx))
+            .with(
+                "vmx",
+                vmx.iter().map(|p| path(p)).collect::<Vec<_>>().join(" "),
+            )
             .with("depth", if depth.deep { "deep" } else { "shallow" }),
         Command::Provider(ProviderCmd::Backup { name, out, .. }) => Record::new("backup")
             .with("provider", name.as_str())

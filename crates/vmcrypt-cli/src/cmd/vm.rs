@@ -22,6 +22,121 @@ fn serves_any(vmx: &std::path::Path, servers: &dyn vmcrypt_core::vm::ServedDisks
         .is_ok_and(|vm| vm.disks().iter().any(|d| servers.serves(&d.path)))
 }
 
+/// The one VM of a command that is not a fleet ([`is_fleet`]).
+fn one(vmx: &[std::path::PathBuf]) -> Result<&std::path::Path> {
+    match vmx {
+        [one] => Ok(one),
+        _ => Err(vmcrypt_core::Error::input(
+            "one VMX, or a fleet: see `vmcrypt vm rekey --help`",
+        )),
+    }
+}
+
+/// Whether `cmd` is a fleet: several VMs, `--from-file` or `--results` (cmd::fleet).
+pub fn is_fleet(cmd: &VmCmd) -> bool {
+    match cmd {
+        VmCmd::Encrypt { vmx, fleet, .. } | VmCmd::Rekey { vmx, fleet, .. } => {
+            fleet.wanted(vmx.len())
+        }
+        _ => false,
+    }
+}
+
+/// A fleet run of `vm encrypt` or `vm rekey`: each VM as the single-VM command runs it, with
+/// the providers opened once for all (cmd::fleet).
+pub fn run_fleet(cli: &Cli, cmd: &VmCmd, out: &Out) -> std::process::ExitCode {
+    let fail = |e: vmcrypt_core::Error| {
+        out.error(&e);
+        std::process::ExitCode::from(crate::output::exit_code(&e))
+    };
+    let mut cfg = match load_config(cli) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let cancel = cancel_on_signal();
+    let none = vmcrypt_core::NoProgress;
+    match cmd {
+        VmCmd::Encrypt {
+            vmx,
+            provider,
+            sector_size,
+            threads,
+            fleet,
+        } => {
+            let vms = match super::fleet::vms(vmx, fleet.from_file.as_deref()) {
+                Ok(v) => v,
+                Err(e) => return fail(e),
+            };
+            let provider = match provider_for_new_key(&mut cfg, provider.as_deref(), out) {
+                Ok(p) => p,
+                Err(e) => return fail(e),
+            };
+            let registry = cfg.registry();
+            let job = |vmx: &std::path::Path| {
+                let job = VmJob::encrypt(vmx)
+                    .provider(provider.clone())
+                    .sector_size((*sector_size).into())
+                    .tuning(tuning());
+                with_threads(job, *threads).run(&registry, &none, &cancel)
+            };
+            super::fleet::run("encrypt", vms, fleet, &cancel, out, &job)
+        }
+        VmCmd::Rekey {
+            vmx,
+            depth,
+            provider,
+            rate,
+            fleet,
+        } => {
+            let vms = match super::fleet::vms(vmx, fleet.from_file.as_deref()) {
+                Ok(v) => v,
+                Err(e) => return fail(e),
+            };
+            if depth.deep && provider.is_some() {
+                return fail(vmcrypt_core::Error::input(
+                    "--deep keeps each VM's KEK; change provider with --shallow --provider",
+                ));
+            }
+            if !depth.deep && rate.is_some() {
+                return fail(vmcrypt_core::Error::input(
+                    "--rate is for --deep of running VMs (a shallow rekey rewrites no data)",
+                ));
+            }
+            let registry = cfg.registry();
+            if depth.deep {
+                let job = |vmx: &std::path::Path| {
+                    // No progress bars from the servers of running VMs: one line per VM.
+                    let quiet = Out {
+                        json: true,
+                        quiet: true,
+                        printed: std::cell::Cell::new(false),
+                    };
+                    let servers = super::online::VmServers {
+                        rate: *rate,
+                        out: &quiet,
+                    };
+                    VmJob::rekey_deep(vmx)
+                        .tuning(tuning())
+                        .run_served(&registry, &none, &cancel, &servers)
+                };
+                super::fleet::run("rekey-deep", vms, fleet, &cancel, out, &job)
+            } else {
+                let job = |vmx: &std::path::Path| {
+                    let mut job = VmJob::rekey_shallow(vmx);
+                    if let Some(p) = provider {
+                        job = job.provider(p.clone());
+                    }
+                    job.run(&registry, &none, &cancel)
+                };
+                super::fleet::run("rekey-shallow", vms, fleet, &cancel, out, &job)
+            }
+        }
+        _ => fail(vmcrypt_core::Error::input(
+            "only vm encrypt and vm rekey run fleets",
+        )),
+    }
+}
+
 /// Runs a VM job; `inspect` prints its own document and gives no report.
 pub fn run(cli: &Cli, cmd: &VmCmd, out: &Out) -> Result<Option<Report>> {
     let mut cfg = load_config(cli)?;
@@ -32,7 +147,9 @@ pub fn run(cli: &Cli, cmd: &VmCmd, out: &Out) -> Result<Option<Report>> {
             provider,
             sector_size,
             threads,
+            fleet: _,
         } => {
+            let vmx = one(vmx)?;
             let provider = provider_for_new_key(&mut cfg, provider.as_deref(), out)?;
             let job = VmJob::encrypt(vmx)
                 .provider(provider)
@@ -51,7 +168,9 @@ pub fn run(cli: &Cli, cmd: &VmCmd, out: &Out) -> Result<Option<Report>> {
             depth,
             provider,
             rate,
+            fleet: _,
         } => {
+            let vmx = one(vmx)?;
             if depth.deep {
                 if provider.is_some() {
                     return Err(vmcrypt_core::Error::InvalidInput {
