@@ -11,6 +11,10 @@ lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
 
+# Supply chain (deny.toml): licenses, duplicates, sources; advisories where GitHub is reachable.
+deny:
+    cargo deny --offline check licenses bans sources
+
 # The README's main job: encrypt the sample VMDK with the native provider.
 demo:
     cargo run --release -p vmcrypt-cli -- encrypt testdata/images/sample.vmdk --output target/sample-encrypted.vmdk
