@@ -112,77 +112,50 @@ fn main() {
     );
     println!("{:<58} {:>6} {:>9} {:>9}", "run", "VMs", "seconds", "VMs/s");
 
-    // The native provider.
+    // The native provider, then a PyKMIP cluster of three servers tried in order.
     let native = dir.path().join("native");
-    std::fs::create_dir(&native).expect("dir");
-    let list = make_fleet(&native, n);
-    let cfg = native.join("config.toml");
-    let l = list.to_str().expect("utf8");
-    let s = timed(
-        &bin,
-        &cfg,
-        &["vm", "encrypt", "--from-file", l, "--parallel", "8"],
-    );
-    row("native: vm encrypt --parallel 8", n, s);
-    for p in ["1", "8"] {
-        let s = timed(
-            &bin,
-            &cfg,
-            &[
-                "vm",
-                "rekey",
-                "--shallow",
-                "--from-file",
-                l,
-                "--parallel",
-                p,
-            ],
-        );
-        row(&format!("native: vm rekey --shallow --parallel {p}"), n, s);
-    }
-
-    // A PyKMIP cluster of three servers, tried in order.
+    rows("native", &bin, &native, n, None);
     let c = Cluster::start(3);
-    let kms = dir.path().join("kms");
-    std::fs::create_dir(&kms).expect("dir");
-    let list = make_fleet(&kms, n);
-    let cfg = kms.join("config.toml");
+    rows("PyKMIP x3", &bin, &dir.path().join("kms"), n, Some(&c));
+}
+
+/// A fleet of `n` VMs in `dir` encrypted under the native provider or, given one, the
+/// cluster's; then the rekey rows.
+fn rows(label: &str, bin: &Path, dir: &Path, n: usize, kms: Option<&Cluster>) {
+    std::fs::create_dir(dir).expect("dir");
+    let list = make_fleet(dir, n);
+    let cfg = dir.join("config.toml");
     let l = list.to_str().expect("utf8");
-    let mut add = vec!["provider", "add-kmip", "kms"];
-    for s in &c.servers {
-        add.extend(["--server", s.as_str()]);
+    if let Some(c) = kms {
+        let mut add = vec!["provider", "add-kmip", "kms"];
+        for s in &c.servers {
+            add.extend(["--server", s.as_str()]);
+        }
+        let (ca, cert, key) = (
+            c.pki.ca.to_str().expect("utf8"),
+            c.pki.client_cert.to_str().expect("utf8"),
+            c.pki.client_key.to_str().expect("utf8"),
+        );
+        add.extend(["--ca", ca, "--cert", cert, "--key", key, "--timeout", "30"]);
+        timed(bin, &cfg, &add);
     }
-    let (ca, cert, key) = (
-        c.pki.ca.to_str().expect("utf8"),
-        c.pki.client_cert.to_str().expect("utf8"),
-        c.pki.client_key.to_str().expect("utf8"),
-    );
-    add.extend(["--ca", ca, "--cert", cert, "--key", key, "--timeout", "30"]);
-    timed(&bin, &cfg, &add);
     let s = timed(
-        &bin,
+        bin,
         &cfg,
         &["vm", "encrypt", "--from-file", l, "--parallel", "8"],
     );
-    row("PyKMIP x3: vm encrypt --parallel 8", n, s);
+    row(&format!("{label}: vm encrypt --parallel 8"), n, s);
     for p in ["1", "8"] {
-        let s = timed(
-            &bin,
-            &cfg,
-            &[
-                "vm",
-                "rekey",
-                "--shallow",
-                "--from-file",
-                l,
-                "--parallel",
-                p,
-            ],
-        );
-        row(
-            &format!("PyKMIP x3: vm rekey --shallow --parallel {p}"),
-            n,
-            s,
-        );
+        let args = [
+            "vm",
+            "rekey",
+            "--shallow",
+            "--from-file",
+            l,
+            "--parallel",
+            p,
+        ];
+        let s = timed(bin, &cfg, &args);
+        row(&format!("{label}: vm rekey --shallow --parallel {p}"), n, s);
     }
 }

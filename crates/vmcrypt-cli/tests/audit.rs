@@ -7,9 +7,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::os::unix::net::UnixStream;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
 
 use common::*;
 use serde_json::Value;
@@ -270,24 +268,12 @@ fn the_agents_log_names_each_peer_and_tells_cache_hits_from_fetches() {
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("agent.sock");
     let log = dir.path().join("agent-audit.jsonl");
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_vmcrypt"))
-        .arg("--config")
-        .arg(e.config())
-        .arg("--audit-log")
-        .arg(&log)
-        .args(["agent", "serve", "--socket"])
-        .arg(&socket)
-        .env_remove("VMCRYPT_AGENT")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("agent");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while UnixStream::connect(&socket).is_err() {
-        assert!(Instant::now() < deadline, "the agent did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let agent = AgentServer::start(
+        &e,
+        &["--audit-log", log.to_str().expect("utf8")],
+        &socket,
+        &[],
+    );
     let s = socket.to_str().expect("utf8");
     e.raw_image("d.img", MIB);
     let mut pids = Vec::new();
@@ -319,8 +305,7 @@ fn the_agents_log_names_each_peer_and_tells_cache_hits_from_fetches() {
             String::from_utf8_lossy(&o.stderr)
         );
     }
-    let _ = Command::new("kill").arg(agent.id().to_string()).status();
-    let _ = agent.wait();
+    agent.stop();
     let records = lines(&log);
     let seen = ops(&records);
     // encrypt: create, then the proof fetch (a cache hit: create caches); decrypt: a hit;

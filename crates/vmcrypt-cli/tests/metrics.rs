@@ -7,9 +7,6 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::os::unix::net::UnixStream;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use common::*;
 use vmcrypt_testkit::{faults, pykmip};
@@ -99,28 +96,7 @@ fn the_agents_metrics_count_hits_misses_latency_and_each_servers_failures_and_de
     let socket = dir.path().join("agent.sock");
     let s = socket.to_str().expect("utf8").to_string();
     let port = pykmip::free_port();
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_vmcrypt"))
-        .arg("--config")
-        .arg(e.config())
-        .args([
-            "agent",
-            "serve",
-            "--socket",
-            &s,
-            "--metrics",
-            &port.to_string(),
-        ])
-        .env_remove("VMCRYPT_AGENT")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("agent");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while UnixStream::connect(&socket).is_err() {
-        assert!(Instant::now() < deadline, "the agent did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let agent = AgentServer::start(&e, &[], &socket, &["--metrics", &port.to_string()]);
     let m = scrape(port);
     assert_eq!(get(&m, "vmcrypt_agent_cache_hits_total"), 0.0);
     assert_eq!(get(&m, "vmcrypt_agent_keys_cached"), 0.0);
@@ -142,8 +118,7 @@ fn the_agents_metrics_count_hits_misses_latency_and_each_servers_failures_and_de
     // A hit.
     e.ok(&["--agent", &s, "decrypt", "d.img", "--output", "d.2"]);
     let m = scrape(port);
-    let _ = Command::new("kill").arg(agent.id().to_string()).status();
-    let _ = agent.wait();
+    agent.stop();
     assert_eq!(get(&m, "vmcrypt_agent_creates_total"), 1.0);
     assert_eq!(get(&m, "vmcrypt_agent_create_errors_total"), 0.0);
     assert_eq!(get(&m, "vmcrypt_agent_cache_misses_total"), 1.0);

@@ -133,6 +133,11 @@ pub fn open_regular(path: &Path) -> Result<File> {
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)
         .map_err(Error::io("open", path))?;
+    regular(f, path)
+}
+
+/// `f`, if it is a regular file.
+fn regular(f: File, path: &Path) -> Result<File> {
     let meta = f.metadata().map_err(Error::io("stat", path))?;
     if !meta.is_file() {
         return Err(Error::NotRegularFile {
@@ -160,13 +165,7 @@ pub fn open_append(path: &Path, mode: u32) -> Result<File> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)
         .map_err(Error::io("open", path))?;
-    let meta = f.metadata().map_err(Error::io("stat", path))?;
-    if !meta.is_file() {
-        return Err(Error::NotRegularFile {
-            path: path.to_path_buf(),
-        });
-    }
-    Ok(f)
+    regular(f, path)
 }
 
 /// Reads a whole metadata file of at most `cap` bytes, opened as [`open_regular`] does; a

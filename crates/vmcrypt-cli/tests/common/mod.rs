@@ -298,3 +298,52 @@ impl Rng {
         self.0
     }
 }
+
+/// `vmcrypt [ARGS...] agent serve --socket SOCKET [SERVE_ARGS...]` with this test's config,
+/// once it accepts connections; stopped with SIGTERM (or killed) on drop.
+pub struct AgentServer {
+    pub child: Child,
+}
+
+impl AgentServer {
+    pub fn start(e: &Env, global: &[&str], socket: &Path, serve: &[&str]) -> AgentServer {
+        let child = Command::new(env!("CARGO_BIN_EXE_vmcrypt"))
+            .arg("--config")
+            .arg(e.config())
+            .args(global)
+            .args(["agent", "serve", "--socket"])
+            .arg(socket)
+            .args(serve)
+            .env_remove("VMCRYPT_AGENT")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the agent");
+        let a = AgentServer { child };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(socket).is_err() {
+            assert!(Instant::now() < deadline, "the agent did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        a
+    }
+
+    /// SIGTERM, and wait for the agent to exit.
+    pub fn stop(mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for AgentServer {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
