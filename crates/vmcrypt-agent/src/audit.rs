@@ -326,6 +326,18 @@ impl KeyProvider for Audited {
         );
         r
     }
+
+    fn fetch_kek_for(&self, id: &KeyId, purpose: &KeyPurpose) -> Result<Kek> {
+        let r = self.inner.fetch_kek_for(id, purpose);
+        self.log.record(
+            Record::new("fetch")
+                .with("provider", self.name())
+                .with("key_id", id.as_str())
+                .purpose(purpose)
+                .result(&r),
+        );
+        r
+    }
 }
 
 #[cfg(test)]

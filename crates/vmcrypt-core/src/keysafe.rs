@@ -35,6 +35,8 @@ pub(crate) trait Binding {
     fn unwrap(&self, kek: &Kek, pair: &Pair<'_>, generation: u64) -> Result<Self::Secret>;
     /// Whether two secrets are equal (in constant time).
     fn same(a: &Self::Secret, b: &Self::Secret) -> bool;
+    /// What the keySafe's KEK is fetched for: its disk or VM (for an audit log's record).
+    fn purpose(&self) -> KeyPurpose;
 }
 
 /// A disk's keySafe holds its DEK, bound to the disk's identity and its VM, if any.
@@ -62,6 +64,10 @@ impl Binding for DiskBinding<'_> {
 
     fn same(a: &Dek, b: &Dek) -> bool {
         bool::from(a.expose_secret().ct_eq(b.expose_secret()))
+    }
+
+    fn purpose(&self) -> KeyPurpose {
+        KeyPurpose::Disk(self.disk.uuid.clone())
     }
 }
 
@@ -104,6 +110,10 @@ impl Binding for VmBinding<'_> {
             generation,
         };
         wrap::unwrap_config_key(kek, pair.locked, &ctx)
+    }
+
+    fn purpose(&self) -> KeyPurpose {
+        KeyPurpose::Vm(self.vm_uuid.to_string())
     }
 
     fn same(a: &ConfigKey, b: &ConfigKey) -> bool {
@@ -177,8 +187,9 @@ impl<'r> KeyRing<'r> {
         self.registry.provider(name)
     }
 
-    /// The KEK (`provider`, `key_id`): from this job's earlier fetch, else from the provider.
-    pub fn kek(&self, provider: &str, key_id: &str) -> Result<HeldKek> {
+    /// The KEK (`provider`, `key_id`) of a keySafe of `purpose`'s disk or VM: from this job's
+    /// earlier fetch, else from the provider.
+    pub fn kek(&self, provider: &str, key_id: &str, purpose: &KeyPurpose) -> Result<HeldKek> {
         let known = self
             .fetched
             .borrow()
@@ -189,7 +200,9 @@ impl<'r> KeyRing<'r> {
         let kek = match known {
             Some(k) => k,
             None => {
-                let k = self.provider(provider)?.fetch_kek(&KeyId::new(key_id)?)?;
+                let k = self
+                    .provider(provider)?
+                    .fetch_kek_for(&KeyId::new(key_id)?, purpose)?;
                 self.remember(provider, key_id, &k)?;
                 k
             }
@@ -212,7 +225,7 @@ impl<'r> KeyRing<'r> {
         purpose: &KeyPurpose,
     ) -> Result<HeldKek> {
         let (id, kek) = provider.create_kek(purpose)?;
-        let back = provider.fetch_kek(&id)?;
+        let back = provider.fetch_kek_for(&id, purpose)?;
         if !bool::from(back.expose_secret().ct_eq(kek.expose_secret())) {
             return Err(Error::key_service(
                 provider.name(),
@@ -290,13 +303,15 @@ impl<'a, B: Binding> KeySafe<'a, B> {
         }
         let mut last = Error::UnwrapFailed;
         for pair in pairs {
-            let attempt = ring.kek(pair.provider, pair.key_id).and_then(|kek| {
-                std::iter::once(self.generation)
-                    .chain(self.rekey_generation)
-                    .find_map(|g| self.binding.unwrap(&kek.kek, &pair, g).ok())
-                    .map(|secret| Opened { secret, kek })
-                    .ok_or(Error::UnwrapFailed)
-            });
+            let attempt = ring
+                .kek(pair.provider, pair.key_id, &self.binding.purpose())
+                .and_then(|kek| {
+                    std::iter::once(self.generation)
+                        .chain(self.rekey_generation)
+                        .find_map(|g| self.binding.unwrap(&kek.kek, &pair, g).ok())
+                        .map(|secret| Opened { secret, kek })
+                        .ok_or(Error::UnwrapFailed)
+                });
             match attempt {
                 Ok(opened) => return Ok(opened),
                 Err(e) => last = e,
@@ -312,7 +327,7 @@ impl<'a, B: Binding> KeySafe<'a, B> {
         generation: u64,
         ring: &KeyRing<'_>,
     ) -> Result<B::Secret> {
-        let kek = ring.kek(pair.provider, pair.key_id)?;
+        let kek = ring.kek(pair.provider, pair.key_id, &self.binding.purpose())?;
         self.binding.unwrap(&kek.kek, pair, generation)
     }
 

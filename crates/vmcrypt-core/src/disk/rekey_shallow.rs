@@ -111,9 +111,10 @@ pub(crate) fn rewrap(
     }
     let dek = disk.open_key(ring)?.secret;
     let resumed = meta.rekey_generation.is_some();
+    let purpose = KeyPurpose::Disk(meta.identity.uuid.clone());
     let new = match (meta.rekey_generation, meta.key_safe().pending_target()) {
-        (Some(_), Some((p, k))) => ring.kek(&p, &k)?,
-        _ => ring.create_verified(provider, &KeyPurpose::Disk(meta.identity.uuid.clone()))?,
+        (Some(_), Some((p, k))) => ring.kek(&p, &k, &purpose)?,
+        _ => ring.create_verified(provider, &purpose)?,
     };
     let target = meta.rekey_generation.unwrap_or(meta.generation + 1);
     stage(disk, &dek, &new.as_ref(), target)?;

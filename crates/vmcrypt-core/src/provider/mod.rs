@@ -66,6 +66,17 @@ pub trait KeyProvider: Send + Sync {
     /// [`Error::KeyService`] when the provider cannot be reached or does not have the key.
     fn fetch_kek(&self, id: &KeyId) -> Result<Kek>;
 
+    /// Fetches the KEK with this id to open a keySafe of `purpose`'s disk or VM. The same
+    /// as [`KeyProvider::fetch_kek`] for every provider but an audited one, which records
+    /// the disk or VM.
+    ///
+    /// # Errors
+    /// As [`KeyProvider::fetch_kek`].
+    fn fetch_kek_for(&self, id: &KeyId, purpose: &KeyPurpose) -> Result<Kek> {
+        let _ = purpose;
+        self.fetch_kek(id)
+    }
+
     /// How each of the provider's servers has fared since it was opened, for a long-running
     /// process's metrics; empty for a provider without servers (native). A wrapper passes its
     /// inner provider's on.

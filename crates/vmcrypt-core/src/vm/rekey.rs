@@ -36,7 +36,9 @@ pub(crate) fn shallow(vmx: &Path, ctx: &Ctx<'_>) -> Result<Report> {
         .find_map(|(g, target)| g.and(target));
     let resumed = pending.is_some();
     let new = match pending {
-        Some((p, k)) => ctx.ring.kek(&p, &k)?,
+        Some((p, k)) => ctx
+            .ring
+            .kek(&p, &k, &KeyPurpose::Vm(meta.vm_uuid.clone()))?,
         None => {
             let name = match &ctx.opts.provider {
                 Some(n) => n.clone(),
