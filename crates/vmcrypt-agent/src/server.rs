@@ -58,32 +58,35 @@ impl Agent {
         use std::sync::atomic::Ordering::Relaxed;
         let m = &self.metrics;
         let mut p = Page::default();
-        let n = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
-        p.counter(
-            "vmcrypt_agent_cache_hits_total",
-            "Key fetches the cache answered without asking a provider.",
-            n(&m.hits),
-        );
-        p.counter(
-            "vmcrypt_agent_cache_misses_total",
-            "Key fetches that went to the provider.",
-            n(&m.misses),
-        );
-        p.counter(
-            "vmcrypt_agent_fetch_errors_total",
-            "Key fetches from a provider that failed (the key was not cached).",
-            n(&m.fetch_errors),
-        );
-        p.counter(
-            "vmcrypt_agent_creates_total",
-            "Keys created at a provider.",
-            n(&m.creates),
-        );
-        p.counter(
-            "vmcrypt_agent_create_errors_total",
-            "Key creations that failed.",
-            n(&m.create_errors),
-        );
+        for (name, help, v) in [
+            (
+                "vmcrypt_agent_cache_hits_total",
+                "Key fetches the cache answered without asking a provider.",
+                &m.hits,
+            ),
+            (
+                "vmcrypt_agent_cache_misses_total",
+                "Key fetches that went to the provider.",
+                &m.misses,
+            ),
+            (
+                "vmcrypt_agent_fetch_errors_total",
+                "Key fetches from a provider that failed (the key was not cached).",
+                &m.fetch_errors,
+            ),
+            (
+                "vmcrypt_agent_creates_total",
+                "Keys created at a provider.",
+                &m.creates,
+            ),
+            (
+                "vmcrypt_agent_create_errors_total",
+                "Key creations that failed.",
+                &m.create_errors,
+            ),
+        ] {
+            p.counter(name, help, v.load(Relaxed));
+        }
         p.histogram(
             "vmcrypt_agent_fetch_seconds",
             "Time to fetch a key from its provider on a cache miss, waiting for a slot included.",

@@ -7,9 +7,10 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -177,6 +178,42 @@ sys.exit(code)
 /// no agent outlives its test.
 struct Activated(Child);
 
+impl Activated {
+    /// Binds `socket` and waits for the activator to say it listens; each line written to
+    /// the returned stdin starts `argv` once; the returned stdout says how each exited.
+    fn start(
+        socket: &Path,
+        starts: usize,
+        argv: &[String],
+        notify: Option<&Path>,
+        log: &Path,
+    ) -> (Activated, ChildStdin, BufReader<ChildStdout>) {
+        let mut c = Command::new("python3");
+        c.args([
+            "-c",
+            ACTIVATOR,
+            socket.to_str().expect("utf8"),
+            &starts.to_string(),
+        ])
+        .args(argv)
+        .env_remove("VMCRYPT_AGENT")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).expect("log"));
+        if let Some(n) = notify {
+            c.env("NOTIFY_SOCKET", n);
+        }
+        let mut a = Activated(c.spawn().expect("python3 (the activator)"));
+        let to = a.0.stdin.take().expect("stdin");
+        let mut from = BufReader::new(a.0.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        from.read_line(&mut line).expect("activator");
+        assert_eq!(line.trim(), "listening");
+        (a, to, from)
+    }
+}
+
 impl Drop for Activated {
     fn drop(&mut self) {
         let _ = Command::new("pkill")
@@ -215,7 +252,7 @@ fn pid_of(msg: &str) -> u32 {
 
 #[test]
 fn a_socket_activated_agent_says_ready_serves_and_leaves_the_socket_for_its_next_start() {
-    use std::io::{BufRead, BufReader, Write};
+    use std::io::Write;
     let e = Env::new();
     e.ok(&["provider", "add-native", "n"]);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -228,24 +265,9 @@ fn a_socket_activated_agent_says_ready_serves_and_leaves_the_socket_for_its_next
     let mut argv: Vec<String> = exec.split_whitespace().map(String::from).collect();
     argv[0] = env!("CARGO_BIN_EXE_vmcrypt").into();
     argv.splice(1..1, ["--config".into(), e.config().display().to_string()]);
-    let mut activator = Activated(
-        Command::new("python3")
-            .args(["-c", ACTIVATOR, socket.to_str().expect("utf8"), "2"])
-            .args(&argv)
-            .env("NOTIFY_SOCKET", &notify.path)
-            .env_remove("VMCRYPT_AGENT")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("python3 (the activator)"),
-    );
-    let mut to = activator.0.stdin.take().expect("stdin");
-    let mut from = BufReader::new(activator.0.stdout.take().expect("stdout"));
+    let (mut activator, mut to, mut from) =
+        Activated::start(&socket, 2, &argv, Some(&notify.path), &log);
     let mut line = String::new();
-    from.read_line(&mut line).expect("activator");
-    assert_eq!(line.trim(), "listening");
     // A client may connect before the agent runs: systemd holds the connection for it.
     let early = UnixStream::connect(&socket).expect("connect before the agent started");
     drop(early);
@@ -296,28 +318,24 @@ fn a_socket_activated_agent_says_ready_serves_and_leaves_the_socket_for_its_next
 
 #[test]
 fn an_activated_agent_refuses_a_socket_that_is_not_the_one_it_was_told() {
-    use std::io::{BufRead, BufReader, Write};
+    use std::io::Write;
     let e = Env::new();
     let dir = tempfile::tempdir().expect("tempdir");
     let bound = dir.path().join("bound.sock");
     let said = dir.path().join("other.sock");
     let log = dir.path().join("agent.log");
-    let mut activator = Activated(
-        Command::new("python3")
-            .args(["-c", ACTIVATOR, bound.to_str().expect("utf8"), "1"])
-            .arg(env!("CARGO_BIN_EXE_vmcrypt"))
-            .args(["--config", e.config().to_str().expect("utf8")])
-            .args(["agent", "serve", "--socket", said.to_str().expect("utf8")])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("python3 (the activator)"),
-    );
-    let mut to = activator.0.stdin.take().expect("stdin");
-    let mut from = BufReader::new(activator.0.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    from.read_line(&mut line).expect("activator");
+    let argv: Vec<String> = [
+        env!("CARGO_BIN_EXE_vmcrypt"),
+        "--config",
+        e.config().to_str().expect("utf8"),
+        "agent",
+        "serve",
+        "--socket",
+        said.to_str().expect("utf8"),
+    ]
+    .map(String::from)
+    .into();
+    let (mut activator, mut to, _from) = Activated::start(&bound, 1, &argv, None, &log);
     writeln!(to, "start").expect("start");
     drop(to);
     assert_eq!(wait(&mut activator.0, "the activator"), 1);

@@ -241,8 +241,8 @@ fn metrics_page(
     move || {
         let path = disk.path().display().to_string();
         let mut rows: Vec<(&str, [u64; 4])> = Vec::new();
-        if let Some(s) = &nbd {
-            let st = s.stats();
+        let nbd_stats = nbd.as_ref().map(|s| s.stats());
+        if let Some(st) = &nbd_stats {
             rows.push((
                 "nbd",
                 [st.requests, st.bytes_read, st.bytes_written, st.errors],
@@ -279,13 +279,13 @@ fn metrics_page(
                 f.sample(&[("disk", &path), ("protocol", proto)], v[i]);
             }
         }
-        if let Some(s) = &nbd {
+        if let Some(st) = &nbd_stats {
             p.family(
                 "vmcrypt_serve_nbd_clients_total",
                 "counter",
                 "NBD clients that reached transmission.",
             )
-            .sample(&[("disk", &path)], s.stats().clients);
+            .sample(&[("disk", &path)], st.clients);
         }
         p.family(
             "vmcrypt_serve_disk_bytes",
