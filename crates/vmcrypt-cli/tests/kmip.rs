@@ -256,11 +256,7 @@ fn add_kmip_refuses_bad_settings() {
 fn add_kmip_warns_about_a_server_name_that_does_not_resolve() {
     let c = pykmip::shared();
     let e = Env::new();
-    let (ca, cert, key) = (
-        c.pki.ca.to_str().expect("utf8"),
-        c.pki.client_cert.to_str().expect("utf8"),
-        c.pki.client_key.to_str().expect("utf8"),
-    );
+    let (ca, cert, key) = tls_files(c);
     let o = e.run(&[
         "provider",
         "add-kmip",

@@ -68,11 +68,7 @@ fn the_agents_metrics_count_hits_misses_latency_and_each_servers_failures_and_de
     let c = pykmip::shared();
     let e = Env::new();
     let bad = faults::refused();
-    let (ca, cert, key) = (
-        c.pki.ca.to_str().expect("utf8"),
-        c.pki.client_cert.to_str().expect("utf8"),
-        c.pki.client_key.to_str().expect("utf8"),
-    );
+    let (ca, cert, key) = tls_files(c);
     e.ok(&[
         "provider",
         "add-kmip",

@@ -347,3 +347,13 @@ impl Drop for AgentServer {
         }
     }
 }
+
+/// A test cluster's CA, client certificate and client key, for `provider add-kmip`'s
+/// `--ca`, `--cert` and `--key`.
+pub fn tls_files(c: &vmcrypt_testkit::pykmip::Cluster) -> (&str, &str, &str) {
+    (
+        c.pki.ca.to_str().expect("utf8"),
+        c.pki.client_cert.to_str().expect("utf8"),
+        c.pki.client_key.to_str().expect("utf8"),
+    )
+}
